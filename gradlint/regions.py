@@ -1,0 +1,112 @@
+"""Parse only what can hold a finding.
+
+A file that passes the text prefilter usually passes it because of one function among dozens. LibCST's
+parse costs about ten times Python's own (stdlib ``ast``), so we let ``ast`` find the exact line spans of
+the file's *regions* and keep only the regions whose text matches a rule's triggers, plus every import.
+The rest is blanked: blanked lines stay as empty lines, so line numbers, columns and the kept code are
+exactly what the file holds, and positions, ``# noqa`` and edits computed on the reduced source are
+valid for the original.
+
+Regions: each top-level function; each function in a top-level class; all other module-level statements
+together (a script's flow runs through them); all other statements of a class together. A region is
+matched together with the file's import statements, so that `from torch.linalg import norm as n` lets
+the triggers see what `n(x)` calls.
+
+A rule whose verdict depends on code outside the region of its finding (every call site of a helper,
+say) asks for the full module, and the engine parses it again (``Rule.require_full_module``).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from typing import Callable, Optional
+
+_ODD_NEWLINES = re.compile(r"\r(?!\n)|[\x0c\x0b\x1c\x1d\x1e\x85\u2028\u2029]")
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# Above this share of kept lines, a second, smaller parse is not worth the ast parse it costs.
+WORTH_IT = 0.6
+
+
+def _span(node: ast.stmt) -> tuple[int, int]:
+    start = node.lineno
+    for deco in getattr(node, "decorator_list", ()):
+        start = min(start, deco.lineno)
+    return start, node.end_lineno or node.lineno
+
+
+def _imports(node: ast.stmt) -> bool:
+    return any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(node))
+
+
+def reduce_source(text: str, relevant: Callable[[str], bool], *, force: bool = False) -> Optional[str]:
+    """The text with irrelevant regions blanked, or None when that is unsafe or not worth it."""
+    if _ODD_NEWLINES.search(text):
+        return None  # ast and LibCST could number lines differently; parse it all
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None  # let LibCST report the error (or parse syntax newer than this Python)
+    lines = text.split("\n")
+    keep = bytearray(len(lines) + 2)  # indexed by 1-based row
+    import_spans = [_span(s) for s in tree.body if _imports(s)]
+    header = "\n".join("\n".join(lines[s - 1:e]) for s, e in import_spans)
+
+    def spans_text(spans) -> str:
+        return header + "\n" + "\n".join("\n".join(lines[s - 1:e]) for s, e in spans)
+
+    def mark(spans) -> None:
+        for s, e in spans:
+            keep[s:e + 1] = b"\x01" * (e + 1 - s)
+
+    def keep_block(body: list, loose_spans_out: list) -> bool:
+        """Keep relevant functions of `body`; collect its other statements as one region."""
+        kept = False
+        for stmt in body:
+            span = _span(stmt)
+            if isinstance(stmt, _FUNCTIONS):
+                if relevant(spans_text([span])):
+                    mark([span])
+                    kept = True
+            elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                mark([span])
+                kept = True
+            elif not isinstance(stmt, ast.ClassDef):
+                loose_spans_out.append(span)
+                if _imports(stmt):
+                    mark([span])
+                    kept = True
+        return kept
+
+    module_loose: list = []
+    keep_block(tree.body, module_loose)
+    for stmt in tree.body:
+        if not isinstance(stmt, ast.ClassDef) or not stmt.body:
+            continue
+        start, _ = _span(stmt)
+        body_start = _span(stmt.body[0])[0]
+        if body_start == stmt.lineno:  # `class X: ...` on one line
+            span = _span(stmt)
+            if relevant(spans_text([span])) or _imports(stmt):
+                mark([span])
+            continue
+        class_loose: list = []
+        kept = keep_block(stmt.body, class_loose)
+        if class_loose and relevant(spans_text(class_loose)):
+            mark(class_loose)
+            kept = True
+        nested = [s for s in stmt.body if isinstance(s, ast.ClassDef)]
+        if nested and relevant(spans_text([_span(s) for s in nested])):
+            mark([_span(s) for s in nested])
+            kept = True
+        if kept:  # a class with nothing kept is blanked whole
+            mark([(start, body_start - 1)])  # decorators and the `class X(Base):` header
+    if module_loose and relevant(spans_text(module_loose)):
+        mark(module_loose)
+
+    if not force and sum(keep) >= WORTH_IT * len(lines):
+        return None
+    return "\n".join(line if keep[row] else "" for row, line in enumerate(lines, start=1))

@@ -1,0 +1,159 @@
+r"""What a rule is: one small class with its docs, its examples and LibCST visit methods.
+
+A rule knows nothing about files, output formats or the CLI. It declares:
+
+- ``code`` (``GL001``), ``name`` (``unguarded-norm-division``) and a docstring that is its documentation
+  (What it does / Why is this bad? / Example / Use instead / Fix safety / Options);
+- ``triggers``: groups of regexes; every group must have a regex that matches a file (and the region of
+  the file that holds the finding: a function, or the module's loose statements, see ``regions``) for
+  the rule to possibly report there. The engine skips parsing what cannot match, so a trigger must never
+  hide a finding: the INVALID examples of every rule are run through it by a test. Start each regex with
+  a literal (``\.norm(?<!self\.norm)\s*\(``, not ``(?<!self)\.norm``): Python scans for a literal
+  prefix fast and tries every position otherwise (0.05 s against 1 s on transformers);
+- ``options``: settings read from ``[tool.gradlint.<name>]``;
+- ``VALID`` and ``INVALID`` examples, run by one parametrised test;
+- ``visit_<Node>`` / ``leave_<Node>`` methods, called in one shared traversal, that call ``self.report``.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence, Union
+
+from .diagnostics import SAFE, UNSAFE
+
+if TYPE_CHECKING:
+    import libcst as cst
+
+    from .context import FileContext
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    doc: str
+
+
+@dataclass(frozen=True)
+class Valid:
+    code: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Invalid:
+    code: str
+    expected: Optional[str] = None  # the file after `fix --write --unsafe-fixes`; None: no fix offered
+    unsafe: bool = False  # the fix needs --unsafe-fixes
+    count: int = 1  # findings the rule reports on `code`
+    note: str = ""
+
+
+@dataclass
+class FixPlan:
+    """A rewrite proposed by a rule: node replacements (LibCST nodes or sentinels) plus imports they need."""
+
+    changes: dict  # id(original node) -> (original node, replacement)
+    applicability: str
+    message: str
+    imports: tuple[str, ...] = ()  # import statements to add, e.g. "import torch.nn.functional as F"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """How to spell a qualified name in this module, and the import to add if none reaches it yet."""
+
+    expr: "cst.BaseExpression"
+    import_line: Optional[str]
+
+
+@dataclass
+class Report:
+    rule: "Rule"
+    node: "cst.CSTNode"
+    message: str
+    fix: Optional[FixPlan]
+    statement: Optional["cst.CSTNode"] = None
+    extra: dict = field(default_factory=dict)
+
+
+class Rule:
+    code: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    triggers: ClassVar[Sequence[Union[str, Sequence[str]]]] = ()
+    options: ClassVar[Sequence[Option]] = ()
+    VALID: ClassVar[Sequence[Valid]] = ()
+    INVALID: ClassVar[Sequence[Invalid]] = ()
+
+    _compiled_triggers: ClassVar[Optional[tuple]] = None
+
+    def __init__(self, ctx: "FileContext") -> None:
+        self.ctx = ctx
+
+    # -- prefilter -----------------------------------------------------------------------------------
+    @classmethod
+    def compiled_triggers(cls) -> tuple:
+        if cls.__dict__.get("_compiled_triggers") is None:
+            groups = ((g,) if isinstance(g, str) else tuple(g) for g in cls.triggers)
+            cls._compiled_triggers = tuple(tuple(re.compile(p) for p in group) for group in groups)
+        return cls._compiled_triggers
+
+    @classmethod
+    def may_match(cls, text: str) -> bool:
+        return all(any(p.search(text) for p in group) for group in cls.compiled_triggers())
+
+    # -- docs ----------------------------------------------------------------------------------------
+    @classmethod
+    def documentation(cls) -> str:
+        return textwrap.dedent(cls.__doc__ or "").strip()
+
+    @classmethod
+    def fix_availability(cls) -> str:
+        """'always', 'sometimes' or 'never', from the examples: what the rule table shows."""
+        fixed = [ex.expected is not None for ex in cls.INVALID]
+        if fixed and all(fixed):
+            return "always"
+        return "sometimes" if any(fixed) else "never"
+
+    # -- helpers for subclasses ----------------------------------------------------------------------
+    def option(self, name: str) -> Any:
+        return self.ctx.option(self, name)
+
+    def report(self, node: "cst.CSTNode", message: str, fix: Optional[FixPlan] = None) -> None:
+        self.ctx.add_report(Report(self, node, message, fix))
+
+    def reference(self, qualified: str) -> Reference:
+        return self.ctx.reference(qualified)
+
+    def replace(self, node: "cst.CSTNode", replacement: Union["cst.CSTNode", Any], *, message: str,
+                safe: bool = True, references: Sequence[Reference] = ()) -> FixPlan:
+        return self.rewrite({node: replacement}, message=message, safe=safe, references=references)
+
+    def insert_before(self, statement: "cst.CSTNode", new_statements: Sequence["cst.CSTNode"], *,
+                      message: str, safe: bool = True, references: Sequence[Reference] = ()) -> FixPlan:
+        """Insert statements before `statement` in its block (they take the block's indentation)."""
+        import libcst as cst
+
+        return self.rewrite({statement: cst.FlattenSentinel([*new_statements, statement])},
+                            message=message, safe=safe, references=references)
+
+    def rewrite(self, mapping: dict, *, message: str, safe: bool = True,
+                references: Sequence[Reference] = ()) -> FixPlan:
+        imports = tuple(dict.fromkeys(r.import_line for r in references if r.import_line))
+        return FixPlan(changes={id(k): (k, v) for k, v in mapping.items()},
+                       applicability=SAFE if safe else UNSAFE, message=message, imports=imports)
+
+    def require_full_module(self) -> None:
+        """Ask to see the whole file: the engine parsed only the statements that match the triggers.
+
+        A rule whose verdict depends on code elsewhere in the module (every call site of a helper, say)
+        calls this when ``self.ctx.partial`` is true and the visible part cannot settle the verdict.
+        """
+        self.ctx.require_full_module()
+
+    def code_of(self, node: "cst.CSTNode") -> str:
+        return self.ctx.code_of(node)

@@ -1,0 +1,94 @@
+"""What a local name holds at a point of a function, for rules that follow values through names.
+
+``n = x.norm(dim=-1, keepdim=True)`` then ``x / n``: the division's denominator is the norm. The walk
+visits statements in source order, so the last assignment seen is the one in effect; a name that is
+mutated in place (``n.clamp_(min=eps)``, ``n[n == 0] = 1``, ``n += eps``) or bound in a way we do not
+follow (loop targets, tuple unpacking, parameters) has no known value, so rules stay silent about it.
+Assignments take effect when the walk leaves them: in `n = n.unsqueeze(0)` the right side still sees the
+old `n`. A value may mention its own name; rules that follow names bound their depth.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from .rule import Rule
+
+_UNKNOWN = object()
+
+
+class LocalsRule(Rule):
+    """A rule that can ask ``self.value_of(name)``. Subclasses overriding a visit method call super()."""
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self._scopes: list[dict] = [{}]
+
+    def value_of(self, name: str) -> Optional[cst.BaseExpression]:
+        value = self._scopes[-1].get(name)
+        return None if value is _UNKNOWN else value
+
+    def _bind(self, target: cst.BaseExpression, value) -> None:
+        scope = self._scopes[-1]
+        if isinstance(target, cst.Name):
+            scope[target.value] = value
+        elif isinstance(target, (cst.Tuple, cst.List)):
+            for element in target.elements:
+                self._bind(element.value, _UNKNOWN)
+        elif isinstance(target, cst.StarredElement):
+            self._bind(target.value, _UNKNOWN)
+        elif isinstance(target, cst.Subscript):
+            root = target.value
+            while isinstance(root, (cst.Subscript, cst.Attribute)):
+                root = root.value
+            if isinstance(root, cst.Name):
+                scope[root.value] = _UNKNOWN  # `n[n == 0] = 1` guards n in place
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._scopes.append({})
+
+    def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self._scopes.pop()
+
+    def visit_Lambda(self, node: cst.Lambda) -> None:
+        # A lambda's parameters shadow outer names for its body.
+        inner = dict(self._scopes[-1])
+        for param in node.params.params:
+            inner[param.name.value] = _UNKNOWN
+        self._scopes.append(inner)
+
+    def leave_Lambda(self, node: cst.Lambda) -> None:
+        self._scopes.pop()
+
+    def leave_Assign(self, node: cst.Assign) -> None:
+        single = len(node.targets) == 1
+        for target in node.targets:
+            self._bind(target.target, node.value if single else _UNKNOWN)
+
+    def leave_AnnAssign(self, node: cst.AnnAssign) -> None:
+        self._bind(node.target, node.value if node.value is not None else _UNKNOWN)
+
+    def leave_AugAssign(self, node: cst.AugAssign) -> None:
+        self._bind(node.target, _UNKNOWN)
+
+    def leave_NamedExpr(self, node: cst.NamedExpr) -> None:
+        self._bind(node.target, node.value)
+
+    def visit_For(self, node: cst.For) -> None:
+        self._bind(node.target, _UNKNOWN)
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        self._bind(node.target, _UNKNOWN)
+
+    def visit_WithItem(self, node: cst.WithItem) -> None:
+        if node.asname is not None:
+            self._bind(node.asname.name, _UNKNOWN)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        # An in-place method (`n.clamp_(min=eps)`, `n.add_(eps)`) may guard the value.
+        if (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)
+                and func.attr.value.endswith("_") and not func.attr.value.startswith("__")):
+            self._scopes[-1][func.value.value] = _UNKNOWN
