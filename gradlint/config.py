@@ -1,0 +1,153 @@
+"""`[tool.gradlint]` in the nearest pyproject.toml, merged with the command line, as ruff does it.
+
+```toml
+[tool.gradlint]
+select = ["GL"]                 # rule codes or prefixes; "ALL" for every rule (default: all)
+extend-select = []
+ignore = ["GL002"]
+exclude = []                    # gitignore-style patterns, relative to this file's folder
+extend-exclude = ["fixtures"]
+respect-gitignore = true
+per-file-ignores = { "tests/*" = ["GL001"] }
+cache-dir = ".gradlint_cache"
+
+[tool.gradlint.unguarded-norm-division]   # a rule's options, under its name
+eps = 1e-4
+```
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TOP_LEVEL_KEYS = {
+    "select", "extend-select", "ignore", "exclude", "extend-exclude", "respect-gitignore",
+    "per-file-ignores", "cache-dir",
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class Settings:
+    root: Path
+    config_file: Optional[Path] = None
+    select: Optional[list[str]] = None
+    extend_select: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    extend_exclude: list[str] = field(default_factory=list)
+    respect_gitignore: bool = True
+    per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
+    cache_dir: Optional[str] = None
+    rule_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def cache_path(self) -> Path:
+        return (self.root / (self.cache_dir or ".gradlint_cache")).resolve()
+
+
+def find_config(start: Path) -> Optional[Path]:
+    """The nearest pyproject.toml with a [tool.gradlint] table, from `start` upwards."""
+    start = start.resolve()
+    for folder in (start, *start.parents) if start.is_dir() else start.parents:
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            try:
+                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+                continue
+            if "gradlint" in data.get("tool", {}):
+                return candidate
+    return None
+
+
+def _string_list(table: dict, key: str, where: str) -> list[str]:
+    value = table.get(key, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: `{key}` must be a list of strings")
+    return value
+
+
+def load_settings(config_file: Optional[Path], cwd: Path) -> Settings:
+    if config_file is None:
+        return Settings(root=cwd)
+    where = str(config_file)
+    try:
+        data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {where}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{where}: invalid TOML: {error}") from None
+    table = data.get("tool", {}).get("gradlint", {}) if config_file.name == "pyproject.toml" else data
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [tool.gradlint] must be a table")
+    settings = Settings(root=config_file.parent.resolve(), config_file=config_file)
+    settings.select = _string_list(table, "select", where) if "select" in table else None
+    settings.extend_select = _string_list(table, "extend-select", where)
+    settings.ignore = _string_list(table, "ignore", where)
+    settings.exclude = _string_list(table, "exclude", where)
+    settings.extend_exclude = _string_list(table, "extend-exclude", where)
+    settings.respect_gitignore = bool(table.get("respect-gitignore", True))
+    settings.cache_dir = table.get("cache-dir")
+    per_file = table.get("per-file-ignores", {})
+    if not isinstance(per_file, dict):
+        raise ConfigError(f"{where}: `per-file-ignores` must be a table of pattern = [codes]")
+    settings.per_file_ignores = {k: _string_list(per_file, k, where) for k in per_file}
+    for key, value in table.items():
+        if key in TOP_LEVEL_KEYS:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: unknown setting `{key}` in [tool.gradlint]")
+        settings.rule_options[key] = dict(value)
+    return settings
+
+
+def validate_rule_options(settings: Settings, rules: Sequence) -> dict[str, dict[str, Any]]:
+    """Check `[tool.gradlint.<rule-name>]` tables against the rules' declared options."""
+    by_name = {rule.name: rule for rule in rules}
+    where = str(settings.config_file)
+    options: dict[str, dict[str, Any]] = {}
+    for rule_name, values in settings.rule_options.items():
+        rule = by_name.get(rule_name)
+        if rule is None:
+            raise ConfigError(f"{where}: unknown setting or rule `{rule_name}` in [tool.gradlint]")
+        declared = {opt.name: opt for opt in rule.options}
+        for key, value in values.items():
+            if key not in declared:
+                known = ", ".join(declared) or "none"
+                raise ConfigError(f"{where}: {rule.code} ({rule_name}) has no option `{key}` (options: {known})")
+            default = declared[key].default
+            if isinstance(default, bool) != isinstance(value, bool) or (
+                    isinstance(default, (int, float)) and not isinstance(value, (int, float))):
+                raise ConfigError(f"{where}: `{rule_name}.{key}` must be like {default!r}")
+        options[rule_name] = values
+    return options
+
+
+def matches_selector(code: str, selector: str) -> bool:
+    return selector.upper() == "ALL" or code.startswith(selector.upper())
+
+
+def select_rules(rules: Sequence, select: Optional[Sequence[str]], extend_select: Sequence[str],
+                 ignore: Sequence[str]) -> list:
+    """ruff's selection: (select or all) + extend-select - ignore; selectors are codes or prefixes."""
+    codes = [rule.code for rule in rules]
+    for selector in [*(select or []), *extend_select, *ignore]:
+        if not any(matches_selector(code, selector) for code in codes):
+            raise ConfigError(f"unknown rule selector: `{selector}`")
+    chosen = select if select is not None else ["ALL"]
+    picked = [r for r in rules if any(matches_selector(r.code, s) for s in [*chosen, *extend_select])]
+    return [r for r in picked if not any(matches_selector(r.code, s) for s in ignore)]
