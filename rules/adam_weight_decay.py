@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+from typing import Optional
+
+import libcst as cst
+
+from gradlint.nodes import arg, is_name, number
+from gradlint.rule import Invalid, Option, Valid
+from gradlint.scopes import LocalsRule
+
+ADAM = {"torch.optim.Adam", "torch.optim.adam.Adam"}
+WEIGHT_DECAY_POSITION = 4  # Adam(params, lr, betas, eps, weight_decay, amsgrad)
+
+
+class AdamWeightDecay(LocalsRule):
+    """
+    ## What it does
+    Finds `torch.optim.Adam` created with a non-zero `weight_decay`, given as a keyword or as the fifth
+    positional argument (`Adam(params, lr, betas, eps, weight_decay)`), unless `decoupled_weight_decay=True`
+    is passed too. The name is resolved through the module's imports: `torch.optim.Adam`, `optim.Adam`,
+    `from torch.optim import Adam` and `from torch import optim as topt; topt.Adam` are Adam;
+    `tf.keras.optimizers.Adam` and `keras.optimizers.Adam` are not. A local name is followed to its value
+    (`wd = 0.0` then `weight_decay=wd` is not reported).
+
+    ## Why is this bad?
+    `Adam`'s `weight_decay` is an L2 penalty: it is added to the gradient, and the gradient is then divided
+    by the running root-mean-square of past gradients. Weights with large or noisy gradients are thus
+    decayed much less than the value says, and weights with tiny gradients much more; the decay no longer
+    acts as regularisation in the way it does with SGD (Loshchilov & Hutter, *Decoupled Weight Decay
+    Regularization*, 2019). `AdamW` shrinks every weight by `lr * weight_decay` each step, independently of
+    its gradient history.
+
+    ## Example
+    ```python
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    ```
+
+    ## Use instead
+    ```python
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    ```
+    and retune `weight_decay`: AdamW's decay per step is `lr * weight_decay`, so a value chosen for Adam's
+    L2 penalty (often 1e-4 to 5e-4) is usually far too weak for AdamW (typical values are 1e-2 to 1e-1).
+    `Adam(..., decoupled_weight_decay=True)` (PyTorch 2.7+) is the same optimiser as AdamW and is not
+    reported.
+
+    The fix keeps every argument (AdamW takes the same positional and keyword arguments, except
+    `decoupled_weight_decay`, which the fix drops when it is `False`). It reuses the module's spelling
+    (`optim.Adam` becomes `optim.AdamW`, `torch.optim.Adam` becomes `torch.optim.AdamW`); for a bare
+    `Adam` it reuses an imported `AdamW` or adds `from torch.optim import AdamW` beside the Adam import.
+
+    A `weight_decay` that is not a literal (`weight_decay=args.wd`) is reported too, with a message that
+    says so: passing a weight decay to Adam is almost always meant to regularise, and when the value is 0
+    at run time the rewrite changes nothing (AdamW with `weight_decay=0` runs exactly Adam's update).
+    Set `report-non-literal = false` to report only literal values. Not reported, because the call cannot
+    be proved to use a non-zero coupled decay: a `**kwargs` splat (it may carry `weight_decay` or
+    `decoupled_weight_decay=True`), `decoupled_weight_decay=<expression>`, a negative literal (Adam
+    raises on it).
+
+    Scope: only `torch.optim.Adam`, as the issue asks. `NAdam` and `RAdam` have the same coupled default
+    but their fix is a flag (`decoupled_weight_decay=True`), not a class, and their published recipes use
+    the coupled form on purpose; `Adamax` has no decoupled variant to rewrite to; `SparseAdam` has no
+    weight decay; subclasses of Adam are user classes whose constructor the rule cannot see. Each would be
+    its own decision, not a silent extension of this one.
+
+    ## Fix safety
+    Unsafe. The rewrite changes the optimisation for the same `weight_decay` value: the decay is no longer
+    rescaled by Adam's second-moment estimate and is multiplied by the learning rate, so with `lr=1e-3` a
+    value of `1e-4` shrinks weights by a factor of 1e-7 per step — almost no regularisation. A model
+    trained before and after the fix converges differently, and the value needs retuning, which a tool
+    cannot do. Like ruff, gradlint marks fixes that change run-time behaviour unsafe: `fix --write` leaves
+    the call alone, and `fix --write --unsafe-fixes` rewrites it to AdamW (the intended migration), with a
+    message that asks to retune the value.
+
+    ## Options
+    - `report-non-literal` (default `true`): also report a `weight_decay` given as an expression (a name,
+      an attribute, a call), which may be 0 at run time.
+    """
+
+    code = "GL003"
+    name = "adam-weight-decay"
+    summary = "torch.optim.Adam with a non-zero weight_decay (coupled L2): use AdamW"
+    triggers = (r"Adam\b",)
+    options = (Option("report-non-literal", True,
+                      "Also report weight_decay given as an expression (it may be 0 at run time)."),)
+
+    VALID = [
+        Valid("import torch\noptimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)\n"),
+        Valid("import torch\n\n\ndef configure_optimizers(self):\n"
+              "    return torch.optim.Adam(self.parameters(), lr=self.learning_rate)\n",
+              note="lightning's BoringModel: no weight decay"),
+        Valid("import torch\noptimizer = torch.optim.Adam(params, lr=1e-3, weight_decay=0)\n"),
+        Valid("from torch import optim\noptimizer = optim.Adam(params, lr=1e-3, weight_decay=0.0)\n"),
+        Valid("import torch\noptimizer = torch.optim.Adam(params, 1e-3, (0.9, 0.999), 1e-8, 0.0, True)\n",
+              note="positional weight_decay of 0, amsgrad on"),
+        Valid("import torch\noptimizer = torch.optim.Adam(params, 1e-3, (0.9, 0.999), 1e-8)\n"),
+        Valid("import torch\noptimizer = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-2, "
+              "decoupled_weight_decay=True)\n", note="AdamW under another name (PyTorch 2.7+)"),
+        Valid("import torch\n\n\ndef build(params):\n    wd = 0.0\n"
+              "    return torch.optim.Adam(params, lr=1e-3, weight_decay=wd)\n",
+              note="a local name bound to 0"),
+        Valid("import torch\noptimizer = torch.optim.Adam(params, lr=args.lr, **cfg.optimizer_kwargs)\n",
+              note="a ** splat: weight_decay is not provable"),
+        Valid("import tensorflow as tf\n"
+              "optimizer = tf.keras.optimizers.Adam(learning_rate=1e-3, weight_decay=1e-4)\n",
+              note="Keras, not torch (and Keras's weight_decay is decoupled)"),
+        Valid("from keras.optimizers import Adam\noptimizer = Adam(learning_rate=1e-3, weight_decay=1e-4)\n"),
+        Valid("from .optim import Adam\noptimizer = Adam(params, weight_decay=1e-4)\n",
+              note="a project's own Adam"),
+        Valid("import torch\noptimizer = torch.optim.Adamax(params, lr=2e-3, weight_decay=1e-4)\n",
+              note="Adamax is out of scope (no decoupled variant)"),
+        Valid("import torch\noptimizer = torch.optim.NAdam(params, lr=2e-3, weight_decay=1e-4)\n",
+              note="NAdam/RAdam are out of scope (see docs)"),
+        Valid("import torch\n\nregistry = dict(opt_class=torch.optim.Adam, defaults={'weight_decay': 1e-4})\n",
+              note="timm's optimizer registry: a reference, not a call"),
+        Valid("import torch\noptimizer = torch.optim.Adam(params, lr=1e-3, weight_decay=-1e-4)\n",
+              note="Adam raises on a negative value"),
+    ]
+    INVALID = [
+        Invalid(
+            "import torch\noptimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)\n",
+            "import torch\noptimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)\n",
+            unsafe=True),
+        Invalid(
+            "from torch.optim import Adam\n\n\ndef make(model, lr, weight_decay):\n"
+            "    return Adam(model.parameters(), lr=lr, weight_decay=weight_decay)\n",
+            "from torch.optim import Adam\nfrom torch.optim import AdamW\n\n\ndef make(model, lr, weight_decay):\n"
+            "    return AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)\n",
+            unsafe=True, note="the seeds' Adam-to-AdamW change; a parameter may be 0, reported anyway"),
+        Invalid(
+            "from torch.optim import Adam, AdamW\nopt = Adam(net.parameters(), lr=3e-4, weight_decay=5e-4)\n",
+            "from torch.optim import Adam, AdamW\nopt = AdamW(net.parameters(), lr=3e-4, weight_decay=5e-4)\n",
+            unsafe=True, note="reuses the imported AdamW"),
+        Invalid(
+            "from torch import optim as topt\nopt = topt.Adam(net.parameters(), weight_decay=1e-5)\n",
+            "from torch import optim as topt\nopt = topt.AdamW(net.parameters(), weight_decay=1e-5)\n",
+            unsafe=True),
+        Invalid(
+            "from torch import optim\nopt = optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)\n",
+            "from torch import optim\nopt = optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)\n",
+            unsafe=True),
+        Invalid(
+            "import torch\nopt = torch.optim.Adam(params, 1e-3, (0.9, 0.999), 1e-8, 1e-4)\n",
+            "import torch\nopt = torch.optim.AdamW(params, 1e-3, (0.9, 0.999), 1e-8, 1e-4)\n",
+            unsafe=True, note="weight_decay as the fifth positional argument"),
+        Invalid(
+            "import torch\n\n\ndef build(model, args):\n"
+            "    return torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.wd)\n",
+            "import torch\n\n\ndef build(model, args):\n"
+            "    return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)\n",
+            unsafe=True, note="not a literal: reported with a message that says it may be 0"),
+        Invalid(
+            "import torch\nopt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=False)\n",
+            "import torch\nopt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)\n",
+            unsafe=True, note="AdamW takes no decoupled_weight_decay"),
+        Invalid(
+            "import torch\n\n\ndef build(params):\n    wd = 1e-4\n"
+            "    return torch.optim.Adam(params, lr=1e-3, weight_decay=wd)\n",
+            "import torch\n\n\ndef build(params):\n    wd = 1e-4\n"
+            "    return torch.optim.AdamW(params, lr=1e-3, weight_decay=wd)\n",
+            unsafe=True, note="a local name bound to a literal"),
+        Invalid(
+            "import torch\noptimizer = torch.optim.Adam(\n    model.parameters(),\n    lr=1e-3,\n"
+            "    weight_decay=1e-4,  # L2\n    amsgrad=True,\n)\n",
+            "import torch\noptimizer = torch.optim.AdamW(\n    model.parameters(),\n    lr=1e-3,\n"
+            "    weight_decay=1e-4,  # L2\n    amsgrad=True,\n)\n",
+            unsafe=True, note="layout and comments are kept"),
+        Invalid(
+            "from torch.optim.adam import Adam as TorchAdam\nopt = TorchAdam(params, weight_decay=1e-4)\n",
+            "from torch.optim.adam import Adam as TorchAdam\nimport torch\n"
+            "opt = torch.optim.AdamW(params, weight_decay=1e-4)\n",
+            unsafe=True, note="an alias from the submodule: AdamW is reached through torch.optim"),
+        Invalid(
+            "import torch\nopt = torch.optim.Adam(\n    params,\n    weight_decay=1e-4,\n"
+            "    decoupled_weight_decay=False\n)\n",
+            "import torch\nopt = torch.optim.AdamW(\n    params,\n    weight_decay=1e-4\n)\n",
+            unsafe=True, note="dropping the last argument keeps the layout"),
+    ]
+
+    def visit_Call(self, node: cst.Call) -> None:
+        super().visit_Call(node)
+        if self.ctx.resolve(node.func) not in ADAM:
+            return
+        if any(a.star == "**" for a in node.args):
+            return  # the splat may hold weight_decay or decoupled_weight_decay=True
+        decoupled = arg(node, None, "decoupled_weight_decay")
+        if decoupled is not None and not is_name(decoupled.value, "False"):
+            return  # True, or an expression that may be True
+        decay = arg(node, WEIGHT_DECAY_POSITION, "weight_decay")
+        if decay is None:
+            return
+        value = self._literal(decay.value)
+        shown = _short(self.code_of(decay.value))
+        if value is not None:
+            if value <= 0:
+                return
+            message = (f"`Adam(weight_decay={shown})` is an L2 penalty that Adam's adaptive step rescales; use "
+                       "`AdamW` (decoupled decay). AdamW's decay is scaled by lr, so the value may need retuning")
+        else:
+            if not self.option("report-non-literal"):
+                return
+            message = (f"`Adam(weight_decay={shown})`: if non-zero, an L2 penalty that Adam's adaptive step "
+                       "rescales; use `AdamW` (the same update when it is 0). AdamW's decay is scaled by lr, "
+                       "so the value may need retuning")
+        self.report(node, message, fix=self._fix(node, decoupled))
+
+    def _literal(self, expr: cst.BaseExpression, depth: int = 0) -> Optional[float]:
+        """The number `expr` holds, following local names to literals; None when not provable."""
+        value = number(expr)
+        if value is not None or depth > 4 or not isinstance(expr, cst.Name):
+            return value
+        bound = self.value_of(expr.value)
+        return self._literal(bound, depth + 1) if bound is not None else None
+
+    def _fix(self, call: cst.Call, decoupled: Optional[cst.Arg]):
+        func = call.func
+        references = ()
+        if isinstance(func, cst.Attribute) and self.ctx.resolve(func) == "torch.optim.Adam":
+            new_func = func.with_changes(attr=cst.Name("AdamW"))  # optim.Adam -> optim.AdamW
+        else:
+            ref = self.reference("torch.optim.AdamW")
+            new_func, references = ref.expr, (ref,)
+        args = list(call.args)
+        if decoupled is not None:  # AdamW does not accept decoupled_weight_decay
+            index = next(i for i, a in enumerate(args) if a is decoupled)
+            if index == len(args) - 1 and index > 0:
+                args[index - 1] = args[index - 1].with_changes(
+                    comma=decoupled.comma, whitespace_after_arg=decoupled.whitespace_after_arg)
+            del args[index]
+        new_call = call.with_changes(func=new_func, args=args)
+        shown = _code(new_func)
+        return self.replace(call, new_call, safe=False, references=references,
+                            message=f"Use `{shown}` (retune weight_decay: AdamW's decay is scaled by lr)")
+
+
+def _code(expr: cst.BaseExpression) -> str:
+    return cst.Module(body=[]).code_for_node(expr)
+
+
+def _short(code: str, limit: int = 40) -> str:
+    code = " ".join(code.split())
+    return code if len(code) <= limit else code[: limit - 3] + "..."
