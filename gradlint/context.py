@@ -28,6 +28,7 @@ class FileContext:
         self.reports: list[Report] = []
         self._options = options
         self._statements: list[cst.CSTNode] = []
+        self._positions = None  # PositionProvider results, resolved on first `line_of`
 
     # -- called by the walker ------------------------------------------------------------------------
     def enter_statement(self, node: cst.CSTNode) -> None:
@@ -64,6 +65,15 @@ class FileContext:
 
     def code_of(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        """The 1-based row where `node` starts. Resolves positions for the whole file on first use (costly:
+        call it only to word a report)."""
+        if self._positions is None:
+            from libcst.metadata import MetadataWrapper, PositionProvider
+
+            self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        return self._positions[node].start.line
 
     def resolve(self, expr: cst.BaseExpression) -> Optional[str]:
         return self.imports.resolve(expr)
