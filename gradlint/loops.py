@@ -71,8 +71,8 @@ _OPTIMIZER_CLASS = re.compile(
     r"FusedAdam|FusedLAMB|DeepSpeedCPUAdam|PagedAdam\w*|AdamW8bit|Adam8bit|ZeroRedundancyOptimizer|"
     r"\w*create_optimizer\w*|\w*build_optimizer\w*|get_optimizer|configure_optimizer)$")
 _SCHEDULER_CLASS = re.compile(r"Scheduler|LR$|LambdaLR|schedule", re.IGNORECASE)
-_EVALISH_CALLEE = re.compile(r"eval|freeze|inference|set_mode|switch_mode|set_bn|bn_eval", re.IGNORECASE)
-_TRAINISH_CALLEE = re.compile(r"train|unfreeze|set_mode|switch_mode", re.IGNORECASE)
+EVALISH_CALLEE = re.compile(r"eval|freeze|inference|set_mode|switch_mode|set_bn|bn_eval", re.IGNORECASE)
+TRAINISH_CALLEE = re.compile(r"train|unfreeze|set_mode|switch_mode", re.IGNORECASE)
 _MODULE_BASE = re.compile(
     r"(^|\.)(Module|Sequential|ModuleList|ModuleDict)$|Module$|Model$|Layer$|Block$|Net$|Network$|Cell$|"
     r"Encoder$|Decoder$|Head$|Embedding\w*$|PreTrainedModel|Mixin$|Attention$|MLP$|Norm$")
@@ -175,7 +175,7 @@ class Loop:
 class Region:
     """A `with torch.no_grad():` block, or a routine decorated with `@torch.no_grad()`."""
 
-    node: cst.CSTNode  # With or FunctionDef
+    node: cst.CSTNode  # the With, or the Decorator
     label: str  # `torch.no_grad()`, as written
     place: Optional[Place]  # None for a decorator
     start: int = 0
@@ -750,7 +750,7 @@ def collect(ctx, node: cst.CSTNode, name: str, *, class_node=None, parent: Optio
         region = None
         for decorator in node.decorators:
             if collector.grad_context(decorator.decorator) == "off":
-                region = Region(node, "@" + short(ctx.code_of(decorator.decorator), 40), None, start=0)
+                region = Region(decorator, "@" + short(ctx.code_of(decorator.decorator), 40), None, start=0)
                 break
         if region is not None:
             routine.regions.append(region)
@@ -871,7 +871,7 @@ class Analysis:
             return found[-1] if found else None
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and \
                 func.value.value in ("self", "cls"):
-            cls = _enclosing_class(caller)
+            cls = enclosing_class(caller)
             if cls is None:
                 return None
             for c in self.class_chain(cls):
@@ -887,7 +887,7 @@ class Analysis:
             return (func.value not in BUILTINS and self.ctx.resolve(func) is None
                     and func.value not in caller.locals and func.value not in caller.params)
         return isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and \
-            func.value.value in ("self", "cls") and _enclosing_class(caller) is not None
+            func.value.value in ("self", "cls") and enclosing_class(caller) is not None
 
     def call_sites(self, target: Routine) -> list:
         """(caller routine, call event) for each call of `target` in this module."""
@@ -904,7 +904,7 @@ def _could_call(func, target: Routine) -> bool:
     return callee_name(func) == target.name
 
 
-def _enclosing_class(r: Routine):
+def enclosing_class(r: Routine):
     while r is not None:
         if r.class_node is not None:
             return r.class_node
@@ -1008,6 +1008,19 @@ class RoutineRule(Rule):
         report = Report(self, node, message, fix)
         self.ctx.add_report(report)
         report.statement = statement
+
+    def insert_above(self, statement, new_statements: list, **kwargs):
+        """`insert_before`, with the blank lines that separate `statement` from the code above moved to the
+        inserted code (comments stay on the statement they describe)."""
+        lines = list(getattr(statement, "leading_lines", ()))
+        blank = 0
+        while blank < len(lines) and lines[blank].comment is None:
+            blank += 1
+        if blank and new_statements and hasattr(new_statements[0], "leading_lines"):
+            new_statements = [new_statements[0].with_changes(leading_lines=lines[:blank]), *new_statements[1:]]
+            replacement = statement.with_changes(leading_lines=lines[blank:])
+            return self.rewrite({statement: cst.FlattenSentinel([*new_statements, replacement])}, **kwargs)
+        return self.insert_before(statement, new_statements, **kwargs)
 
     def line(self, node) -> int:
         return self.ctx.line_of(node)
@@ -1147,9 +1160,9 @@ def identify_model(an: Analysis, r: Routine, optimizer: Optional[str]) -> tuple[
     """(key of the model whose parameters `optimizer` steps, how we know), or (None, '')."""
     if optimizer:
         places = [r]
-        if optimizer.startswith("self.") and _enclosing_class(r) is not None:
-            cls = _enclosing_class(r)
-            places += [x for x in an.all_routines() if _enclosing_class(x) is cls and x is not r]
+        if optimizer.startswith("self.") and enclosing_class(r) is not None:
+            cls = enclosing_class(r)
+            places += [x for x in an.all_routines() if enclosing_class(x) is cls and x is not r]
         elif r.is_free(optimizer) or r.node is an.ctx.module:
             places.append(an.routine(an.ctx.module))
         for place in places:
@@ -1168,3 +1181,72 @@ def identify_model(an: Analysis, r: Routine, optimizer: Optional[str]) -> tuple[
     if len(forwards) == 1:
         return forwards.pop(), "forward"
     return None, ""
+
+
+# -- modes across routines -------------------------------------------------------------------------------
+
+def key_in_callee(caller: Routine, call: Event, target: Routine, key: str) -> Optional[str]:
+    """What `target` calls the object that `caller` names `key`, for the call `call`."""
+    if root_of(key) in ("self", "cls"):
+        return key if target.is_method else None
+    if caller.is_free(key) and target.is_free(key):
+        return key
+    aliases = caller.aliases(key)
+    for param, value in bind_arguments(target, call.node).items():
+        if obj_key(value) in aliases:
+            return param
+    return None
+
+
+def helper_calls(an: Analysis, r: Routine, key: str, before: Optional[int] = None):
+    """(call event, routine, key there) for calls of this module's routines that receive `key`."""
+    for e in r.events:
+        if e.kind != CALL or (before is not None and e.index >= before):
+            continue
+        if not isinstance(e.node.func, (cst.Name, cst.Attribute)):
+            continue
+        target = an.resolve_call(r, e)
+        if target is None or target is r:
+            continue
+        inner = key_in_callee(r, e, target, key)
+        if inner is not None:
+            yield e, target, inner
+
+
+def final_mode(an: Analysis, r: Routine, key: str, depth: int = 0) -> Optional[str]:
+    """The mode `r` leaves `key` in: 'eval', 'train', 'unknown' (a flag), or None when it never sets it."""
+    aliases = r.aliases(key)
+    moves = [(e.index, {EVAL: "eval", TRAIN: "train"}.get(e.kind, "unknown"))
+             for e in r.events if e.kind in (EVAL, TRAIN, MODE) and e.key in aliases]
+    if depth < 3:
+        for e, target, inner in helper_calls(an, r, key):
+            mode = final_mode(an, target, inner, depth + 1)
+            if mode is not None:
+                moves.append((e.index, mode))
+    if not moves:
+        return None
+    return max(moves)[1]
+
+
+def sets_eval_chain(value) -> bool:
+    """`load(path).eval()`, `Net().to(device).eval()`: an assignment of a model already in eval mode."""
+    while isinstance(value, cst.Call) and isinstance(value.func, cst.Attribute):
+        name = value.func.attr.value
+        if name == "eval" or (name == "train" and _false(arg_value(value, 0, "mode"))):
+            return True
+        value = value.func.value
+    return False
+
+
+def framework_eval_hook(ctx, r: Routine) -> bool:
+    """Lightning's validation/test/predict hooks, a Trainer subclass's prediction_step: the framework has
+    put the model in eval mode before calling them."""
+    x = r
+    while x is not None:
+        if x.class_node is not None:
+            if LIGHTNING_EVAL_HOOKS.match(x.name):
+                return True
+            if x.name in TRAINER_EVAL_HOOKS and class_kind(ctx, x.class_node) == "trainer":
+                return True
+        x = x.parent
+    return False

@@ -254,5 +254,5 @@ class ClipBeforeUnscale(RoutineRule):
         if anchor is not clip.stmt and not isinstance(anchor, (cst.For, cst.While)):
             return None
         statement = cst.parse_statement(f"{step.key}.unscale_({step.extra['optimizer']})\n")
-        return self.insert_before(anchor, [statement],
+        return self.insert_above(anchor, [statement],
                                   message=f"Insert `{step.key}.unscale_({step.extra['optimizer']})` before the clip")

@@ -458,7 +458,7 @@ class StepWithoutClipping(RoutineRule):
             return None
         statements = [cst.parse_statement(line + "\n") for line in lines]
         what = "clip_grad_norm_" if "clip_gradients" not in lines[-1] else "clip_gradients"
-        return self.insert_before(stmt, statements, safe=safe, references=references,
+        return self.insert_above(stmt, statements, safe=safe, references=references,
                                   message=f"Clip gradients (`{what}`, max_norm={bound}) before the step")
 
     @staticmethod
