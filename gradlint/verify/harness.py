@@ -1,0 +1,228 @@
+"""The child process of `gradlint verify`: run a training script under the checks, write a JSON record.
+
+    python -m gradlint.verify.harness --record R.json --steps 30 --device auto -- train.py ARGS...
+
+The script runs as `__main__` with `runpy`, `sys.argv` set to `[script, *ARGS]` and its folder first
+on `sys.path`, as `python train.py ARGS` would. Nothing in it is edited: the checks hang on global
+module and optimizer hooks and a few wrapped torch functions (see `monitor`, `patches`). The run stops
+after N optimizer steps with `StopRun`, a BaseException that user code's `except Exception` lets pass.
+
+With `--trace-step K` this is a replay: the same script, seed and arguments again, with the op-level
+tracer armed from the start of step K (the first non-finite one), to name the op, module and line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import runpy
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+FORMAT = 1
+EXIT_OK, EXIT_NO_TORCH = 0, 3
+
+
+class Terminated(BaseException):
+    """SIGTERM from the parent at --timeout: unwind the user's code so that the record still gets written."""
+
+
+def _parse(argv):
+    p = argparse.ArgumentParser(prog="python -m gradlint.verify.harness")
+    p.add_argument("--record", required=True)
+    p.add_argument("--progress")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--trace-step", type=int)
+    p.add_argument("--thresholds", default="{}", help="JSON object of Thresholds fields")
+    p.add_argument("script")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    ns = p.parse_args(argv)
+    if ns.args[:1] == ["--"]:
+        ns.args = ns.args[1:]
+    return ns
+
+
+def _write(path: str, record: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(record, f, default=str)
+    os.replace(tmp, path)
+
+
+def _given(parser: argparse.ArgumentParser, dest: str) -> bool:
+    flags = [s for a in parser._actions if a.dest == dest for s in a.option_strings]
+    return any(arg == f or arg.startswith(f + "=") for arg in sys.argv[1:] for f in flags)
+
+
+def _override_arguments(values: dict) -> None:
+    """`--device` and `--seed` of verify reach a script that declares them with argparse, unless the
+    script's own arguments (after `--`) already set them."""
+    original = argparse.ArgumentParser.parse_known_args
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = original(self, args, namespace)
+        if args is None and ns is not None:
+            for dest, value in values.items():
+                if hasattr(ns, dest) and not _given(self, dest):
+                    current = getattr(ns, dest)
+                    setattr(ns, dest, type(current)(value) if current is not None and not isinstance(current, str)
+                            else value)
+        return ns, extras
+
+    argparse.ArgumentParser.parse_known_args = parse_known_args
+
+
+def _filtered_traceback(error: BaseException) -> str:
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not f.filename.startswith(here) and os.path.basename(f.filename) != "runpy.py"]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames),
+             *traceback.format_exception_only(type(error), error)]
+    return "".join(lines)
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy
+
+        numpy.random.seed(seed)
+    except ImportError:
+        pass
+
+
+def run(ns) -> dict:
+    record: dict = {"format": FORMAT, "status": None, "script": ns.script, "argv": ns.args,
+                    "requested_steps": ns.steps, "seed": ns.seed, "error": None}
+    try:
+        import torch
+    except ImportError as error:
+        record.update(status="error", error={"type": "ImportError", "message": f"torch is not importable: {error}",
+                                             "hint": "pip install 'gradlint[verify]'"})
+        return record
+
+    from .monitor import Monitor, StopRun, Thresholds
+    from .trace import Tracer, nonfinite_state
+
+    device = ns.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        record.update(status="error", error={"type": "DeviceError",
+                                             "message": "--device cuda asked for, but torch.cuda.is_available() is False"})
+        return record
+    record.update(device=device, torch=torch.__version__)
+
+    thresholds = Thresholds(**json.loads(ns.thresholds))
+    monitor = Monitor(thresholds)
+    progress = open(ns.progress, "a", buffering=1, encoding="utf-8") if ns.progress else None
+
+    def on_step(m: Monitor) -> None:
+        if progress is not None:
+            progress.write(f"{m.steps}\n")
+        if m.steps >= ns.steps:
+            raise StopRun()
+
+    tracer: Optional[Tracer] = None
+    if ns.trace_step:
+        tracer = Tracer(monitor.name_of, step=ns.trace_step)
+
+        def arm() -> None:
+            state = nonfinite_state([(r.name if i else "", r.module) for i, r in enumerate(monitor.roots)])
+            if state is not None:
+                state["step"] = ns.trace_step
+                tracer.origin = state
+            else:
+                tracer.arm()
+
+        if ns.trace_step == 1:
+            arm_now = True
+        else:
+            arm_now = False
+            monitor.on_step_end.insert(0, lambda m: arm() if m.steps == ns.trace_step - 1 else None)
+        # Replay eagerly: a compiled graph hides its ops from the tracer.
+        torch.compile = lambda model=None, *a, **k: model if model is not None else (lambda m: m)
+
+    script = os.path.abspath(ns.script)
+    overrides = {"device": device}
+    if ns.seed is not None:
+        overrides["seed"] = ns.seed
+    _override_arguments(overrides)
+    sys.argv = [script, *ns.args]
+    sys.path.insert(0, os.path.dirname(script))
+    _seed(ns.seed if ns.seed is not None else 0)
+    signal.signal(signal.SIGTERM, _terminate)
+
+    monitor.attach_global()
+    monitor.on_step_end.append(on_step)
+    if tracer is not None and arm_now:
+        arm()
+    start = time.perf_counter()
+    try:
+        runpy.run_path(script, run_name="__main__")
+        record["status"] = "finished"
+    except StopRun:
+        record["status"] = "stopped"
+    except Terminated:
+        record["status"] = "timeout"
+    except SystemExit as error:
+        if error.code in (None, 0):
+            record["status"] = "finished"
+        else:
+            record["status"] = "crashed"
+            record["error"] = {"type": "SystemExit", "message": f"the script exited with status {error.code}",
+                               "traceback": None}
+    except BaseException as error:  # the user's crash, reported, not raised
+        record["status"] = "crashed"
+        record["error"] = {"type": type(error).__name__, "message": str(error),
+                           "traceback": _filtered_traceback(error)}
+    finally:
+        elapsed = time.perf_counter() - start
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if tracer is not None:
+            tracer.disarm()
+        monitor.flush()
+        monitor.detach()
+        if progress is not None:
+            progress.close()
+    record["seconds"] = round(elapsed, 3)
+    record.update(monitor.record())
+    if record["status"] == "finished" and monitor.steps == 0:
+        record["status"] = "no_steps"
+    if tracer is not None:
+        record["trace"] = tracer.result()
+    devices = sorted({str(p.device) for r in monitor.roots for p in r.module.parameters()})
+    if devices:
+        record["device"] = ", ".join(devices)
+    return record
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def main(argv=None) -> int:
+    ns = _parse(sys.argv[1:] if argv is None else argv)
+    record = run(ns)
+    _write(ns.record, record)
+    sys.stdout.flush()
+    return EXIT_NO_TORCH if record["status"] == "error" and record["error"]["type"] == "ImportError" else EXIT_OK
+
+
+if __name__ == "__main__":
+    # The user's script may have left threads or atexit handlers behind; the record is already written.
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code) if os.environ.get("GRADLINT_HARNESS_FAST_EXIT") else sys.exit(code)

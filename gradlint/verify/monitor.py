@@ -1,0 +1,575 @@
+"""Cheap health data for every optimizer step, read back from the device once a step.
+
+What runs every step, and why it is cheap (the budget is 1 % of a plain step):
+- a forward hook on the root module(s) only: one `isnan().any()` per output, or-ed into a flag that
+  stays on the device;
+- a global optimizer step pre-hook: per-parameter grad norms with one `torch._foreach_norm`, summed
+  per layer on the device, packed with the flag, the loss and the clip norms into one vector that is
+  read back with a single `.tolist()` (one device sync a step, never one per module);
+- wrappers around `clip_grad_norm_`, `Tensor.backward` and `GradScaler` (see `patches`) that only keep
+  references to tensors already computed.
+Forward hooks on every module run only while the roots are being found (until the first optimizer
+step) and inside `no_grad` blocks (the eval-mode check), never on training forwards.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from torch.nn.modules import module as module_hooks
+from torch.optim import optimizer as optim_hooks
+
+from . import patches
+from .sites import site_key, user_frame, user_site
+
+STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+              nn.modules.batchnorm._BatchNorm)
+DEAD_KINDS = (nn.ReLU, nn.ReLU6)
+SATURATING = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Hardtanh: "tanh", nn.Softsign: "tanh",
+              nn.Hardsigmoid: "sigmoid"}
+
+
+@dataclass
+class Thresholds:
+    vanishing: float = 1e-7  # a layer's grad norm below this, in most steps, is vanishing
+    exploding: float = 100.0  # a layer's applied grad norm above this, in any step, is exploding
+    saturation: float = 0.99  # |tanh| above this (sigmoid within 1 - this of 0 or 1) is saturated
+    dead_fraction: float = 0.5  # a layer with this share of dead (or saturated) units is reported
+    window: int = 10  # steps over which a unit must stay dead or saturated
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class StopRun(BaseException):
+    """Raised from an optimizer hook to end a run after N steps; `except Exception` in user code lets it pass."""
+
+
+def number(x) -> object:
+    """A float for JSON: finite floats as they are, NaN and Inf as strings (JSON has no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    if math.isfinite(x):
+        return x
+    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
+
+
+def _is_stochastic(m: nn.Module) -> bool:
+    return isinstance(m, STOCHASTIC) or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0)
+
+
+def _float_tensors(value, depth: int = 0):
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex():
+            yield value
+    elif depth < 3 and isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _float_tensors(item, depth + 1)
+    elif depth < 3 and isinstance(value, dict):
+        for item in value.values():
+            yield from _float_tensors(item, depth + 1)
+
+
+class _Root:
+    def __init__(self, module: nn.Module, name: str):
+        self.module, self.name = module, name
+        self.stochastic = [m for m in module.modules() if _is_stochastic(m)]
+        self.handles: list = []
+
+
+class _Activation:
+    """Units of one activation module that never left zero (ReLU) or the saturated region (tanh/sigmoid)."""
+
+    def __init__(self, name: str, kind: str, threshold: float):
+        self.name, self.kind, self.threshold = name, kind, threshold
+        self.alive: Optional[torch.Tensor] = None  # per unit: seen outside the dead/saturated region
+        self.window: Optional[tuple[torch.Tensor, int, int]] = None
+        self.first_step: Optional[int] = None
+
+    def hook(self, monitor: "Monitor"):
+        def record(module, args, out):
+            if not isinstance(out, torch.Tensor) or not out.is_floating_point() or not torch.is_grad_enabled():
+                return
+            x = out.detach()
+            # Written as "not stuck" so that NaN counts as alive: a NaN run says nothing about dead units.
+            if self.kind == "dead":
+                active = ~(x <= 0)
+            elif self.kind == "tanh":
+                active = ~(x.abs() >= self.threshold)
+            else:
+                active = ~((x >= self.threshold) | (x <= 1 - self.threshold))
+            dim = 1 if x.dim() in (4, 5) else x.dim() - 1  # conv maps: channels; otherwise the last dim
+            if x.dim() == 0:
+                return
+            units = active.movedim(dim, -1).reshape(-1, x.shape[dim]).any(0)
+            self.alive = units if self.alive is None or self.alive.shape != units.shape else self.alive | units
+            if self.first_step is None:
+                self.first_step = monitor.steps + 1
+        return record
+
+    def close_window(self, step: int) -> None:
+        if self.alive is not None:
+            self.window = (self.alive, self.first_step or step, step)
+        self.alive, self.first_step = None, None
+
+
+class Monitor:
+    """Collects per-step health data. Attach globally (harness) or to a model and optimizers (watch)."""
+
+    def __init__(self, thresholds: Optional[Thresholds] = None):
+        self.thresholds = thresholds or Thresholds()
+        self.steps = 0  # optimizer steps taken, plus steps a GradScaler skipped
+        self.rows: list[dict] = []
+        self.layers: list[str] = []
+        self._layer_index: dict[str, int] = {}
+        self.roots: list[_Root] = []
+        self._root_by_id: dict[int, _Root] = {}
+        self._names: dict[int, str] = {}  # id(module) -> qualified name
+        self._param_layer: dict[int, str] = {}  # id(param) -> layer name
+        self._opt_maps: dict[int, tuple] = {}
+        self._activations: list[_Activation] = []
+        self.on_step_end: list[Callable[["Monitor"], None]] = []
+        self.first_nonfinite: Optional[dict] = None
+        self.eval_events: dict[str, dict] = {}
+        self.train_events: dict[str, dict] = {}
+        self.clip_sites: dict[str, dict] = {}
+        self.errors: list[str] = []
+        # per-step state, device tensors until the step's one read
+        self._fwd_nan: Optional[torch.Tensor] = None
+        self._loss_sum: Optional[torch.Tensor] = None
+        self._loss_n = 0
+        self._clips: list[tuple] = []
+        self._scaled_ids: set[int] = set()
+        self._scale_pending = None  # a GradScaler whose scaled loss was backpropagated but not unscaled
+        self._in_scaler_step = False
+        self._stepped = False
+        # discovery of the root modules (global mode)
+        self._discovering = False
+        self._call_stack: list[nn.Module] = []
+        self._candidates: dict[int, tuple[nn.Module, str]] = {}
+        self._handles: list = []
+        self._ng_depth = 0
+        self._ng_handles: list = []
+        self._ng_stack: list[nn.Module] = []
+        self._stochastic_cache: dict[int, tuple] = {}
+        self._seen_training: set[int] = set()
+        self.attached = False
+
+    # -- attaching -------------------------------------------------------------------------------------
+    def attach_global(self) -> None:
+        """Harness mode: find the models and optimizers from the first calls, without touching user code."""
+        self._discovering = True
+        self._handles += [
+            module_hooks.register_module_forward_pre_hook(self._discover_pre),
+            module_hooks.register_module_forward_hook(self._discover_post, always_call=True),
+            optim_hooks.register_optimizer_step_pre_hook(self._step_pre),
+            optim_hooks.register_optimizer_step_post_hook(self._step_post),
+        ]
+        patches.activate(self)
+        self.attached = True
+
+    def attach(self, model, optimizers=()) -> None:
+        """Library mode: the model(s) and optimizer(s) are given."""
+        models = model if isinstance(model, (list, tuple)) else [model]
+        for i, m in enumerate(models):
+            self._add_root(m, "" if i == 0 else f"model{i}")
+        self._finish_roots()
+        for opt in optimizers:
+            self._handles += [opt.register_step_pre_hook(self._step_pre),
+                              opt.register_step_post_hook(self._step_post)]
+        patches.activate(self)
+        self.attached = True
+
+    def detach(self) -> None:
+        for handle in self._handles + self._ng_handles:
+            handle.remove()
+        for root in self.roots:
+            for handle in root.handles:
+                handle.remove()
+        self._handles, self._ng_handles = [], []
+        patches.deactivate(self)
+        self.attached = False
+
+    # -- roots -----------------------------------------------------------------------------------------
+    def _discover_pre(self, module, args):
+        if not self._call_stack and torch.is_grad_enabled() and id(module) not in self._candidates:
+            self._candidates[id(module)] = (module, _variable_name(module))
+        if not self._call_stack and torch.is_grad_enabled():
+            self._check_train_mode(module, self._stochastic(module))
+        self._call_stack.append(module)
+
+    def _discover_post(self, module, args, out):
+        if self._call_stack and self._call_stack[-1] is module:
+            self._call_stack.pop()
+        if not self._call_stack and torch.is_grad_enabled():
+            self._flag_output(out)
+
+    def _end_discovery(self) -> None:
+        if not self._discovering:
+            return
+        self._discovering = False
+        for handle in self._handles[:2]:
+            handle.remove()
+        self._handles = self._handles[2:]
+        # The largest model is named without a prefix; other top-level modules (a second model, a loss
+        # module) get the name they were bound to where they were first called.
+        found = sorted(self._candidates.values(), key=lambda mn: -sum(p.numel() for p in mn[0].parameters()))
+        found = [(m, n) for m, n in found if not any(m is not o and _contains(o, m) for o, _ in found)]
+        for i, (module, name) in enumerate(found):
+            self._add_root(module, "" if i == 0 else name)
+        self._finish_roots()
+        self._candidates.clear()
+
+    def _add_root(self, module: nn.Module, prefix: str) -> None:
+        if id(module) in self._root_by_id:
+            return
+        root = _Root(module, prefix or _variable_name(module))
+        self.roots.append(root)
+        self._root_by_id[id(module)] = root
+        for sub_name, sub in module.named_modules():
+            clean = _clean(sub_name)
+            full = ".".join(p for p in (prefix, clean) if p)
+            self._names.setdefault(id(sub), full)
+        for p_name, param in module.named_parameters():
+            layer = _clean(p_name.rpartition(".")[0]) or _clean(p_name)
+            self._param_layer.setdefault(id(param), ".".join(p for p in (prefix, layer) if p))
+
+    def _finish_roots(self) -> None:
+        for root in self.roots:
+            if not root.handles:
+                root.handles = [root.module.register_forward_pre_hook(self._root_pre),
+                                root.module.register_forward_hook(self._root_post)]
+                self._add_activation_hooks(root)
+
+    def _add_activation_hooks(self, root: _Root) -> None:
+        threshold = self.thresholds.saturation
+        for sub in root.module.modules():
+            kind = "dead" if isinstance(sub, DEAD_KINDS) else SATURATING.get(type(sub))
+            if kind is None:
+                continue
+            tracker = _Activation(self.name_of(sub), kind, threshold)
+            self._activations.append(tracker)
+            root.handles.append(sub.register_forward_hook(tracker.hook(self)))
+
+    def name_of(self, module) -> str:
+        name = self._names.get(id(module))
+        if name is None:
+            return type(module).__name__
+        return name or (self.roots[0].name if self.roots else type(module).__name__)
+
+    def _root_pre(self, module, args):
+        root = self._root_by_id.get(id(module))
+        if root is None:
+            return
+        if torch.is_grad_enabled():
+            self._check_train_mode(module, root.stochastic)
+        elif self._ng_depth == 0:  # `set_grad_enabled(False)`: not a no_grad block, checked here
+            self._check_eval_mode(module, root.stochastic)
+
+    def _root_post(self, module, args, out):
+        if torch.is_grad_enabled():
+            self._flag_output(out)
+
+    def _flag_output(self, out) -> None:
+        for t in _float_tensors(out):
+            bad = torch.isnan(t.detach()).any()
+            self._fwd_nan = bad if self._fwd_nan is None else (self._fwd_nan | bad)
+
+    # -- mode checks -----------------------------------------------------------------------------------
+    def _stochastic(self, module) -> list:
+        root = self._root_by_id.get(id(module))
+        if root is not None:
+            return root.stochastic
+        cached = self._stochastic_cache.get(id(module))
+        if cached is None or cached[0]() is not module:
+            cached = (weakref.ref(module), [m for m in module.modules() if _is_stochastic(m)])
+            self._stochastic_cache[id(module)] = cached
+        return cached[1]
+
+    def _check_train_mode(self, module, stochastic) -> None:
+        """A training forward with dropout/BN in eval mode, after one in training mode: `.train()` not restored."""
+        if not stochastic:
+            return
+        if any(m.training for m in stochastic):
+            self._seen_training.add(id(module))
+        elif id(module) in self._seen_training:
+            self._event(self.train_events, module, [m for m in stochastic if not m.training])
+
+    def _check_eval_mode(self, module, stochastic) -> None:
+        training = [m for m in stochastic if m.training]
+        if training:
+            self._event(self.eval_events, module, training)
+
+    def _event(self, table: dict, module, modules: list) -> None:
+        site = user_site()
+        key = site_key(site)
+        event = table.get(key)
+        if event is None:
+            table[key] = {"site": site, "count": 1, "first_step": self.steps + 1, "module": module,
+                          "modules": modules[:50], "kinds": sorted({type(m).__name__ for m in modules})}
+        else:
+            event["count"] += 1
+
+    def on_no_grad(self, delta: int) -> None:
+        self._ng_depth += delta
+        if delta > 0 and self._ng_depth == 1 and not self._ng_handles:
+            self._ng_handles = [
+                module_hooks.register_module_forward_pre_hook(self._ng_pre),
+                module_hooks.register_module_forward_hook(self._ng_post, always_call=True)]
+        elif self._ng_depth <= 0 and self._ng_handles:
+            self._ng_depth = 0
+            for handle in self._ng_handles:
+                handle.remove()
+            self._ng_handles, self._ng_stack = [], []
+
+    def _ng_pre(self, module, args):
+        if not self._ng_stack and not torch.is_grad_enabled():
+            self._check_eval_mode(module, self._stochastic(module))
+        self._ng_stack.append(module)
+
+    def _ng_post(self, module, args, out):
+        if self._ng_stack and self._ng_stack[-1] is module:
+            self._ng_stack.pop()
+
+    # -- backward, clipping, GradScaler ----------------------------------------------------------------
+    def on_backward(self, tensor: torch.Tensor) -> None:
+        if tensor.numel() != 1 or id(tensor) in self._scaled_ids:
+            return
+        self._add_loss(tensor)
+
+    def _add_loss(self, tensor: torch.Tensor) -> None:
+        value = tensor.detach().reshape(()).float()
+        self._loss_sum = value if self._loss_sum is None else self._loss_sum + value.to(self._loss_sum.device)
+        self._loss_n += 1
+
+    def on_clip(self, total, max_norm, kind: str) -> None:
+        scaler = self._scale_pending
+        scale = scaler._scale.detach().clone() if scaler is not None and scaler._scale is not None else None
+        site = user_site()
+        key = site_key(site)
+        entry = self.clip_sites.setdefault(key, {"site": site, "count": 0, "scaled": 0, "kind": kind})
+        entry["count"] += 1
+        entry["scaled"] += scale is not None
+        total = total.detach() if isinstance(total, torch.Tensor) else None
+        self._clips.append((total, float(max_norm), scale, key))
+
+    def on_scaler(self, name: str, scaler, when: str, args, result=None) -> None:
+        if not scaler.is_enabled():
+            return
+        if name == "scale" and when == "after":
+            outputs = args[0] if args else None
+            if isinstance(outputs, torch.Tensor) and outputs.numel() == 1:
+                self._add_loss(outputs)
+                self._scaled_ids.add(id(result))
+            self._scale_pending = scaler
+        elif name == "unscale_" and when == "before":
+            self._scale_pending = None
+        elif name == "step":
+            if when == "before":
+                self._in_scaler_step, self._stepped = True, False
+            else:
+                self._in_scaler_step = False
+                self._scale_pending = None
+                if not self._stepped:  # the scaler found inf/NaN gradients and skipped the step, on purpose
+                    self._end_discovery()
+                    self._collect(None, skipped=True)
+                    self._end_step()
+        elif name == "update":
+            self._scale_pending = None
+
+    # -- optimizer steps -------------------------------------------------------------------------------
+    def _step_pre(self, optimizer, args, kwargs):
+        self._stepped = True
+        try:
+            self._end_discovery()
+            self._collect(optimizer)
+        except StopRun:
+            raise
+        except Exception as error:  # a check must never break the user's step
+            self.errors.append(f"step {self.steps + 1}: {type(error).__name__}: {error}")
+
+    def _step_post(self, optimizer, args, kwargs):
+        self._end_step()
+
+    def _layer(self, name: str) -> int:
+        index = self._layer_index.get(name)
+        if index is None:
+            index = self._layer_index[name] = len(self.layers)
+            self.layers.append(name)
+        return index
+
+    def _optimizer_map(self, optimizer):
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        cached = self._opt_maps.get(id(optimizer))
+        if cached is not None and cached[0] == len(params):
+            return cached[1], cached[2]
+        positions = []
+        for i, p in enumerate(params):
+            layer = self._param_layer.get(id(p))
+            if layer is None:
+                layer = f"param{i}[{'x'.join(map(str, p.shape))}]"
+                self._param_layer[id(p)] = layer
+            positions.append(self._layer(layer))
+        self._opt_maps[id(optimizer)] = (len(params), params, positions)
+        return params, positions
+
+    def _collect(self, optimizer, skipped: bool = False) -> None:
+        """The step's one read from the device: per-layer grad norms, forward flag, loss, clip norms."""
+        grads, where = [], []
+        if optimizer is not None:
+            params, positions = self._optimizer_map(optimizer)
+            for p, pos in zip(params, positions):
+                g = p.grad
+                if g is not None and not g.is_sparse:
+                    grads.append(g)
+                    where.append(pos)
+        parts, device = [], None
+        n_layers = len(self.layers)
+        if grads:
+            device = grads[0].device
+            norms = torch._foreach_norm(grads)
+            stacked = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms])
+            index = torch.tensor(where, device=device)
+            squares = torch.zeros(n_layers, device=device).index_add_(0, index, stacked * stacked)
+            parts.append(squares.sqrt())
+        extras = []  # (label, 0-d tensor or None)
+        extras.append(("fwd", self._fwd_nan))
+        extras.append(("loss", None if self._loss_sum is None else self._loss_sum / self._loss_n))
+        for total, _, scale, _ in self._clips:
+            extras.append(("clip", total))
+            extras.append(("scale", scale))
+        if device is None:
+            device = next((t.device for _, t in extras if t is not None), torch.device("cpu"))
+        nan = torch.tensor([math.nan], device=device)
+        for _, t in extras:
+            parts.append(nan if t is None else t.detach().reshape(1).to(device=device, dtype=torch.float32))
+        values = torch.cat(parts).tolist() if parts else []
+        layer_values = values[:n_layers] if grads else []
+        rest = values[n_layers:] if grads else values
+        fwd_nan = rest[0] == 1.0
+        loss = rest[1] if self._loss_n else None
+        clips = []
+        for i, (_, max_norm, scale, key) in enumerate(self._clips):
+            before, scale_value = rest[2 + 2 * i], rest[3 + 2 * i]
+            clips.append({"before": None if self._clips[i][0] is None else number(before), "max_norm": max_norm,
+                          "scale": None if scale is None else number(scale_value), "site": key})
+        present = set(where)
+        norms_row = [number(v) if i in present else None for i, v in enumerate(layer_values)]
+        total = math.sqrt(sum(v * v for i, v in enumerate(layer_values) if i in present)) if grads else None
+        row = {"step": self.steps + 1, "norms": norms_row, "total": number(total), "loss": number(loss),
+               "fwd_nan": fwd_nan, "clips": clips, "skipped": skipped}
+        self.rows.append(row)
+        self._fwd_nan, self._loss_sum, self._loss_n, self._clips = None, None, 0, []
+        self._scaled_ids.clear()
+        self._note_nonfinite(row, layer_values, present)
+
+    def _note_nonfinite(self, row: dict, layer_values: list, present: set) -> None:
+        if self.first_nonfinite is not None:
+            return
+        bad_layers = [self.layers[i] for i, v in enumerate(layer_values) if i in present and not math.isfinite(v)]
+        loss_bad = isinstance(row["loss"], str)
+        if row["fwd_nan"]:
+            seen = "model output"
+        elif loss_bad and not row["skipped"]:
+            seen = "loss"
+        elif bad_layers:
+            seen = "gradients"
+        else:
+            return
+        self.first_nonfinite = {"step": row["step"], "seen_in": seen, "layers": bad_layers[:8],
+                                "n_layers": len(bad_layers)}
+
+    def _end_step(self) -> None:
+        self.steps += 1
+        window = max(1, self.thresholds.window)
+        if self.steps % window == 0:
+            for tracker in self._activations:
+                tracker.close_window(self.steps)
+        for callback in list(self.on_step_end):
+            callback(self)
+
+    # -- results ---------------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Read what the unfinished step left (a crash between forward and step)."""
+        if self._fwd_nan is not None or self._loss_n:
+            try:
+                self._collect(None, skipped=False)
+                self.rows[-1]["partial"] = True
+            except Exception as error:
+                self.errors.append(f"flush: {type(error).__name__}: {error}")
+
+    def record(self) -> dict:
+        n = len(self.layers)
+        for row in self.rows:
+            row["norms"] = row["norms"] + [None] * (n - len(row["norms"]))
+        return {
+            "steps": self.steps,
+            "roots": [{"name": r.name, "class": type(r.module).__name__,
+                       "parameters": sum(p.numel() for p in r.module.parameters())} for r in self.roots],
+            "layers": list(self.layers),
+            "rows": self.rows,
+            "first_nonfinite": self.first_nonfinite,
+            "eval_mode": self._events(self.eval_events),
+            "train_mode": self._events(self.train_events),
+            "clip_sites": list(self.clip_sites.values()),
+            "activations": self._activation_record(),
+            "thresholds": self.thresholds.to_dict(),
+            "monitor_errors": self.errors,
+        }
+
+    def _events(self, table: dict) -> list:
+        out = []
+        for event in table.values():
+            names = [self.name_of(m) for m in event["modules"]]
+            out.append({"site": event["site"], "count": event["count"], "first_step": event["first_step"],
+                        "module": self.name_of(event["module"]), "modules": names[:6],
+                        "n_modules": len(names), "kinds": event["kinds"]})
+        return out
+
+    def _activation_record(self) -> list:
+        rows, tensors = [], []
+        for tracker in self._activations:
+            if tracker.window is not None:
+                alive, first, last = tracker.window
+            elif tracker.alive is not None:
+                alive, first, last = tracker.alive, tracker.first_step, self.steps
+            else:
+                continue
+            rows.append({"layer": tracker.name, "kind": tracker.kind, "units": int(alive.numel()),
+                         "from_step": first, "to_step": last})
+            tensors.append((~alive).sum().reshape(1).float().cpu())
+        if tensors:
+            for row, count in zip(rows, torch.cat(tensors).tolist()):
+                row["stuck"] = int(count)
+        return rows
+
+
+def _clean(name: str) -> str:
+    """Qualified names as the user wrote the model: without torch.compile's and DDP's wrapper prefixes."""
+    parts = [p for p in name.split(".") if p not in ("_orig_mod",)]
+    if parts and parts[0] == "module" and len(parts) > 1:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def _contains(outer: nn.Module, inner: nn.Module) -> bool:
+    return any(m is inner for m in outer.modules())
+
+
+def _variable_name(module) -> str:
+    """The name the module is bound to where user code calls it (`model`), else its class name."""
+    frame = user_frame()
+    while frame is not None:
+        for name, value in frame.f_locals.items():
+            if value is module and name != "self":
+                return name
+        frame = frame.f_back
+        if frame is not None and frame.f_code.co_name == "<module>":
+            break
+    return type(module).__name__

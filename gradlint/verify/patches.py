@@ -1,0 +1,128 @@
+"""The few torch entry points the checks need to see, wrapped in place while a monitor is active.
+
+User code is never edited: `clip_grad_norm_`, `Tensor.backward`, `GradScaler` and `no_grad` are
+wrapped at their definitions and put back when the last monitor detaches. Each wrapper calls the
+original first or last and only records what it saw, so the user's step computes exactly what it
+would without gradlint.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.amp import GradScaler
+from torch.autograd import grad_mode
+from torch.nn.utils import clip_grad
+
+_active: list = []  # monitors, innermost last
+_saved: list[tuple[object, str, object]] = []
+_reentry = {"clip": False}
+
+
+def _record_clip(total, max_norm, kind):
+    for monitor in _active:
+        monitor.on_clip(total, max_norm, kind)
+
+
+def _wrap_clip_norm(original):
+    def clip_grad_norm_(parameters, max_norm, *args, **kwargs):
+        outer = not _reentry["clip"]
+        _reentry["clip"] = True
+        try:
+            total = original(parameters, max_norm, *args, **kwargs)
+        finally:
+            if outer:
+                _reentry["clip"] = False
+        if outer:
+            _record_clip(total, max_norm, "norm")
+        return total
+
+    clip_grad_norm_.__wrapped__ = original
+    clip_grad_norm_.__doc__ = original.__doc__
+    return clip_grad_norm_
+
+
+def _wrap_clip_value(original):
+    def clip_grad_value_(parameters, clip_value, *args, **kwargs):
+        result = original(parameters, clip_value, *args, **kwargs)
+        _record_clip(None, clip_value, "value")
+        return result
+
+    clip_grad_value_.__wrapped__ = original
+    return clip_grad_value_
+
+
+def _wrap_backward(original):
+    def backward(self, *args, **kwargs):
+        for monitor in _active:
+            monitor.on_backward(self)
+        return original(self, *args, **kwargs)
+
+    backward.__wrapped__ = original
+    backward.__doc__ = original.__doc__
+    return backward
+
+
+def _wrap_scaler(name, original):
+    def method(self, *args, **kwargs):
+        for monitor in _active:
+            monitor.on_scaler(name, self, "before", args)
+        result = original(self, *args, **kwargs)
+        for monitor in _active:
+            monitor.on_scaler(name, self, "after", args, result)
+        return result
+
+    method.__wrapped__ = original
+    return method
+
+
+def _wrap_enter(original):
+    def __enter__(self):
+        result = original(self)
+        for monitor in _active:
+            monitor.on_no_grad(+1)
+        return result
+
+    return __enter__
+
+
+def _wrap_exit(original):
+    def __exit__(self, *exc):
+        for monitor in _active:
+            monitor.on_no_grad(-1)
+        return original(self, *exc)
+
+    return __exit__
+
+
+def _targets():
+    import torch.nn.utils as nn_utils
+
+    clip_norm = _wrap_clip_norm(clip_grad.clip_grad_norm_)
+    clip_value = _wrap_clip_value(clip_grad.clip_grad_value_)
+    yield nn_utils, "clip_grad_norm_", clip_norm
+    yield clip_grad, "clip_grad_norm_", clip_norm
+    yield nn_utils, "clip_grad_value_", clip_value
+    yield clip_grad, "clip_grad_value_", clip_value
+    yield torch.Tensor, "backward", _wrap_backward(torch.Tensor.backward)
+    for name in ("scale", "unscale_", "step", "update"):
+        yield GradScaler, name, _wrap_scaler(name, getattr(GradScaler, name))
+    for cls in (grad_mode.no_grad, grad_mode.inference_mode):
+        yield cls, "__enter__", _wrap_enter(cls.__enter__)
+        yield cls, "__exit__", _wrap_exit(cls.__exit__)
+
+
+def activate(monitor) -> None:
+    if not _active:
+        for owner, name, replacement in _targets():
+            _saved.append((owner, name, owner.__dict__[name]))
+            setattr(owner, name, replacement)
+    _active.append(monitor)
+
+
+def deactivate(monitor) -> None:
+    if monitor in _active:
+        _active.remove(monitor)
+    if not _active:
+        while _saved:
+            owner, name, original = _saved.pop()
+            setattr(owner, name, original)

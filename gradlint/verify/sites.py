@@ -1,0 +1,55 @@
+"""Where in the user's code something happened: the innermost frame that is not torch, gradlint or stdlib."""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import sysconfig
+from typing import Optional
+
+_SKIP: Optional[tuple[str, ...]] = None
+
+
+def _skipped_prefixes() -> tuple[str, ...]:
+    global _SKIP
+    if _SKIP is None:
+        import torch
+
+        here = os.path.dirname(os.path.abspath(__file__))
+        stdlib = sysconfig.get_paths().get("stdlib", "")
+        _SKIP = tuple(p + os.sep for p in (os.path.dirname(os.path.abspath(torch.__file__)), here, stdlib) if p)
+    return _SKIP
+
+
+def _is_user(filename: str) -> bool:
+    if filename.startswith("<"):
+        return False
+    for prefix in _skipped_prefixes():
+        if filename.startswith(prefix):
+            # Third-party code under the stdlib folder (a non-venv site-packages) is still code to blame.
+            return "site-packages" in filename[len(prefix):] or "dist-packages" in filename[len(prefix):]
+    return True
+
+
+def user_frame(depth: int = 1):
+    frame = sys._getframe(depth + 1)
+    while frame is not None and not _is_user(frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame
+
+
+def site_of(frame) -> Optional[dict]:
+    if frame is None:
+        return None
+    filename, line = frame.f_code.co_filename, frame.f_lineno
+    return {"file": filename, "line": line, "function": frame.f_code.co_name,
+            "code": linecache.getline(filename, line).strip()}
+
+
+def user_site(depth: int = 1) -> Optional[dict]:
+    return site_of(user_frame(depth + 1))
+
+
+def site_key(site: Optional[dict]) -> str:
+    return f"{site['file']}:{site['line']}" if site else "?"
