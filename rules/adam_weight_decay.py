@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Optional
-
 import libcst as cst
 
 from gradlint.nodes import arg, is_name, number
@@ -85,7 +83,8 @@ class AdamWeightDecay(LocalsRule):
                       "Also report weight_decay given as an expression (it may be 0 at run time)."),)
 
     VALID = [
-        Valid("import torch\noptimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)\n"),
+        Valid("import torch\n"
+              "optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)\n"),
         Valid("import torch\n\n\ndef configure_optimizers(self):\n"
               "    return torch.optim.Adam(self.parameters(), lr=self.learning_rate)\n",
               note="lightning's BoringModel: no weight decay"),
@@ -111,7 +110,8 @@ class AdamWeightDecay(LocalsRule):
               note="Adamax is out of scope (no decoupled variant)"),
         Valid("import torch\noptimizer = torch.optim.NAdam(params, lr=2e-3, weight_decay=1e-4)\n",
               note="NAdam/RAdam are out of scope (see docs)"),
-        Valid("import torch\n\nregistry = dict(opt_class=torch.optim.Adam, defaults={'weight_decay': 1e-4})\n",
+        Valid("import torch\n\n"
+              "registry = dict(opt_class=torch.optim.Adam, defaults={'weight_decay': 1e-4})\n",
               note="timm's optimizer registry: a reference, not a call"),
         Valid("import torch\noptimizer = torch.optim.Adam(params, lr=1e-3, weight_decay=-1e-4)\n",
               note="Adam raises on a negative value"),
@@ -124,12 +124,14 @@ class AdamWeightDecay(LocalsRule):
         Invalid(
             "from torch.optim import Adam\n\n\ndef make(model, lr, weight_decay):\n"
             "    return Adam(model.parameters(), lr=lr, weight_decay=weight_decay)\n",
-            "from torch.optim import Adam\nfrom torch.optim import AdamW\n\n\ndef make(model, lr, weight_decay):\n"
+            "from torch.optim import Adam\nfrom torch.optim import AdamW\n\n\n"
+            "def make(model, lr, weight_decay):\n"
             "    return AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)\n",
             unsafe=True, note="the seeds' Adam-to-AdamW change; a parameter may be 0, reported anyway"),
         Invalid(
             "from torch.optim import Adam, AdamW\nopt = Adam(net.parameters(), lr=3e-4, weight_decay=5e-4)\n",
-            "from torch.optim import Adam, AdamW\nopt = AdamW(net.parameters(), lr=3e-4, weight_decay=5e-4)\n",
+            "from torch.optim import Adam, AdamW\n"
+            "opt = AdamW(net.parameters(), lr=3e-4, weight_decay=5e-4)\n",
             unsafe=True, note="reuses the imported AdamW"),
         Invalid(
             "from torch import optim as topt\nopt = topt.Adam(net.parameters(), weight_decay=1e-5)\n",
@@ -150,7 +152,8 @@ class AdamWeightDecay(LocalsRule):
             "    return torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)\n",
             unsafe=True, note="not a literal: reported with a message that says it may be 0"),
         Invalid(
-            "import torch\nopt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=False)\n",
+            "import torch\n"
+            "opt = torch.optim.Adam(params, lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=False)\n",
             "import torch\nopt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)\n",
             unsafe=True, note="AdamW takes no decoupled_weight_decay"),
         Invalid(
@@ -194,8 +197,9 @@ class AdamWeightDecay(LocalsRule):
         if value is not None:
             if value <= 0:
                 return
-            message = (f"`Adam(weight_decay={shown})` is an L2 penalty that Adam's adaptive step rescales; use "
-                       "`AdamW` (decoupled decay). AdamW's decay is scaled by lr, so the value may need retuning")
+            message = (f"`Adam(weight_decay={shown})` is an L2 penalty that Adam's adaptive step rescales; "
+                       "use `AdamW` (decoupled decay). AdamW's decay is scaled by lr, so the value may need "
+                       "retuning")
         else:
             if not self.option("report-non-literal"):
                 return
@@ -204,7 +208,7 @@ class AdamWeightDecay(LocalsRule):
                        "so the value may need retuning")
         self.report(node, message, fix=self._fix(node, decoupled))
 
-    def _literal(self, expr: cst.BaseExpression, depth: int = 0) -> Optional[float]:
+    def _literal(self, expr: cst.BaseExpression, depth: int = 0) -> float | None:
         """The number `expr` holds, following local names to literals; None when not provable."""
         value = number(expr)
         if value is not None or depth > 4 or not isinstance(expr, cst.Name):
@@ -212,7 +216,7 @@ class AdamWeightDecay(LocalsRule):
         bound = self.value_of(expr.value)
         return self._literal(bound, depth + 1) if bound is not None else None
 
-    def _fix(self, call: cst.Call, decoupled: Optional[cst.Arg]):
+    def _fix(self, call: cst.Call, decoupled: cst.Arg | None):
         func = call.func
         references = ()
         if isinstance(func, cst.Attribute) and self.ctx.resolve(func) == "torch.optim.Adam":

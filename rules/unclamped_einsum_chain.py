@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from typing import Optional
-
 import libcst as cst
 
 from gradlint.nodes import arg_value, format_number, is_name, method, method_call, number, root_name
@@ -64,8 +62,10 @@ class UnclampedEinsumChain(LocalsRule):
     own factors count towards the outer one. A chain of two factors is a bilinear form — attention logits
     from einsum projections (`q = einsum(x, self.wq)`, `k = einsum(m, self.wk)`, `einsum(q, k)`), an
     output projection of attention — that grows no faster than the matmul it replaces and is not reported;
-    three or more (`einsum(einsum(a, b), c)`, the 6-D CLIP loss: six) are. Attention written as einsum
-    (`scores = einsum(q, k)`, `attn = scores.softmax(-1)`, `einsum(attn, v)`) is bounded by the softmax.
+    three or more (`einsum(einsum(a, b), c)`, the 6-D CLIP loss: six) are. Only einsum operands are
+    counted: elementwise arithmetic on the way (`* mask`, `+ bias`) keeps the count. Attention written
+    as einsum (`scores = einsum(q, k)`, `attn = scores.softmax(-1)`, `einsum(attn, v)`) is bounded by
+    the softmax.
 
     ## Why is this bad?
     An einsum of `k` factors contracted over `n` elements can reach `n * max|x|**k`. Chaining einsums
@@ -141,7 +141,8 @@ class UnclampedEinsumChain(LocalsRule):
               "        o = torch.einsum('bnhm,bmv->bnhv', attn, v)\n"
               "        return torch.einsum('bnhv,dhv->bdn', o, self.out_proj)\n",
               note="timm's attention2d.py: projections by parameters, two-factor chains"),
-        Valid("import torch\nsim = torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', a, b).clamp(-1e4, 1e4), c)\n"),
+        Valid("import torch\n"
+              "sim = torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', a, b).clamp(-1e4, 1e4), c)\n"),
         Valid("import torch\nimport torch.nn.functional as F\n"
               "y = torch.einsum('ij,jk->ik', F.normalize(torch.einsum('ij,jk->ik', a, b), dim=-1), c)\n"),
         Valid("import torch\n\n\ndef f(a, b, c):\n    ab = torch.einsum('ij,jk->ik', a, b)\n"
@@ -159,7 +160,8 @@ class UnclampedEinsumChain(LocalsRule):
         Valid("import numpy as np\nx = np.einsum('ij,jk->ik', np.einsum('ij,jk->ik', a, b), c)\n",
               note="NumPy, not torch"),
         Valid("import jax.numpy as jnp\nx = jnp.einsum('ij,jk->ik', jnp.einsum('ij,jk->ik', a, b), c)\n"),
-        Valid("import opt_einsum\nx = opt_einsum.contract('ij,jk->ik', opt_einsum.contract('ij,jk->ik', a, b), c)\n"),
+        Valid("import opt_einsum\n"
+              "x = opt_einsum.contract('ij,jk->ik', opt_einsum.contract('ij,jk->ik', a, b), c)\n"),
         Valid("import torch\n\n\ndef precond(exprs, Q, G):\n"
               "    return torch.einsum(exprs[-1], *[q.conj() for q in Q], *Q, G)\n",
               note="timm's kron.py: no inner einsum"),
@@ -192,11 +194,14 @@ class UnclampedEinsumChain(LocalsRule):
             unsafe=True, note="through local names; normalised inputs still multiply six factors"),
         Invalid(
             "from torch import einsum as es\ny = es('ij,jk->ik', es('ij,jk->ik', a, b), c)\n",
-            "from torch import einsum as es\ny = es('ij,jk->ik', es('ij,jk->ik', a, b).clamp(-1e4, 1e4), c)\n",
+            "from torch import einsum as es\n"
+            "y = es('ij,jk->ik', es('ij,jk->ik', a, b).clamp(-1e4, 1e4), c)\n",
             unsafe=True),
         Invalid(
-            "import torch\ny = torch.functional.einsum('ij,jk->ik', a, torch.functional.einsum('jk,kl->jl', b, c))\n",
-            "import torch\ny = torch.functional.einsum('ij,jk->ik', a, torch.functional.einsum('jk,kl->jl', b, c)"
+            "import torch\n"
+            "y = torch.functional.einsum('ij,jk->ik', a, torch.functional.einsum('jk,kl->jl', b, c))\n",
+            "import torch\n"
+            "y = torch.functional.einsum('ij,jk->ik', a, torch.functional.einsum('jk,kl->jl', b, c)"
             ".clamp(-1e4, 1e4))\n",
             unsafe=True),
         Invalid(
@@ -220,13 +225,17 @@ class UnclampedEinsumChain(LocalsRule):
             "    return torch.einsum('ik,kl->il', ab.clamp(-1e4, 1e4), c)\n",
             unsafe=True, note="a one-sided clamp leaves the other side unbounded"),
         Invalid(
-            "import torch\nx = torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', a, b), c), d)\n",
-            "import torch\nx = torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', a, b)"
+            "import torch\n"
+            "x = torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', a, b), c), "
+            "d)\n",
+            "import torch\n"
+            "x = torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', torch.einsum('ij,jk->ik', a, b)"
             ".clamp(-1e4, 1e4), c).clamp(-1e4, 1e4), d)\n",
             unsafe=True, count=2, note="two links, two findings"),
         Invalid(
             "import torch\nx = torch.einsum('nm,hnm->h', (torch.einsum('ni,mi->nm', a, b), attn))\n",
-            "import torch\nx = torch.einsum('nm,hnm->h', (torch.einsum('ni,mi->nm', a, b).clamp(-1e4, 1e4), attn))\n",
+            "import torch\n"
+            "x = torch.einsum('nm,hnm->h', (torch.einsum('ni,mi->nm', a, b).clamp(-1e4, 1e4), attn))\n",
             unsafe=True, note="operands passed as one tuple"),
         Invalid(
             "import torch\n\n\ndef reindex(rel, height_lookup, width_lookup):\n"
@@ -283,7 +292,7 @@ class UnclampedEinsumChain(LocalsRule):
         if chained and degree >= self.option("min-factors"):
             self._report(node, chained, degree)
 
-    def _is_parameter(self, expr: Optional[cst.BaseExpression], depth: int = 0) -> bool:
+    def _is_parameter(self, expr: cst.BaseExpression | None, depth: int = 0) -> bool:
         """`self.weight`, `self.rel_pos[idx]`, `w = self.kernel`, `self.weight.t()`: a module's parameter or
         buffer, a linear map rather than an activation."""
         if expr is None or depth > MAX_DEPTH:
@@ -295,7 +304,7 @@ class UnclampedEinsumChain(LocalsRule):
         mc = method_call(expr)
         return mc is not None and mc[1] in TRANSPARENT_METHODS and self._is_parameter(mc[0], depth + 1)
 
-    def _trace(self, expr: Optional[cst.BaseExpression], depth: int) -> Optional[cst.Call]:
+    def _trace(self, expr: cst.BaseExpression | None, depth: int) -> cst.Call | None:
         """The einsum call whose unbounded result `expr` carries, or None (bounded, unknown, not einsum)."""
         if expr is None or depth > MAX_DEPTH:
             return None
@@ -324,7 +333,7 @@ class UnclampedEinsumChain(LocalsRule):
             return self._trace_call(expr, depth)
         return None
 
-    def _trace_call(self, call: cst.Call, depth: int) -> Optional[cst.Call]:
+    def _trace_call(self, call: cst.Call, depth: int) -> cst.Call | None:
         qualified = self.ctx.resolve(call.func)
         if qualified is not None:
             if qualified in EINSUM:
@@ -351,8 +360,8 @@ class UnclampedEinsumChain(LocalsRule):
             return self._trace(receiver, depth + 1)
         return None
 
-    def _is_scale(self, expr: Optional[cst.BaseExpression], depth: int) -> bool:
-        """A plain number-like divisor: `/ math.sqrt(d)`, `/ self.temperature`, `/ x.size(0)`, `/ d ** 0.5`."""
+    def _is_scale(self, expr: cst.BaseExpression | None, depth: int) -> bool:
+        """A number-like divisor: `/ math.sqrt(d)`, `/ self.temperature`, `/ x.size(0)`, `/ d ** 0.5`."""
         if expr is None or depth > MAX_DEPTH:
             return False
         if number(expr) is not None or isinstance(expr, (cst.Attribute, cst.Subscript)):
@@ -386,15 +395,16 @@ class UnclampedEinsumChain(LocalsRule):
         names = list(dict.fromkeys(_short(self.code_of(op), 40) for op in chained))
         shown = ", ".join(f"`{name}`" for name in names)
         operand_word, verb = ("operand", "is") if len(names) == 1 else ("operands", "are")
-        message = (f"einsum {operand_word} {shown} {verb} another einsum's unbounded result: the chain multiplies "
-                   f"{degree} factors, whose magnitudes multiply and can overflow to Inf; bound the intermediate "
-                   "(normalize, softmax, clamp) or work in log-space")
+        message = (f"einsum {operand_word} {shown} {verb} another einsum's unbounded result: the chain "
+                   f"multiplies {degree} factors, whose magnitudes multiply and can overflow to Inf; bound "
+                   "the intermediate (normalize, softmax, clamp) or work in log-space")
         bound = float(self.option("bound"))
         low, high = cst.parse_expression(_bound_text(-bound)), cst.parse_expression(_bound_text(bound))
         mapping = {op: method(op, "clamp", low, high) for op in chained}
+        what = "operand" if len(chained) == 1 else "operands"
         fix = self.rewrite(mapping, safe=False,
-                           message=f"Clamp the einsum {'operand' if len(chained) == 1 else 'operands'} to ±{_bound_text(bound)} "
-                                   "(changes values beyond the bound, with zero gradient there)")
+                           message=f"Clamp the einsum {what} to ±{_bound_text(bound)} (changes values "
+                                   "beyond the bound, with zero gradient there)")
         self.report(node, message, fix=fix)
 
 
