@@ -398,7 +398,10 @@ class UnclampedEinsumChain(LocalsRule):
         message = (f"einsum {operand_word} {shown} {verb} another einsum's unbounded result: the chain "
                    f"multiplies {degree} factors, whose magnitudes multiply and can overflow to Inf; bound "
                    "the intermediate (normalize, softmax, clamp) or work in log-space")
-        bound = float(self.option("bound"))
+        bound = abs(float(self.option("bound")))
+        if not 0 < bound < float("inf"):
+            self.report(node, message)  # no clamp to offer
+            return
         low, high = cst.parse_expression(_bound_text(-bound)), cst.parse_expression(_bound_text(bound))
         mapping = {op: method(op, "clamp", low, high) for op in chained}
         what = "operand" if len(chained) == 1 else "operands"
@@ -441,13 +444,14 @@ def _two_sided(call: cst.Call, offset: int) -> bool:
 
 
 def _bound_text(value: float) -> str:
-    """`1e4` rather than `10000.0`; small or non-round values as Python writes them."""
-    if abs(value) < 1e4:
-        return format_number(int(value) if float(value).is_integer() else value)
+    """`1e4` rather than `10000.0`; `12345` and `0.5` as written; the shorter spelling wins."""
+    plain = format_number(int(value) if float(value).is_integer() else value)
     mantissa, exponent = f"{value:e}".split("e")
     mantissa = mantissa.rstrip("0").rstrip(".")
-    text = f"{mantissa}e{int(exponent)}"
-    return text if float(text) == value else format_number(value)
+    scientific = f"{mantissa}e{int(exponent)}"
+    if float(scientific) == value and len(scientific) < len(plain):
+        return scientific
+    return plain
 
 
 def _short(code: str, limit: int = 50) -> str:
