@@ -199,12 +199,14 @@ def clipping_check(record: dict) -> Check:
     if scaled:
         scale = next(c["scale"] for c in scaled[0]["clips"] if c.get("scale") is not None)
         site = next((s["site"] for s in sites if s.get("scaled")), None)
-        befores = [c["before"] for r in scaled for c in r["clips"] if isinstance(c.get("before"), (int, float))]
-        applied = [r["total"] for r in scaled if isinstance(r.get("total"), (int, float))]
         details = [f"at {where(site)}: call scaler.unscale_(optimizer) before clipping"]
-        if befores and applied:
-            details.append(f"clip saw median {fmt(median(befores))} (scaled); applied norm median "
-                           f"{fmt(median(applied))}")
+        for r in scaled:
+            c = next(c for c in r["clips"] if c.get("scale") is not None)
+            if isinstance(c.get("before"), (int, float)) and isinstance(c.get("scale"), (int, float)) \
+                    and isinstance(r.get("total"), (int, float)) and c["scale"]:
+                details.append(f"step {r['step']}: the clip saw {fmt(c['before'])} (scaled x{fmt(c['scale'])}); "
+                               f"true norm {fmt(c['before'] / c['scale'])}, applied {fmt(r['total'])}")
+                break
         return Check("clipping", "gradient clipping", FAIL,
                      f"clipped scaled gradients (scale {fmt(scale)}) in {len(scaled)} of {len(rows)} steps", details)
     if not clipped:

@@ -474,9 +474,11 @@ class Monitor:
             return
         bad_layers = [self.layers[i] for i, v in enumerate(layer_values) if i in present and not math.isfinite(v)]
         loss_bad = isinstance(row["loss"], str)
+        # A GradScaler skip with a finite loss is the scaler doing its job (scaled fp16 gradients
+        # overflowed); a NaN loss or model output is a broken forward, skipped or not.
         if row["fwd_nan"]:
             seen = "model output"
-        elif loss_bad and not row["skipped"]:
+        elif loss_bad:
             seen = "loss"
         elif bad_layers:
             seen = "gradients"

@@ -33,7 +33,10 @@ OPERATORS = {
     "__matmul__": "@", "__rmatmul__": "@", "__neg__": "unary -", "__floordiv__": "//",
 }
 _IGNORED = {"__get__", "__set__", "__repr__", "__format__", "__bool__", "__len__", "size", "dim", "item",
-            "tolist", "numel", "isfinite", "isnan", "isinf"}
+            "tolist", "numel", "isfinite", "isnan", "isinf",
+            # Uninitialised memory may hold anything, NaN included, until an init function fills it.
+            "empty", "empty_like", "empty_strided", "empty_permuted", "new_empty", "new_empty_strided",
+            "resize_", "resize_as_", "set_"}
 
 
 def _op_name(func) -> str:
