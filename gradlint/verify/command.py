@@ -218,7 +218,8 @@ def _series(record: dict) -> dict:
     rows = record.get("rows") or []
     return {"step": [r["step"] for r in rows], "loss": [r.get("loss") for r in rows],
             "total_norm": [r.get("total") for r in rows],
-            "clip_before": [(r.get("clips") or [{}])[0].get("before") for r in rows]}
+            "clip_before": [(r.get("clips") or [{}])[0].get("before") for r in rows],
+            "skipped": [bool(r.get("skipped")) for r in rows]}
 
 
 def _compare(args, script: Path, shown_root: str, patch: PatchResult, original: dict, patched: dict) -> dict:
