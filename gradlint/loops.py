@@ -51,13 +51,36 @@ _SAME_OBJECT_METHODS = frozenset({
 _UNWRAP_FUNCTIONS = frozenset({"unwrap_model", "unwrap", "de_parallel", "get_unwrapped_model", "unwrap_module"})
 _WRAPPER_ATTRIBUTES = frozenset({"module", "_orig_mod", "_forward_module", "_module"})
 
-_MODEL_NAME = re.compile(
-    r"model|net|encoder|decoder|backbone|classifier|teacher|student|generator|discriminator|critic|actor|"
-    r"policy|transformer|vae|unet|ema|autoencoder|^lm$|_lm$|^g$|^d$|^m$")
-_NOT_MODEL_NAME = re.compile(
-    r"loss|criterion|metric|tokeniz|processor|collat|optim|sched|scaler|writer|logger|loader|dataset|sampler|"
-    r"accelerator|fabric|callback|hook|fn$|func$|_cls$|class$|config|args|path|dir$|file|builder|factory|"
-    r"^get_|^build_|^create_|^make_|^load_|^init_")
+# A name reads like a network when its last word is one of these (`model`, `text_encoder`, `netG`,
+# `teacher_model`, `model_ema`) or ends like one (`resnet`, `mymodel`, `sentence_transformer`).
+_MODEL_WORDS = frozenset({
+    "model", "models", "net", "network", "encoder", "decoder", "backbone", "classifier", "teacher", "student",
+    "generator", "discriminator", "critic", "actor", "policy", "transformer", "vae", "unet", "ema",
+    "autoencoder", "lm", "llm", "g", "d", "bert", "gpt", "vit", "cnn", "rnn", "lstm", "gru", "mlp",
+    "detector", "segmenter", "agent", "denoiser", "predictor", "regressor", "ddp", "wrapped", "embedder",
+})
+_MODEL_ENDINGS = ("net", "model", "former", "encoder", "decoder")
+# First words of callables that are actions, not networks (`reset_model_state`, `build_model`).
+_VERBS = frozenset({
+    "get", "set", "build", "create", "make", "load", "save", "init", "reset", "compute", "prepare", "update",
+    "fail", "handle", "run", "apply", "freeze", "unfreeze", "wrap", "unwrap", "to", "move", "copy", "clone",
+    "register", "export", "convert", "check", "is", "has", "patch", "replace", "print", "log", "evaluate",
+    "eval", "train", "validate", "test", "predict", "infer", "sample", "generate", "forward", "call",
+})
+_NOT_MODEL_WORDS = frozenset({
+    "loss", "criterion", "metric", "metrics", "tokenizer", "processor", "collator", "optimizer", "optim",
+    "scheduler", "scaler", "writer", "logger", "loader", "dataloader", "dataset", "sampler", "accelerator",
+    "fabric", "callback", "hook", "fn", "func", "function", "config", "args", "path", "dir", "file",
+    "builder", "factory", "forward", "step", "cls", "class", "type", "state", "inputs", "outputs",
+})
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+
+
+def words(name: str) -> list:
+    """`teacher_model` -> ['teacher', 'model']; `netG` -> ['net', 'g']; `textEncoder` -> ['text', 'encoder']."""
+    return [w.lower() for w in _WORD.findall(name)]
+
+
 # Methods of a model that run its forward (a whitelist: `model.parameters()` is no forward).
 _FORWARD_METHOD = re.compile(
     r"^(forward\w*|generate\w*|encode\w*|decode\w*|predict\w*|infer\w*|inference\w*|sample\w*|embed\w*|"
@@ -138,11 +161,13 @@ def root_of(key: str) -> str:
 
 
 def model_name(key: Optional[str]) -> bool:
-    """Does the last part of `key` read like a network (`model`, `self.net`, `encoder`, `G`)?"""
-    name = last_segment(key).lower()
-    if not name or name == "self" or _NOT_MODEL_NAME.search(name):
+    """Does the last part of `key` read like a network (`model`, `self.net`, `text_encoder`, `G`)?"""
+    parts = words(last_segment(key)) if key else []
+    if not parts or parts[0] in _VERBS or any(p in _NOT_MODEL_WORDS for p in parts):
         return False
-    return bool(_MODEL_NAME.search(name))
+    last = parts[-1]
+    return last in _MODEL_WORDS or last.endswith(_MODEL_ENDINGS) or (parts[0] in ("model", "net") and len(
+        parts) > 1 and parts[-1] in ("ddp", "wrapped", "unwrapped", "compiled", "ema", "module"))
 
 
 def short(code: str, limit: int = 60) -> str:
@@ -165,10 +190,11 @@ class Place:
 
 @dataclass(eq=False)
 class Loop:
-    node: cst.CSTNode  # For or While
-    place: Place  # where the loop statement sits
+    node: cst.CSTNode  # For or While (a statement), or a comprehension's CompFor
+    place: Place  # where the loop sits
     start: int = 0
     end: int = 0
+    statement: bool = True
 
 
 @dataclass(eq=False)
@@ -558,8 +584,39 @@ class _Collector:
             self.expr(node.value)
             self.bind(node.target, node.value, node)
             return
+        if t in (cst.ListComp, cst.SetComp, cst.GeneratorExp, cst.DictComp):
+            self.comprehension(node)
+            return
         for child in _children(node):
             self.expr(child)
+
+    def comprehension(self, node) -> None:
+        """The first iterable runs outside; each `for` of the comprehension is a loop around the element."""
+        self.expr(node.for_in.iter)
+        opened = []
+        comp = node.for_in
+        first = True
+        while comp is not None:
+            if not first:
+                self.expr(comp.iter)
+            first = False
+            loop = Loop(comp, self.place(), start=self.tick(), statement=False)
+            self.r.loops.append(loop)
+            self.loops.append(loop)
+            opened.append(loop)
+            self.changed()
+            for condition in comp.ifs:
+                self.expr(condition.test)
+            comp = comp.inner_for_in
+        if isinstance(node, cst.DictComp):
+            self.expr(node.key)
+            self.expr(node.value)
+        else:
+            self.expr(node.elt)
+        for loop in reversed(opened):
+            self.loops.pop()
+            loop.end = self.tick()
+        self.changed()
 
     def call(self, call: cst.Call) -> None:
         self.classify(call)
@@ -577,12 +634,15 @@ class _Collector:
             if qualified in TORCH_CLIPS:
                 self.add(CLIP, call, via="torch")
                 return
-            if qualified.startswith("timm.") and name in ("dispatch_clip_grad", "adaptive_clip_grad"):
-                self.add(CLIP, call, via="direct")
-                return
             if qualified in ("torch.autograd.backward",):
                 self.add(BACKWARD, call, via="tensor")
                 return
+            if qualified.startswith("torch."):
+                self.add(CALL, call, obj_key(func), qualified=qualified)
+                return
+        if isinstance(func, cst.Name) and name in _DIRECT_CLIPS:
+            self.add(CLIP, call, via="direct")
+            return
         if isinstance(func, cst.Attribute):
             receiver = func.value
             rkey = obj_key(receiver)
@@ -653,7 +713,7 @@ class _Collector:
             if "backward" in lower and "hook" not in lower:
                 self.add(BACKWARD, call, rkey, via="helper", scaler=_scaler_argument(call))
                 return
-        elif isinstance(func, cst.Name) and qualified is None:
+        elif isinstance(func, cst.Name):
             if _is_clip_name(lower):
                 self.add(CLIP, call, via="helper")
                 return
@@ -662,6 +722,11 @@ class _Collector:
                 return
         self.add(CALL, call, obj_key(func) if isinstance(func, (cst.Name, cst.Attribute)) else None,
                  qualified=qualified)
+
+
+# Clipping functions that read `.grad` as they are (timm's, torch's under a `from` import we could not see).
+_DIRECT_CLIPS = frozenset({"dispatch_clip_grad", "adaptive_clip_grad", "clip_grad_norm_", "clip_grad_value_",
+                           "clip_grads_with_norm_", "clip_grad_norm"})
 
 
 def owner_name(key: Optional[str]) -> str:
@@ -1079,7 +1144,8 @@ def module_evidence(r: Routine, key: str) -> bool:
 def modelish(r: Routine, key: Optional[str]) -> bool:
     if not key or key in ("self", "cls"):
         return False
-    if _NOT_MODEL_NAME.search(last_segment(key).lower()):
+    parts = words(last_segment(key))
+    if not parts or parts[0] in _VERBS or any(p in _NOT_MODEL_WORDS for p in parts):
         return False
     return model_name(key) or module_evidence(r, key)
 
@@ -1169,7 +1235,11 @@ def identify_model(an: Analysis, r: Routine, optimizer: Optional[str]) -> tuple[
             for e in place.of(ASSIGN):
                 if optimizer in e.extra["targets"] and e.extra.get("builds") == "optimizer":
                     key = common_prefix(parameter_owners(place, e.extra["value"]))
-                    if key and (root_of(key) == "self" or place is r or r.is_free(key)):
+                    if key and place is not r and root_of(key) != "self" and place.is_method:
+                        # `self.model = model` in __init__: spell it the way other methods can
+                        key = next((k for k in sorted(place.aliases(key)) if root_of(k) == "self"), None)
+                    if key and (root_of(key) == "self" or place is r or (
+                            place.node is an.ctx.module and r.is_free(key))):
                         return key, "optimizer"
     stepped = {e.extra.get("optimizer") or e.key for e in r.of(STEP) if r.is_optimizer_step(e)}
     if len(stepped) > 1:
@@ -1249,4 +1319,63 @@ def framework_eval_hook(ctx, r: Routine) -> bool:
             if x.name in TRAINER_EVAL_HOOKS and class_kind(ctx, x.class_node) == "trainer":
                 return True
         x = x.parent
+    return False
+
+
+_DATA_WORDS = frozenset({"loader", "loaders", "dataloader", "data", "dataset", "ds", "batches", "batch",
+                         "samples", "iterator", "val", "valid", "validation", "test", "eval", "split", "queries"})
+
+
+def iterates_data(loop: Loop) -> bool:
+    """`for x, y in val_loader`, `for batch in tqdm(data['val'].dataloader)`: a pass over a data set."""
+    if not isinstance(loop.node, (cst.For, cst.CompFor)):
+        return False
+    found = False
+
+    def visit(node):
+        nonlocal found
+        if found:
+            return
+        if isinstance(node, cst.Name):
+            found = any(w in _DATA_WORDS for w in words(node.value))
+        elif isinstance(node, cst.Attribute):
+            found = any(w in _DATA_WORDS for w in words(node.attr.value))
+            visit(node.value)
+        elif isinstance(node, cst.SimpleString):
+            found = any(w in _DATA_WORDS for w in words(node.value))
+        else:
+            for child in _children(node):
+                visit(child)
+
+    visit(loop.node.iter)
+    return found
+
+
+def manages_training(an: Analysis) -> bool:
+    """Does any routine of the file train (backward, optimizer step) or switch modes?"""
+    for r in an.all_routines():
+        for e in r.events:
+            if e.kind in (BACKWARD, EVAL, TRAIN, MODE) or (e.kind == STEP and r.is_optimizer_step(e)):
+                return True
+    return False
+
+
+_SETUP_METHOD = re.compile(r"^(__init__|__post_init__|train|eval|setup\w*|configure\w*)$|init|setup|build|load|"
+                           r"freeze|prepare")
+
+
+def class_keeps_eval(an: Analysis, r: Routine, key: str) -> bool:
+    """A class that puts `self.x` in eval mode in its constructor or its `train()` override keeps it there."""
+    cls = enclosing_class(r)
+    if cls is None:
+        return False
+    for c in an.class_chain(cls):
+        for routine in an.all_routines():
+            if routine.class_node is not c or not _SETUP_METHOD.search(routine.name):
+                continue
+            for e in routine.events:
+                if e.kind == EVAL and e.key == key:
+                    return True
+                if e.kind == ASSIGN and key in e.extra["targets"] and sets_eval_chain(e.extra.get("value")):
+                    return True
     return False

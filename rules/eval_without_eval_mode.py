@@ -4,8 +4,9 @@ import libcst as cst
 
 from gradlint.loops import (ASSIGN, CALL, EVAL, MODE, TRAIN, Event, Region, Routine, RoutineRule,
                             EVALISH_CALLEE, bind_arguments, callee_name, class_kind, enclosing_class, exclusive,
-                            final_mode, forward_target, framework_eval_hook, helper_calls, obj_key, root_of,
-                            sets_eval_chain)
+                            class_keeps_eval, final_mode, forward_target, framework_eval_hook, helper_calls,
+                            iterates_data, manages_training, obj_key, root_of, sets_eval_chain)
+from gradlint.nodes import root_name
 from gradlint.rule import Invalid, Valid
 
 _MAX_DEPTH = 3
@@ -282,6 +283,23 @@ class EvalWithoutEvalMode(RoutineRule):
             "                val = model(x, y)\n",
             unsafe=True, note="the next epoch would train in eval mode: unsafe (GL006 then asks for train())"),
         Invalid(
+            "import torch\n\nmodel.train()\nfor epoch in range(500):\n"
+            "    loss = loss_fn(model(X_train), y_train)\n"
+            "    optimizer.zero_grad()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    with torch.no_grad():\n"
+            "        val_loss = loss_fn(model(X_val), y_val)\n",
+            "import torch\n\nmodel.train()\nfor epoch in range(500):\n"
+            "    loss = loss_fn(model(X_train), y_train)\n"
+            "    optimizer.zero_grad()\n"
+            "    loss.backward()\n"
+            "    optimizer.step()\n"
+            "    model.eval()\n"
+            "    with torch.no_grad():\n"
+            "        val_loss = loss_fn(model(X_val), y_val)\n",
+            unsafe=True, note="full-batch script: validation after the step is no part of the training step"),
+        Invalid(
             "from torch import inference_mode\n\n\nclass Runner:\n"
             "    def validate(self):\n"
             "        with inference_mode():\n"
@@ -317,13 +335,13 @@ class EvalWithoutEvalMode(RoutineRule):
             "with torch.no_grad():\n    preds = model(inputs).argmax(-1)\n",
             note="a script"),
         Invalid(
-            "import torch\n\n\ndef sample(vae, z):\n"
+            "import torch\n\n\ndef decode_all(vae, latents_loader):\n"
             "    with torch.no_grad(), torch.autocast('cuda'):\n"
-            "        return vae.decode(z).sample\n",
-            "import torch\n\n\ndef sample(vae, z):\n"
+            "        return [vae.decode(z).sample for z in latents_loader]\n",
+            "import torch\n\n\ndef decode_all(vae, latents_loader):\n"
             "    vae.eval()\n"
             "    with torch.no_grad(), torch.autocast('cuda'):\n"
-            "        return vae.decode(z).sample\n",
+            "        return [vae.decode(z).sample for z in latents_loader]\n",
             note="a forward method (decode)"),
     ]
 
@@ -339,8 +357,8 @@ class EvalWithoutEvalMode(RoutineRule):
             key = forward_target(self.ctx, r, e)
             if key is None or key in judged:
                 continue
-            if root_of(key) in ("self", "cls") and kind in ("module", "lightning"):
-                continue
+            if kind in ("module", "lightning") and (root_of(key) in ("self", "cls") or _self_derived(r, key)):
+                continue  # a module's own sub-modules: whoever calls the module owns the mode
             region = e.no_grad
             if self._training_step(e, region, training):
                 continue
@@ -352,6 +370,10 @@ class EvalWithoutEvalMode(RoutineRule):
             if trained and not training:
                 continue  # deliberate: BatchNorm re-estimation and the like
             self.require_full_module()
+            if not self._in_scope(r, e):
+                continue
+            if root_of(key) in ("self", "cls") and class_keeps_eval(self.analysis, r, key):
+                continue
             if self._eval_helper_before(r, e, key) or self._callers_evaluate(r, key, 0):
                 continue
             self._report(r, e, key, region, trained, training)
@@ -359,12 +381,22 @@ class EvalWithoutEvalMode(RoutineRule):
     # -- verdict ---------------------------------------------------------------------------------------
     @staticmethod
     def _training_step(e: Event, region: Region, training: list) -> bool:
-        """Is this no_grad forward part of a training iteration (teacher, target network, feature cache)?"""
+        """Is this no_grad forward part of a training iteration (teacher, target network, feature cache)?
+        It is when a backward or an optimizer step follows it in the same iteration of the same loop."""
         outer = region.place.loops if region.place is not None else ()
         if len(e.place.loops) > len(outer):
             return False  # it iterates data under no_grad: an evaluation
         loop = outer[-1] if outer else None
-        return any((t.place.loops[-1] if t.place.loops else None) is loop for t in training)
+        return any((t.place.loops[-1] if t.place.loops else None) is loop and t.index > region.end
+                   for t in training)
+
+    def _in_scope(self, r: Routine, e: Event) -> bool:
+        """Training and evaluation code: a script, a pass over a data set, or a file that trains or switches
+        modes somewhere. (Inference libraries leave the mode to their caller: `from_pretrained` models are
+        already in eval mode.)"""
+        if r.node is self.ctx.module or any(iterates_data(loop) for loop in e.place.loops):
+            return True
+        return manages_training(self.analysis)
 
     @staticmethod
     def _mode_set_before(r: Routine, e: Event, key: str) -> bool:
@@ -468,6 +500,13 @@ class EvalWithoutEvalMode(RoutineRule):
                 if shared and not any(shared[0].start < x.index < t.index for x in trains):
                     return True
         return False
+
+
+def _self_derived(r: Routine, key: str) -> bool:
+    """`decoder = self.get_decoder()`: a local that names one of `self`'s sub-modules."""
+    root = root_of(key)
+    return any(root in a.extra["targets"] and a.extra.get("value") is not None
+               and root_name(a.extra["value"]) == "self" for a in r.of(ASSIGN))
 
 
 def _is_docstring(stmt) -> bool:

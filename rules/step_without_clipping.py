@@ -339,7 +339,7 @@ class StepWithoutClipping(RoutineRule):
             "import torch\n\n\nclass Trainer:\n"
             "    def __init__(self, model):\n"
             "        self.model = model\n"
-            "        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)\n\n"
+            "        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n\n"
             "    def fit(self, loader):\n"
             "        for batch in loader:\n"
             "            self.optimizer.zero_grad()\n"
@@ -348,14 +348,14 @@ class StepWithoutClipping(RoutineRule):
             "import torch\n\n\nclass Trainer:\n"
             "    def __init__(self, model):\n"
             "        self.model = model\n"
-            "        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=0.1)\n\n"
+            "        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n\n"
             "    def fit(self, loader):\n"
             "        for batch in loader:\n"
             "            self.optimizer.zero_grad()\n"
             "            self.model(batch).backward()\n"
             "            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=1.0)\n"
             "            self.optimizer.step()\n",
-            note="the optimizer is built in __init__ from self.model"),
+            note="the optimizer is built in __init__ from the model that self.model holds"),
         Invalid(
             "import lightning as L\n\n\nclass GAN(L.LightningModule):\n"
             "    def training_step(self, batch, batch_idx):\n"
@@ -409,6 +409,8 @@ class StepWithoutClipping(RoutineRule):
                    and any(b.index < c.index and not exclusive(b.place, c.place) for b in prior)
                    for c in clips):
                 continue
+            # The fix looks for the optimizer's construction (in __init__, at module level): see it all.
+            self.require_full_module()
             last = max(prior, key=lambda b: b.index)
             message = (f"`{self.text(step.node)}` applies the gradients of "
                        f"`{self.text(last.node)}` (line {self.line(last.node)}) with no gradient clipping in "

@@ -304,12 +304,15 @@ class TrainModeNotRestored(RoutineRule):
         if not r.loops:
             return
         before = {t.key for t in r.of(TRAIN) if t.key and not r.is_optimizer(t.key) and t.key != "self"}
-        direct_evals = {e.key for e in r.of(EVAL) if e.key and any(e.inside(loop) for loop in r.loops)}
+        direct_evals = {e.key for e in r.of(EVAL) if e.key and not r.is_optimizer(e.key)
+                        and any(e.inside(loop) for loop in r.loops)}
         if not before and not direct_evals:
             return
         found: dict = {}  # key -> [(loop, eval event, training event, train-before event)]
         for key in sorted(before | direct_evals):
             for loop in r.loops:
+                if not loop.statement:
+                    continue
                 verdict = self._judge(r, loop, key)
                 if verdict is not None:
                     found.setdefault(key, []).append((loop, *verdict))
