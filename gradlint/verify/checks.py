@@ -114,6 +114,8 @@ def nonfinite_check(record: dict) -> Check:
             details.append(f"  {site['code']}")
         if origin.get("note"):
             details.append(origin["note"])
+    elif origin and origin.get("phase") in ("before the model", "after the model"):
+        summary = f"{kind} at step {first['step']}, {origin['phase']}: {origin['note']}"
     elif origin and origin.get("phase") == "optimizer":
         names = ", ".join(origin.get("parameters", []))
         summary = f"NaN at step {first['step']}: parameters already non-finite ({names})"
@@ -123,7 +125,7 @@ def nonfinite_check(record: dict) -> Check:
         replay = record.get("replay_status")
         if replay:
             details.append(replay)
-    if first.get("seen_in") and origin:
+    if first.get("seen_in") and origin and origin.get("phase") in ("forward", "backward", "optimizer"):
         details.append(f"first seen in the {first['seen_in']}")
     after = [r for r in rows if r["step"] >= first["step"] and _nonfinite_row(r)]
     if after:

@@ -94,7 +94,8 @@ class _Activation:
 
     def hook(self, monitor: "Monitor"):
         def record(module, args, out):
-            if not isinstance(out, torch.Tensor) or not out.is_floating_point() or not torch.is_grad_enabled():
+            if (monitor.paused or not isinstance(out, torch.Tensor) or not out.is_floating_point()
+                    or not torch.is_grad_enabled()):
                 return
             x = out.detach()
             # Written as "not stuck" so that NaN counts as alive: a NaN run says nothing about dead units.
@@ -135,6 +136,11 @@ class Monitor:
         self._opt_maps: dict[int, tuple] = {}
         self._activations: list[_Activation] = []
         self.on_step_end: list[Callable[["Monitor"], None]] = []
+        # Called with the step number when a step is first found non-finite, before its update is applied.
+        self.on_nonfinite: list[Callable[[int], None]] = []
+        self.on_roots: list[Callable[["Monitor"], None]] = []  # once the root modules are known
+        self.after_update = False  # reading a closure step's gradients: the update is already applied
+        self.paused = False  # while a replay runs the model again: its calls are not the user's
         self.first_nonfinite: Optional[dict] = None
         self.eval_events: dict[str, dict] = {}
         self.train_events: dict[str, dict] = {}
@@ -149,6 +155,7 @@ class Monitor:
         self._scale_pending = None  # a GradScaler whose scaled loss was backpropagated but not unscaled
         self._in_scaler_step = False
         self._stepped = False
+        self._deferred = False
         # discovery of the root modules (global mode)
         self._discovering = False
         self._call_stack: list[nn.Module] = []
@@ -162,15 +169,21 @@ class Monitor:
         self.attached = False
 
     # -- attaching -------------------------------------------------------------------------------------
-    def attach_global(self) -> None:
-        """Harness mode: find the models and optimizers from the first calls, without touching user code."""
+    def attach_global(self, optimizers=None) -> None:
+        """Harness mode: find the models from the first calls, without touching user code; the optimizers
+        too, unless given (Lightning: `training_step` is not a module call, `self.model(x)` in it is)."""
         self._discovering = True
         self._handles += [
             module_hooks.register_module_forward_pre_hook(self._discover_pre),
             module_hooks.register_module_forward_hook(self._discover_post, always_call=True),
-            optim_hooks.register_optimizer_step_pre_hook(self._step_pre),
-            optim_hooks.register_optimizer_step_post_hook(self._step_post),
         ]
+        if optimizers is None:
+            self._handles += [optim_hooks.register_optimizer_step_pre_hook(self._step_pre),
+                              optim_hooks.register_optimizer_step_post_hook(self._step_post)]
+        else:
+            for opt in optimizers:
+                self._handles += [opt.register_step_pre_hook(self._step_pre),
+                                  opt.register_step_post_hook(self._step_post)]
         patches.activate(self)
         self.attached = True
 
@@ -225,6 +238,8 @@ class Monitor:
             self._add_root(module, "" if i == 0 else name)
         self._finish_roots()
         self._candidates.clear()
+        for callback in list(self.on_roots):
+            callback(self)
 
     def _add_root(self, module: nn.Module, prefix: str) -> None:
         if id(module) in self._root_by_id:
@@ -265,7 +280,7 @@ class Monitor:
 
     def _root_pre(self, module, args):
         root = self._root_by_id.get(id(module))
-        if root is None:
+        if root is None or self.paused:
             return
         if torch.is_grad_enabled():
             self._check_train_mode(module, root.stochastic)
@@ -273,7 +288,7 @@ class Monitor:
             self._check_eval_mode(module, root.stochastic)
 
     def _root_post(self, module, args, out):
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and not self.paused:
             self._flag_output(out)
 
     def _flag_output(self, out) -> None:
@@ -386,6 +401,11 @@ class Monitor:
     # -- optimizer steps -------------------------------------------------------------------------------
     def _step_pre(self, optimizer, args, kwargs):
         self._stepped = True
+        if (args and callable(args[0])) or callable(kwargs.get("closure")):
+            # `optimizer.step(closure)` (Lightning, LBFGS): the gradients are made inside the step, so
+            # they are read after it; they are still the ones the update used.
+            self._deferred = True
+            return
         try:
             self._end_discovery()
             self._collect(optimizer)
@@ -395,6 +415,18 @@ class Monitor:
             self.errors.append(f"step {self.steps + 1}: {type(error).__name__}: {error}")
 
     def _step_post(self, optimizer, args, kwargs):
+        if self._deferred:
+            self._deferred = False
+            self.after_update = True
+            try:
+                self._end_discovery()
+                self._collect(optimizer)
+            except StopRun:
+                raise
+            except Exception as error:
+                self.errors.append(f"step {self.steps + 1}: {type(error).__name__}: {error}")
+            finally:
+                self.after_update = False
         self._end_step()
 
     def _layer(self, name: str) -> int:
@@ -486,6 +518,27 @@ class Monitor:
             return
         self.first_nonfinite = {"step": row["step"], "seen_in": seen, "layers": bad_layers[:8],
                                 "n_layers": len(bad_layers)}
+        for callback in list(self.on_nonfinite):
+            callback(row["step"])
+
+    def pending_nonfinite(self, optimizer) -> bool:
+        """Is the step in progress non-finite so far (model output, loss, gradients)? One device read."""
+        flags = []
+        if self._fwd_nan is not None:
+            flags.append(self._fwd_nan.reshape(1))
+        if self._loss_sum is not None:
+            flags.append(~torch.isfinite(self._loss_sum).reshape(1))
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"]
+                 if p.grad is not None and not p.grad.is_sparse]
+        if grads:
+            norms = torch._foreach_norm(grads)
+            device = grads[0].device
+            total = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms]).sum()
+            flags.append(~torch.isfinite(total).reshape(1))
+        if not flags:
+            return False
+        device = flags[0].device
+        return bool(torch.cat([f.to(device) for f in flags]).any())
 
     def _end_step(self) -> None:
         self.steps += 1
@@ -565,12 +618,18 @@ def _contains(outer: nn.Module, inner: nn.Module) -> bool:
 
 
 def _variable_name(module) -> str:
-    """The name the module is bound to where user code calls it (`model`), else its class name."""
+    """The name the module is bound to where user code calls it (`model`, `self.model`), else its class name."""
     frame = user_frame()
     while frame is not None:
-        for name, value in frame.f_locals.items():
+        local = frame.f_locals
+        for name, value in local.items():
             if value is module and name != "self":
                 return name
+        owner = local.get("self")
+        if isinstance(owner, nn.Module):
+            for name, value in owner._modules.items():
+                if value is module:
+                    return name
         frame = frame.f_back
         if frame is not None and frame.f_code.co_name == "<module>":
             break
