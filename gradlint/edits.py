@@ -32,6 +32,14 @@ def diff_edits(old: str, new: str) -> tuple[Edit, ...]:
         return ()
     old_lines = old.splitlines(keepends=True)
     new_lines = new.splitlines(keepends=True)
+    # Fixes are local: match the untouched head and tail directly, diff only what lies between.
+    head = 0
+    while head < min(len(old_lines), len(new_lines)) and old_lines[head] == new_lines[head]:
+        head += 1
+    tail = 0
+    while (tail < min(len(old_lines), len(new_lines)) - head
+           and old_lines[-1 - tail] == new_lines[-1 - tail]):
+        tail += 1
     old_starts = [0]
     for line in old_lines:
         old_starts.append(old_starts[-1] + len(line))
@@ -40,10 +48,12 @@ def diff_edits(old: str, new: str) -> tuple[Edit, ...]:
         new_starts.append(new_starts[-1] + len(line))
     row_starts = _line_starts(old)
     edits = []
-    matcher = difflib.SequenceMatcher(None, old_lines, new_lines, autojunk=False)
+    matcher = difflib.SequenceMatcher(None, old_lines[head:len(old_lines) - tail],
+                                      new_lines[head:len(new_lines) - tail], autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
             continue
+        i1, i2, j1, j2 = i1 + head, i2 + head, j1 + head, j2 + head
         a_start, a_end = old_starts[i1], old_starts[i2]
         b_start, b_end = new_starts[j1], new_starts[j2]
         # Trim what the changed lines still share, so an edit covers only the characters that change.

@@ -1,14 +1,20 @@
 """Check and fix one source text: prefilter, parse once, run every rule in one walk, fix to a fixpoint.
 
 The engine knows nothing about any one rule. It imports libcst, so only the cold path loads it.
+
+Per file: Python's own parser checks the syntax (a tenth of LibCST's cost, and it gives every file a
+syntax check, as ruff does); rules whose triggers do not match are dropped; if none is left we are done.
+Otherwise LibCST parses the regions that match (see `regions`), one walk runs every rule, and reports
+become findings with positions, noqa filtering and fix edits.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 import warnings
-from dataclasses import dataclass, replace
-from typing import Any, Mapping, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -29,6 +35,36 @@ class FixBrokeCode(Exception):
     """A rewrite produced code that does not parse; nothing is written."""
 
 
+@dataclass
+class _Analysis:
+    module: cst.Module
+    ctx: FileContext
+    source: str  # the text LibCST parsed: the file, or the file with irrelevant regions blanked
+    import_row: int  # fixes insert imports after this row (same row in `source` and in the file)
+
+
+def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding, None]:
+    """`ast.parse(text)`; None for syntax newer than this Python that LibCST reads; else an E999 Finding."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ast.parse(text, filename=path)
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
+        try:
+            cst.parse_module(text)
+            return None
+        except Exception:
+            pass
+        if isinstance(error, SyntaxError):
+            return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.msg}", error.lineno or 1,
+                              error.offset or 1)
+        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error}")
+
+
+def active_rules(text: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
+    return [rule for rule in rules if rule.may_match(text)]
+
+
 class _ImportTracker:
     def __init__(self, ctx: FileContext) -> None:
         self.visit_Import = self.visit_ImportFrom = ctx.visit_import
@@ -39,91 +75,82 @@ def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], optio
     ctx = FileContext(module, path, partial=partial, options=options)
     visitors = [_ImportTracker(ctx), *(rule(ctx) for rule in rules)]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
-    if partial and any(r.fix is not None for r in ctx.reports):
-        # Fix edits (imports added at the top, say) are computed on the real file, not the reduced one.
-        raise FullModuleRequired()
     return ctx
 
 
-def _syntax_error(path: str, error: Exception) -> Finding:
-    if isinstance(error, cst.ParserSyntaxError):
-        message = error.message.rstrip(".")
-        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {message}", error.editor_line,
-                          error.editor_column)
-    return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {error}")
-
-
-def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options, *,
-             reduce: bool = True, force_reduce: bool = False):
-    """(module, context, source text the module came from), or a syntax-error Finding."""
-    if reduce:
-        reduced = reduce_source(text, lambda region: any(r.may_match(region) for r in rules),
-                                force=force_reduce)
+def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options,
+             tree: Optional[ast.Module], *, reduce: bool = True, force_reduce: bool = False):
+    """An _Analysis, or a syntax-error Finding if LibCST cannot parse the file."""
+    import_row = _import_row(text, tree)
+    if reduce and tree is not None:
+        reduced = reduce_source(text, rules, tree=tree, force=force_reduce)
         if reduced is not None:
             try:
                 module = cst.parse_module(reduced)
-                return module, _run_rules(module, path, rules, options, partial=True), reduced
+                ctx = _run_rules(module, path, rules, options, partial=True)
+                return _Analysis(module, ctx, reduced, import_row)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below
     try:
         module = cst.parse_module(text)
     except (cst.ParserSyntaxError, RecursionError, ValueError) as error:
-        return _syntax_error(path, error)
-    return module, _run_rules(module, path, rules, options, partial=False), text
-
-
-def active_rules(text: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
-    return [rule for rule in rules if rule.may_match(text)]
+        if isinstance(error, cst.ParserSyntaxError):
+            return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.message.rstrip('.')}",
+                              error.editor_line, error.editor_column)
+        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {error}")
+    return _Analysis(module, _run_rules(module, path, rules, options, partial=False), text, import_row)
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = {}, *,
               reduce: bool = True, force_reduce: bool = False) -> list[Finding]:
+    tree = _python_syntax(text, path)
+    if isinstance(tree, Finding):
+        return [tree]
     rules = active_rules(text, rules)
     if not rules:
         return []
-    analysed = _analyse(text, path, rules, options, reduce=reduce, force_reduce=force_reduce)
-    if isinstance(analysed, Finding):
-        return [analysed]
-    module, ctx, source = analysed
-    return [finding for finding, _ in _findings(module, ctx, source, path)]
+    analysis = _analyse(text, path, rules, options, tree, reduce=reduce, force_reduce=force_reduce)
+    if isinstance(analysis, Finding):
+        return [analysis]
+    return [finding for finding, _ in _findings(analysis, path)]
 
 
-def _findings(module: cst.Module, ctx: FileContext, source: str, path: str) -> list[tuple[Finding, Report]]:
+def _findings(analysis: _Analysis, path: str) -> list[tuple[Finding, Report]]:
     """Each unsuppressed report as a Finding, beside the report it came from."""
+    ctx = analysis.ctx
     if not ctx.reports:
         return []
-    positions = MetadataWrapper(module, unsafe_skip_copy=True).resolve(PositionProvider)
-    noqa = NoqaMap(source)
+    positions = MetadataWrapper(analysis.module, unsafe_skip_copy=True).resolve(PositionProvider)
+    noqa = NoqaMap(analysis.source)
     findings = []
     for report in ctx.reports:
         span = positions[report.node]
         rows = [span.start.line]
         if report.statement is not None:
-            stmt = positions[report.statement]
-            rows.append(stmt.start.line)
+            statement = positions[report.statement]
+            rows.append(statement.start.line)
             if isinstance(report.statement, cst.SimpleStatementLine):
-                rows.append(stmt.end.line)
+                rows.append(statement.end.line)
         if noqa.suppresses(report.rule.code, rows):
             continue
         findings.append((Finding(
             code=report.rule.code, message=report.message, filename=path,
             location=Location(span.start.line, span.start.column + 1),
             end_location=Location(span.end.line, span.end.column + 1),
-            fix=_fix_of(module, source, report), rule_name=report.rule.name,
+            fix=_fix_of(analysis, report.fix), rule_name=report.rule.name,
             noqa_rows=tuple(sorted(set(rows)))), report))
     return findings
 
 
-def _fix_of(module: cst.Module, source: str, report: Report) -> Optional[Fix]:
-    plan = report.fix
+def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
     if plan is None:
         return None
     try:
-        after = apply_plans(module, [plan]).code
-        _assert_parses(after)
+        after = apply_plans(analysis.module, [plan], analysis.import_row)
     except Exception:  # a rewrite we cannot apply is reported without a fix, never applied
         return None
-    edits = diff_edits(source, after)
+    # (`fix_text` re-parses what it writes: a rewrite that breaks the file is never written.)
+    edits = diff_edits(analysis.source, after)
     return Fix(plan.applicability, plan.message, edits) if edits else None
 
 
@@ -141,42 +168,59 @@ class _Apply(cst.CSTTransformer):
         return updated_node
 
 
-def _is_import_line(stmt: cst.CSTNode) -> bool:
-    return isinstance(stmt, cst.SimpleStatementLine) and all(
-        isinstance(s, (cst.Import, cst.ImportFrom)) for s in stmt.body)
+_ROW = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+_HEADER_COMMENT = re.compile(r"\s*(#.*)?$")
 
 
-def _is_docstring(stmt: cst.CSTNode) -> bool:
-    return (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
-            and isinstance(stmt.body[0], cst.Expr)
-            and isinstance(stmt.body[0].value, (cst.SimpleString, cst.ConcatenatedString)))
+def _import_row(text: str, tree: Optional[ast.Module]) -> int:
+    """The row after which a fix adds imports: after the module's docstring and leading import block.
+
+    Taken from the original file, so that it is the same whether LibCST saw the whole file or the
+    reduced one (where blanked statements could otherwise make the leading block look longer)."""
+    if tree is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                tree = ast.parse(text)
+            except (SyntaxError, ValueError):
+                tree = ast.Module(body=[], type_ignores=[])
+    body, row, index = tree.body, 0, 0
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        row, index = body[0].end_lineno or 0, 1
+    while index < len(body) and isinstance(body[index], (ast.Import, ast.ImportFrom)):
+        row, index = body[index].end_lineno or row, index + 1
+    if row == 0:  # no docstring, no imports: after the header comments (shebang, coding, licence)
+        for line in _ROW.findall(text):
+            if not _HEADER_COMMENT.match(line):
+                break
+            row += 1
+        first_code = body[0].lineno if body else row + 1
+        row = min(row, first_code - 1)
+    return row
 
 
-def _add_imports(module: cst.Module, lines: Sequence[str]) -> cst.Module:
-    present = {module.code_for_node(s).strip() for s in module.body if _is_import_line(s)}
-    new = [cst.parse_statement(line + "\n") for line in lines if line not in present]
+def _insert_imports(code: str, row: int, lines: Sequence[str]) -> str:
+    rows = _ROW.findall(code)
+    present = {r.strip() for r in rows}
+    new = [line for line in dict.fromkeys(lines) if line not in present]
     if not new:
-        return module
-    body = list(module.body)
-    index = 0
-    # After the leading docstring and import block, so that the import runs before any module code.
-    for i, stmt in enumerate(body):
-        if _is_import_line(stmt) or (i == 0 and _is_docstring(stmt)):
-            index = i + 1
-        else:
-            break
-    return module.with_changes(body=[*body[:index], *new, *body[index:]])
+        return code
+    newline = next((r[len(r.rstrip("\r\n")):] for r in rows if r.endswith(("\n", "\r"))), "\n")
+    if row > 0 and row <= len(rows) and not rows[row - 1].endswith(("\n", "\r")):
+        rows[row - 1] += newline
+    return "".join([*rows[:row], *(line + newline for line in new), *rows[row:]])
 
 
-def apply_plans(module: cst.Module, plans: Sequence[FixPlan]) -> cst.Module:
+def apply_plans(module: cst.Module, plans: Sequence[FixPlan], import_row: int) -> str:
     changes: dict = {}
     imports: list[str] = []
     for plan in plans:
         for key, value in plan.changes.items():
             changes.setdefault(key, value)
         imports.extend(plan.imports)
-    updated = module.visit(_Apply(changes))
-    return _add_imports(updated, list(dict.fromkeys(imports)))
+    code = module.visit(_Apply(changes)).code if changes else module.code
+    return _insert_imports(code, import_row, imports)
 
 
 def _assert_parses(code: str) -> None:
@@ -198,29 +242,22 @@ class FixOutcome:
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = {}, *,
              unsafe: bool = False) -> FixOutcome:
     """Apply fixes, re-parse, repeat until nothing changes (at most MAX_FIX_ROUNDS rounds)."""
-    rules_here = active_rules(text, rules)
-    original_count = None
+    initial = lint_text(text, path, rules, options)
     current = text
     for _ in range(MAX_FIX_ROUNDS):
-        analysed = _analyse(current, path, rules_here, options, reduce=False)
-        if isinstance(analysed, Finding):
-            return FixOutcome(current, 0, [analysed])
-        module, ctx, _ = analysed
-        findings = _findings(module, ctx, current, path)
-        if original_count is None:
-            original_count = len(findings)
-        plans = [report.fix for finding, report in findings if finding.fixable(unsafe)]
+        tree = _python_syntax(current, path)
+        if isinstance(tree, Finding):
+            break
+        analysis = _analyse(current, path, active_rules(current, rules), options, tree, reduce=False)
+        if isinstance(analysis, Finding):
+            break
+        plans = [report.fix for finding, report in _findings(analysis, path) if finding.fixable(unsafe)]
         if not plans:
             break
-        after = apply_plans(module, plans).code
+        after = apply_plans(analysis.module, plans, analysis.import_row)
         if after == current:
             break
         _assert_parses(after)
         current = after
-        rules_here = active_rules(current, rules)
-    remaining = lint_text(current, path, rules, options, reduce=False)
-    return FixOutcome(current, max(0, (original_count or 0) - len(remaining)), remaining)
-
-
-def with_filename(findings: Sequence[Finding], filename: str) -> list[Finding]:
-    return [replace(f, filename=filename) for f in findings]
+    remaining = lint_text(current, path, rules, options) if current != text else initial
+    return FixOutcome(current, max(0, len(initial) - len(remaining)), remaining)

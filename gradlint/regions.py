@@ -10,7 +10,8 @@ valid for the original.
 Regions: each top-level function; each function in a top-level class; all other module-level statements
 together (a script's flow runs through them); all other statements of a class together. A region is
 matched together with the file's import statements, so that `from torch.linalg import norm as n` lets
-the triggers see what `n(x)` calls.
+the triggers see what `n(x)` calls. Triggers are searched once in the whole text; a region matches a
+rule when each of the rule's trigger groups matches on one of its rows (or the imports' rows).
 
 A rule whose verdict depends on code outside the region of its finding (every call site of a helper,
 say) asks for the full module, and the engine parses it again (``Rule.require_full_module``).
@@ -21,7 +22,8 @@ from __future__ import annotations
 import ast
 import re
 import warnings
-from typing import Callable, Optional
+from bisect import bisect_left
+from typing import Optional, Sequence
 
 _ODD_NEWLINES = re.compile(r"\r(?!\n)|[\x0c\x0b\x1c\x1d\x1e\x85\u2028\u2029]")
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -40,23 +42,53 @@ def _imports(node: ast.stmt) -> bool:
     return any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(node))
 
 
-def reduce_source(text: str, relevant: Callable[[str], bool], *, force: bool = False) -> Optional[str]:
-    """The text with irrelevant regions blanked, or None when that is unsafe or not worth it."""
+class _Relevance:
+    """Which rows each trigger group of each rule matches on, to answer 'can this region hold a finding?'"""
+
+    def __init__(self, text: str, rules: Sequence, line_starts: list[int], import_spans) -> None:
+        self._rules = []
+        for rule in rules:
+            groups = []
+            for group in rule.compiled_triggers():
+                offsets = sorted({m.start() for p in group for m in p.finditer(text)})
+                rows = sorted({bisect_left(line_starts, o + 1) for o in offsets})  # 1-based row
+                groups.append((rows, self._hits(rows, import_spans)))
+            self._rules.append(groups)
+
+    @staticmethod
+    def _hits(rows: list[int], spans) -> bool:
+        for start, end in spans:
+            i = bisect_left(rows, start)
+            if i < len(rows) and rows[i] <= end:
+                return True
+        return False
+
+    def __call__(self, spans) -> bool:
+        return any(all(in_imports or self._hits(rows, spans) for rows, in_imports in groups)
+                   for groups in self._rules)
+
+
+def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None,
+                  force: bool = False) -> Optional[str]:
+    """The text with irrelevant regions blanked, or None when that is unsafe or not worth it.
+
+    `tree` is `ast.parse(text)` when the caller has it already."""
     if _ODD_NEWLINES.search(text):
         return None  # ast and LibCST could number lines differently; parse it all
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None  # let LibCST report the error (or parse syntax newer than this Python)
+    if tree is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tree = ast.parse(text)
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
+            return None  # let LibCST report the error (or parse syntax newer than this Python)
     lines = text.split("\n")
     keep = bytearray(len(lines) + 2)  # indexed by 1-based row
+    line_starts = [0]
+    for line in lines[:-1]:
+        line_starts.append(line_starts[-1] + len(line) + 1)
     import_spans = [_span(s) for s in tree.body if _imports(s)]
-    header = "\n".join("\n".join(lines[s - 1:e]) for s, e in import_spans)
-
-    def spans_text(spans) -> str:
-        return header + "\n" + "\n".join("\n".join(lines[s - 1:e]) for s, e in spans)
+    relevant = _Relevance(text, rules, line_starts, import_spans)
 
     def mark(spans) -> None:
         for s, e in spans:
@@ -68,7 +100,7 @@ def reduce_source(text: str, relevant: Callable[[str], bool], *, force: bool = F
         for stmt in body:
             span = _span(stmt)
             if isinstance(stmt, _FUNCTIONS):
-                if relevant(spans_text([span])):
+                if relevant([span]):
                     mark([span])
                     kept = True
             elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
@@ -90,21 +122,21 @@ def reduce_source(text: str, relevant: Callable[[str], bool], *, force: bool = F
         body_start = _span(stmt.body[0])[0]
         if body_start == stmt.lineno:  # `class X: ...` on one line
             span = _span(stmt)
-            if relevant(spans_text([span])) or _imports(stmt):
+            if relevant([span]) or _imports(stmt):
                 mark([span])
             continue
         class_loose: list = []
         kept = keep_block(stmt.body, class_loose)
-        if class_loose and relevant(spans_text(class_loose)):
+        if class_loose and relevant(class_loose):
             mark(class_loose)
             kept = True
         nested = [s for s in stmt.body if isinstance(s, ast.ClassDef)]
-        if nested and relevant(spans_text([_span(s) for s in nested])):
+        if nested and relevant([_span(s) for s in nested]):
             mark([_span(s) for s in nested])
             kept = True
         if kept:  # a class with nothing kept is blanked whole
             mark([(start, body_start - 1)])  # decorators and the `class X(Base):` header
-    if module_loose and relevant(spans_text(module_loose)):
+    if module_loose and relevant(module_loose):
         mark(module_loose)
 
     if not force and sum(keep) >= WORTH_IT * len(lines):
