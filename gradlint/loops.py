@@ -86,7 +86,7 @@ _FORWARD_METHOD = re.compile(
     r"^(forward\w*|generate\w*|encode\w*|decode\w*|predict\w*|infer\w*|inference\w*|sample\w*|embed\w*|"
     r"extract\w*|features?|forward_features|forward_head|get_\w*features|score\w*|logits?|__call__)$")
 _OPTIMIZER_NAME = re.compile(r"optim|(^|_)opt(\d|_|$)|^opt[gd]$|^opt$")
-_SCHEDULER_NAME = re.compile(r"sched|(^|_)lr(_|$)|warmup|plateau|swa_")
+SCHEDULER_NAME = re.compile(r"sched|(^|_)lr(_|$)|warmup|plateau|swa_")
 _SCALER_NAME = re.compile(r"scaler")
 _OPTIMIZER_CLASS = re.compile(
     r"^(Adam\w*|SGD\w*|RMSprop|Adagrad|Adadelta|Adamax|NAdam|RAdam|SparseAdam|ASGD|Rprop|LBFGS|Lion\w*|"
@@ -333,7 +333,7 @@ class Routine:
         built = self.constructed(key)
         if built is not None:
             return built == "optimizer"
-        if _SCHEDULER_NAME.search(name) or self.is_scaler(key):
+        if SCHEDULER_NAME.search(name) or self.is_scaler(key):
             return False
         if _OPTIMIZER_NAME.search(name):
             return True
@@ -945,6 +945,26 @@ class Analysis:
                     return found[-1]
         return None
 
+    def built_elsewhere(self, r: Routine, key: str) -> Optional[str]:
+        """What an assignment to `key` builds ('optimizer', 'scheduler', 'scaler') in the routines that can
+        bind it for `r`: the methods of its class for `self.x`, enclosing routines and the module for a
+        free name."""
+        places: list = []
+        if root_of(key) == "self" and enclosing_class(r) is not None:
+            chain = self.class_chain(enclosing_class(r))
+            places = [x for x in self.all_routines() if enclosing_class(x) in chain]
+        elif r.is_free(key):
+            parent = r.parent
+            while parent is not None:
+                places.append(parent)
+                parent = parent.parent
+            places.append(self.routine(self.ctx.module))
+        for place in places:
+            built = place.constructed(key)
+            if built is not None:
+                return built
+        return None
+
     def might_be_local(self, caller: Routine, event: Event) -> bool:
         """Could this call run a routine of this module that a partial parse has blanked?"""
         func = event.node.func if isinstance(event.node, cst.Call) else None
@@ -1259,8 +1279,8 @@ def key_in_callee(caller: Routine, call: Event, target: Routine, key: str) -> Op
     """What `target` calls the object that `caller` names `key`, for the call `call`."""
     if root_of(key) in ("self", "cls"):
         return key if target.is_method else None
-    if caller.is_free(key) and target.is_free(key):
-        return key
+    if target.is_free(key) and (caller.is_free(key) or caller.name == "<module>"):
+        return key  # a global (or a variable of an enclosing routine) both see
     aliases = caller.aliases(key)
     for param, value in bind_arguments(target, call.node).items():
         if obj_key(value) in aliases:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.loops import (BACKWARD, CLIP, STEP, UNSCALE, Event, Routine, RoutineRule, exclusive,
-                            identify_model)
+from gradlint.loops import (SCHEDULER_NAME, BACKWARD, CLIP, STEP, UNSCALE, Event, Routine, RoutineRule,
+                            exclusive, identify_model, last_segment, root_of)
 from gradlint.nodes import format_number
 from gradlint.rule import Invalid, Option, Valid
 
@@ -357,6 +357,25 @@ class StepWithoutClipping(RoutineRule):
             "            self.optimizer.step()\n",
             note="the optimizer is built in __init__ from the model that self.model holds"),
         Invalid(
+            "import torch\n\n\nclass Solver:\n"
+            "    def __init__(self, net):\n"
+            "        self.net = net\n"
+            "        self.o = torch.optim.RMSprop(net.parameters())\n\n"
+            "    def update(self, batch):\n"
+            "        self.o.zero_grad()\n"
+            "        self.net(batch).mean().backward()\n"
+            "        self.o.step()\n",
+            "import torch\n\n\nclass Solver:\n"
+            "    def __init__(self, net):\n"
+            "        self.net = net\n"
+            "        self.o = torch.optim.RMSprop(net.parameters())\n\n"
+            "    def update(self, batch):\n"
+            "        self.o.zero_grad()\n"
+            "        self.net(batch).mean().backward()\n"
+            "        torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm=1.0)\n"
+            "        self.o.step()\n",
+            note="an optimizer known by its construction in __init__, not by its name"),
+        Invalid(
             "import lightning as L\n\n\nclass GAN(L.LightningModule):\n"
             "    def training_step(self, batch, batch_idx):\n"
             "        opt = self.optimizers()\n"
@@ -400,7 +419,7 @@ class StepWithoutClipping(RoutineRule):
             return
         clips = r.of(CLIP)
         for step in r.of(STEP):
-            if not r.is_optimizer_step(step):
+            if not r.is_optimizer_step(step) and not self._built_as_optimizer(r, step):
                 continue
             prior = [b for b in backwards if b.index < step.index and not exclusive(b.place, step.place)]
             if not prior:
@@ -416,6 +435,18 @@ class StepWithoutClipping(RoutineRule):
                        f"`{self.text(last.node)}` (line {self.line(last.node)}) with no gradient clipping in "
                        f"between: one outlier batch can make a huge update that derails training (or NaNs)")
             self.report_at(step.node, step.stmt, message, self._fix(r, step, prior, last))
+
+    def _built_as_optimizer(self, r: Routine, step: Event) -> bool:
+        """`self.o.step()` where __init__ has `self.o = torch.optim.Adam(...)` (a region we may not see)."""
+        key = step.key
+        if step.extra.get("closure") or step.extra.get("positional") or not key or r.constructed(key):
+            return False
+        if SCHEDULER_NAME.search(last_segment(key).lower()) or r.is_scaler(key):
+            return False
+        if not (root_of(key) == "self" or r.is_free(key)):
+            return False
+        self.require_full_module()
+        return self.analysis.built_elsewhere(r, key) == "optimizer"
 
     # -- fix ------------------------------------------------------------------------------------------
     def _fix(self, r: Routine, step: Event, prior: list, last: Event):
