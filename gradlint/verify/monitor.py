@@ -98,17 +98,19 @@ class _Activation:
                     or not torch.is_grad_enabled()):
                 return
             x = out.detach()
-            # Written as "not stuck" so that NaN counts as alive: a NaN run says nothing about dead units.
-            if self.kind == "dead":
-                active = ~(x <= 0)
-            elif self.kind == "tanh":
-                active = ~(x.abs() >= self.threshold)
-            else:
-                active = ~((x >= self.threshold) | (x <= 1 - self.threshold))
-            dim = 1 if x.dim() in (4, 5) else x.dim() - 1  # conv maps: channels; otherwise the last dim
             if x.dim() == 0:
                 return
-            units = active.movedim(dim, -1).reshape(-1, x.shape[dim]).any(0)
+            unit = 1 if x.dim() in (4, 5) else x.dim() - 1  # conv maps: channels; otherwise the last dim
+            dims = tuple(d for d in range(x.dim()) if d != unit)
+            # Written as "not stuck" so that NaN counts as alive: a NaN run says nothing about dead units.
+            if self.kind == "dead":  # one reduction, no temporary: a unit is alive if its max is above 0
+                units = ~(x.amax(dim=dims) <= 0) if dims else ~(x <= 0)
+            else:
+                if self.kind == "tanh":
+                    active = ~(x.abs() >= self.threshold)
+                else:
+                    active = ~((x >= self.threshold) | (x <= 1 - self.threshold))
+                units = active.any(dim=dims) if dims else active
             self.alive = units if self.alive is None or self.alive.shape != units.shape else self.alive | units
             if self.first_step is None:
                 self.first_step = monitor.steps + 1
@@ -292,8 +294,10 @@ class Monitor:
             self._flag_output(out)
 
     def _flag_output(self, out) -> None:
+        # One reduction, no temporary the size of the output: the sum is NaN iff the output holds a NaN (or
+        # both +Inf and -Inf); Inf alone can be a legitimate mask, and a sum that overflows is Inf, not NaN.
         for t in _float_tensors(out):
-            bad = torch.isnan(t.detach()).any()
+            bad = torch.isnan(t.detach().sum())
             self._fwd_nan = bad if self._fwd_nan is None else (self._fwd_nan | bad)
 
     # -- mode checks -----------------------------------------------------------------------------------
@@ -466,7 +470,10 @@ class Monitor:
         if grads:
             device = grads[0].device
             norms = torch._foreach_norm(grads)
-            stacked = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms])
+            if all(g.dtype == torch.float32 and g.device == device for g in grads):
+                stacked = torch.stack(norms)
+            else:  # mixed dtypes or devices: one float32 vector on the first gradient's device
+                stacked = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms])
             index = torch.tensor(where, device=device)
             squares = torch.zeros(n_layers, device=device).index_add_(0, index, stacked * stacked)
             parts.append(squares.sqrt())
