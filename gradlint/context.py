@@ -20,7 +20,7 @@ class FullModuleRequired(Exception):
 
 class FileContext:
     def __init__(self, module: cst.Module, path: str, *, partial: bool,
-                 options: Mapping[str, Mapping[str, Any]]) -> None:
+                 options: Mapping[str, Mapping[str, Any]], rows: Optional[list] = None) -> None:
         self.module = module
         self.path = path
         self.partial = partial
@@ -28,7 +28,8 @@ class FileContext:
         self.reports: list[Report] = []
         self._options = options
         self._statements: list[cst.CSTNode] = []
-        self._positions = None  # PositionProvider results, resolved on first `line_of`
+        self._positions = None  # PositionProvider results, resolved on first use
+        self._rows = rows  # reduced row -> the file's row (None: the module is the whole file)
 
     # -- called by the walker ------------------------------------------------------------------------
     def enter_statement(self, node: cst.CSTNode) -> None:
@@ -66,14 +67,21 @@ class FileContext:
     def code_of(self, node: cst.CSTNode) -> str:
         return self.module.code_for_node(node)
 
-    def line_of(self, node: cst.CSTNode) -> int:
-        """The 1-based row where `node` starts. Resolves positions for the whole file on first use (costly:
-        call it only to word a report)."""
+    def positions(self):
+        """LibCST's PositionProvider results for the parsed module, resolved once (costly: only to report)."""
         if self._positions is None:
             from libcst.metadata import MetadataWrapper, PositionProvider
 
             self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
-        return self._positions[node].start.line
+        return self._positions
+
+    def file_row(self, row: int) -> int:
+        """The file's row for a row of the parsed module (they differ when regions were dropped)."""
+        return self._rows[row - 1] if self._rows is not None else row
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        """The 1-based row of the file where `node` starts (to word a report)."""
+        return self.file_row(self.positions()[node].start.line)
 
     def resolve(self, expr: cst.BaseExpression) -> Optional[str]:
         return self.imports.resolve(expr)

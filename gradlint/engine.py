@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
 
 from .context import FileContext, FullModuleRequired
-from .diagnostics import SYNTAX_ERROR, Finding, Fix, Location, file_error
+from .diagnostics import SYNTAX_ERROR, Edit, Finding, Fix, Location, file_error
 from .edits import diff_edits
 from .noqa import NoqaMap
 from .regions import reduce_source
@@ -39,8 +38,15 @@ class FixBrokeCode(Exception):
 class _Analysis:
     module: cst.Module
     ctx: FileContext
-    source: str  # the text LibCST parsed: the file, or the file with irrelevant regions blanked
-    import_row: int  # fixes insert imports after this row (same row in `source` and in the file)
+    source: str  # the text LibCST parsed: the file, or the file with irrelevant regions dropped
+    import_row: int  # fixes insert imports after this row of `source`
+    rows: Optional[list] = None  # row of `source` -> row of the file; None when `source` is the file
+
+    def file_row(self, row: int) -> int:
+        mapped = self.ctx.file_row(row)
+        if mapped == 0:
+            raise FullModuleRequired()  # an edit on a dropped line: see the whole file instead
+        return mapped
 
 
 def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding, None]:
@@ -71,8 +77,8 @@ class _ImportTracker:
 
 
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], options: Options,
-               partial: bool) -> FileContext:
-    ctx = FileContext(module, path, partial=partial, options=options)
+               partial: bool, rows: Optional[list] = None) -> FileContext:
+    ctx = FileContext(module, path, partial=partial, options=options, rows=rows)
     visitors = [_ImportTracker(ctx), *(rule(ctx) for rule in rules)]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
     return ctx
@@ -83,12 +89,13 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     """An _Analysis, or a syntax-error Finding if LibCST cannot parse the file."""
     import_row = _import_row(text, tree)
     if reduce and tree is not None:
-        reduced = reduce_source(text, rules, tree=tree, force=force_reduce)
-        if reduced is not None:
+        reduction = reduce_source(text, rules, tree=tree, force=force_reduce)
+        reduced_import_row = reduction.reduced_row(import_row) if reduction and import_row else 0
+        if reduction is not None and reduced_import_row is not None:
             try:
-                module = cst.parse_module(reduced)
-                ctx = _run_rules(module, path, rules, options, partial=True)
-                return _Analysis(module, ctx, reduced, import_row)
+                module = cst.parse_module(reduction.text)
+                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows)
+                return _Analysis(module, ctx, reduction.text, reduced_import_row, reduction.rows)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below
     try:
@@ -112,16 +119,24 @@ def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Option
     analysis = _analyse(text, path, rules, options, tree, reduce=reduce, force_reduce=force_reduce)
     if isinstance(analysis, Finding):
         return [analysis]
-    return [finding for finding, _ in _findings(analysis, path)]
+    try:
+        return [finding for finding, _ in _findings(analysis, path)]
+    except FullModuleRequired:
+        analysis = _analyse(text, path, rules, options, tree, reduce=False)
+        return [finding for finding, _ in _findings(analysis, path)]
 
 
-def _findings(analysis: _Analysis, path: str) -> list[tuple[Finding, Report]]:
-    """Each unsuppressed report as a Finding, beside the report it came from."""
+def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[Finding, Report]]:
+    """Each unsuppressed report as a Finding (rows of the file), beside the report it came from.
+
+    `edits=False` skips computing each fix's edits (a whole-module rewrite and a diff apiece): `fix_text`
+    applies the plans themselves."""
     ctx = analysis.ctx
     if not ctx.reports:
         return []
-    positions = MetadataWrapper(analysis.module, unsafe_skip_copy=True).resolve(PositionProvider)
+    positions = ctx.positions()
     noqa = NoqaMap(analysis.source)
+    row = analysis.file_row
     findings = []
     for report in ctx.reports:
         span = positions[report.node]
@@ -133,12 +148,16 @@ def _findings(analysis: _Analysis, path: str) -> list[tuple[Finding, Report]]:
                 rows.append(statement.end.line)
         if noqa.suppresses(report.rule.code, rows):
             continue
+        if edits:
+            fix = _fix_of(analysis, report.fix)
+        else:
+            fix = Fix(report.fix.applicability, report.fix.message) if report.fix is not None else None
         findings.append((Finding(
             code=report.rule.code, message=report.message, filename=path,
-            location=Location(span.start.line, span.start.column + 1),
-            end_location=Location(span.end.line, span.end.column + 1),
-            fix=_fix_of(analysis, report.fix), rule_name=report.rule.name,
-            noqa_rows=tuple(sorted(set(rows)))), report))
+            location=Location(row(span.start.line), span.start.column + 1),
+            end_location=Location(row(span.end.line), span.end.column + 1),
+            fix=fix, rule_name=report.rule.name,
+            noqa_rows=tuple(sorted({row(r) for r in rows}))), report))
     return findings
 
 
@@ -150,7 +169,9 @@ def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
     except Exception:  # a rewrite we cannot apply is reported without a fix, never applied
         return None
     # (`fix_text` re-parses what it writes: a rewrite that breaks the file is never written.)
-    edits = diff_edits(analysis.source, after)
+    edits = tuple(Edit(e.content, Location(analysis.file_row(e.location.row), e.location.column),
+                       Location(analysis.file_row(e.end_location.row), e.end_location.column))
+                  for e in diff_edits(analysis.source, after))
     return Fix(plan.applicability, plan.message, edits) if edits else None
 
 
@@ -251,7 +272,8 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         analysis = _analyse(current, path, active_rules(current, rules), options, tree, reduce=False)
         if isinstance(analysis, Finding):
             break
-        plans = [report.fix for finding, report in _findings(analysis, path) if finding.fixable(unsafe)]
+        plans = [report.fix for finding, report in _findings(analysis, path, edits=False)
+                 if finding.fixable(unsafe)]
         if not plans:
             break
         after = apply_plans(analysis.module, plans, analysis.import_row)

@@ -2,10 +2,10 @@
 
 A file that passes the text prefilter usually passes it because of one function among dozens. LibCST's
 parse costs about ten times Python's own (stdlib ``ast``), so we let ``ast`` find the exact line spans of
-the file's *regions* and keep only the regions whose text matches a rule's triggers, plus every import.
-The rest is blanked: blanked lines stay as empty lines, so line numbers, columns and the kept code are
-exactly what the file holds, and positions, ``# noqa`` and edits computed on the reduced source are
-valid for the original.
+the file's *regions* and keep only the regions whose text matches a rule's triggers, plus every import,
+the header comments and the docstring. Each run of dropped lines becomes one empty line, and
+``Reduction.rows`` maps every row of the reduced text back to its row in the file: kept lines are
+byte-for-byte the file's, so columns, ``# noqa`` comments and edits carry over once rows are mapped.
 
 Regions: each top-level function; each function in a top-level class; all other module-level statements
 together (a script's flow runs through them); all other statements of a class together. A region is
@@ -23,6 +23,7 @@ import ast
 import re
 import warnings
 from bisect import bisect_left
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 _ODD_NEWLINES = re.compile(r"\r(?!\n)|[\x0c\x0b\x1c\x1d\x1e\x85\u2028\u2029]")
@@ -40,6 +41,24 @@ def _span(node: ast.stmt) -> tuple[int, int]:
 
 def _imports(node: ast.stmt) -> bool:
     return any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(node))
+
+
+@dataclass(frozen=True)
+class Reduction:
+    text: str
+    rows: list  # rows[i] is the file's row of reduced row i + 1; 0 for a separator standing for dropped lines
+
+    def reduced_row(self, row: int) -> Optional[int]:
+        """The reduced row showing the file's `row`, or None if it was dropped."""
+        return self._inverse.get(row)
+
+    @property
+    def _inverse(self) -> dict:
+        inverse = self.__dict__.get("_inverse_cache")
+        if inverse is None:
+            inverse = {orig: i + 1 for i, orig in enumerate(self.rows) if orig}
+            object.__setattr__(self, "_inverse_cache", inverse)
+        return inverse
 
 
 class _Relevance:
@@ -69,7 +88,7 @@ class _Relevance:
 
 
 def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None,
-                  force: bool = False) -> Optional[str]:
+                  force: bool = False) -> Optional[Reduction]:
     """The text with irrelevant regions blanked, or None when that is unsafe or not worth it.
 
     `tree` is `ast.parse(text)` when the caller has it already."""
@@ -138,7 +157,20 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
             mark([(start, body_start - 1)])  # decorators and the `class X(Base):` header
     if module_loose and relevant(module_loose):
         mark(module_loose)
+    if tree.body:  # header comments, and the docstring: where fixes add imports
+        first = tree.body[0]
+        is_docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+                        and isinstance(first.value.value, str))
+        mark([(1, _span(first)[1] if is_docstring else _span(first)[0] - 1)])
 
     if not force and sum(keep) >= WORTH_IT * len(lines):
         return None
-    return "\n".join(line if keep[row] else "" for row, line in enumerate(lines, start=1))
+    out, rows = [], []
+    for row, line in enumerate(lines, start=1):
+        if keep[row]:
+            out.append(line)
+            rows.append(row)
+        elif not rows or rows[-1] != 0:
+            out.append("")
+            rows.append(0)
+    return Reduction("\n".join(out), rows)
