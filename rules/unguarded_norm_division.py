@@ -76,10 +76,13 @@ class UnguardedNormDivision(LocalsRule):
     `torch.sqrt(sum_sq + eps)`.
 
     ## Fix safety
-    Safe: both rewrites change results only where the norm is below eps, where the original gives NaN or
-    Inf. The fix passes an eps that is still non-zero in float16 and bfloat16: `F.normalize`'s default
-    (1e-12) rounds to 0 in float16, so a zero row would still give NaN there. The clamp on a `.std()`
-    method call is unsafe: the receiver may be a NumPy array, which has no `clamp_min`.
+    `F.normalize` and `.clamp_min(eps)` are safe: they change results only where the norm is below eps,
+    where the original gives NaN or Inf. The fix passes an eps that is still non-zero in float16 and
+    bfloat16: `F.normalize`'s default (1e-12) rounds to 0 in float16, so a zero row would still give NaN
+    there. The clamp on a `.std()` method call is unsafe: the receiver may be a NumPy array, which has no
+    `clamp_min`. Moving (or adding) eps inside a square root is unsafe: `sqrt(s + eps)` differs from
+    `sqrt(s) + eps` wherever `s` is below about eps, that is for norms up to `sqrt(eps)`, so quiet but
+    non-zero inputs (near-silent audio, say) change too; review it with `--unsafe-fixes`.
 
     ## Options
     - `eps` (default `1e-6`): the guard the fix inserts. 1e-6 survives float16 (as a subnormal) and
@@ -120,6 +123,8 @@ class UnguardedNormDivision(LocalsRule):
         Valid("clip_coef = max_norm / (total_norm + 1e-6)\n", note="torch's own clip_grad_norm_"),
         Valid("z = x / n\n", note="n comes from outside: unknown, not reported"),
         Valid("z = x / x.norm(dim=-1, keepdim=True).clamp(min=1e-6).unsqueeze(-1)\n"),
+        Valid("import torch\nc = sigma / torch.sqrt(noise * noise + self.sigma_data * self.sigma_data)\n",
+              note="EDM preconditioning: a constant term keeps the sum of squares away from 0"),
     ]
     INVALID = [
         Invalid(
@@ -171,19 +176,19 @@ class UnguardedNormDivision(LocalsRule):
         Invalid(
             "import torch\nx = x / (torch.sqrt((x ** 2).sum(-1, keepdim=True)) + 1e-8)\n",
             "import torch\nx = x / (torch.sqrt((x ** 2).sum(-1, keepdim=True) + 1e-8))\n",
-            note="eps outside sqrt: finite forward, NaN gradient"),
+            unsafe=True, note="eps outside sqrt: finite forward, NaN gradient"),
         Invalid(
             "import torch\nx = x / torch.sqrt(torch.sum(x * x, dim=1, keepdim=True))\n",
-            "import torch\nx = x / torch.sqrt(torch.sum(x * x, dim=1, keepdim=True) + 1e-6)\n"),
+            "import torch\nx = x / torch.sqrt(torch.sum(x * x, dim=1, keepdim=True) + 1e-6)\n", unsafe=True),
         Invalid(
             "x = x / x.pow(2).mean(-1, keepdim=True).sqrt()\n",
-            "x = x / (x.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()\n"),
+            "x = x / (x.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()\n", unsafe=True),
         Invalid(
             "import torch\nx = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True))\n",
-            "import torch\nx = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)\n"),
+            "import torch\nx = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)\n", unsafe=True),
         Invalid(
             "import torch\ndef f(x):\n    ss = (x ** 2).sum(-1, keepdim=True)\n    return x / torch.sqrt(ss)\n",
-            "import torch\ndef f(x):\n    ss = (x ** 2).sum(-1, keepdim=True)\n    return x / torch.sqrt(ss + 1e-6)\n"),
+            "import torch\ndef f(x):\n    ss = (x ** 2).sum(-1, keepdim=True)\n    return x / torch.sqrt(ss + 1e-6)\n", unsafe=True),
         Invalid(
             "z = x / x.norm(dim=-1, keepdim=True)[..., None]\n",
             "z = x / x.norm(dim=-1, keepdim=True)[..., None].clamp_min(1e-6)\n"),
@@ -301,7 +306,9 @@ class UnguardedNormDivision(LocalsRule):
         if self._square(expr, depth):
             return True
         if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
-            return self._sum_of_squares(expr.left, depth + 1) and self._sum_of_squares(expr.right, depth + 1)
+            # `noise * noise + sigma * sigma` with `sigma` a constant is never 0: not a finding.
+            return (self._sum_of_squares(expr.left, depth + 1) and self._sum_of_squares(expr.right, depth + 1)
+                    and not _constant_square(expr.left) and not _constant_square(expr.right))
         if not isinstance(expr, cst.Call):
             return False
         qualified = self.ctx.resolve(expr.func)
@@ -401,7 +408,9 @@ class UnguardedNormDivision(LocalsRule):
             if found.kind == "sqrt+eps":
                 new_call = new_call.with_changes(lpar=found.node.lpar, rpar=found.node.rpar)
             word = "Move" if found.kind == "sqrt+eps" else "Add"
-            return self.replace(found.node, new_call, message=f"{word} eps inside the sqrt")
+            # Unsafe: sqrt(s + eps) differs from sqrt(s) (+ eps) wherever s is below about eps, that is for
+            # norms up to sqrt(eps) (1e-4 for eps = 1e-8): quiet signals, not only zero ones, change.
+            return self.replace(found.node, new_call, message=f"{word} eps inside the sqrt", safe=False)
         normalized = self._normalize(site, denominator, numerator, eps)
         if normalized is not None:
             return normalized
@@ -461,6 +470,21 @@ class UnguardedNormDivision(LocalsRule):
         shown = self.code_of(call)
         shown = shown if len(shown) < 60 else "F.normalize(...)"
         return self.replace(site, call, message=f"Replace with `{shown}`", references=[ref])
+
+
+def _constant_square(expr: cst.BaseExpression) -> bool:
+    """The square of a number, of a `self.` attribute or of an UPPER_CASE name: a constant, likely > 0."""
+    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Power, cst.Multiply)):
+        base = expr.left
+    elif isinstance(expr, cst.Call) and (mc := method_call(expr)) and mc[1] in ("pow", "square"):
+        base = mc[0]
+    else:
+        return False
+    if number(base) is not None:
+        return True
+    if isinstance(base, cst.Attribute) and is_name(base.value, "self"):
+        return True
+    return isinstance(base, cst.Name) and base.value.isupper()
 
 
 def _short(code: str, limit: int = 60) -> str:
