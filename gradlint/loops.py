@@ -119,7 +119,9 @@ ENABLE_GRAD = frozenset({"torch.enable_grad", "torch.autograd.enable_grad", "tor
 LIGHTNING_EVAL_HOOKS = re.compile(
     r"^(validation_step|test_step|predict_step|validation_step_end|test_step_end|validation_epoch_end|"
     r"test_epoch_end|on_(validation|test|predict)_\w+)$")
-TRAINER_EVAL_HOOKS = frozenset({"prediction_step", "evaluation_loop", "prediction_loop", "predict_step"})
+# HF Trainer: `evaluation_loop` calls model.eval() before `prediction_step` (an override of the loop itself
+# must do it, so the loop is no hook).
+TRAINER_EVAL_HOOKS = frozenset({"prediction_step"})
 
 
 def last_segment(key: Optional[str]) -> str:

@@ -47,6 +47,9 @@ class ClipBeforeUnscale(RoutineRule):
     update is the documented AMP recipe. When the clip sits in a loop that the step is not in, the call goes
     before that loop (`unscale_` may run once per step). No fix when an `unscale_` already follows the clip
     (moving it is a rewrite we leave to you).
+
+    ## Options
+    None.
     """
 
     code = "GL007"

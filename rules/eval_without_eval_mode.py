@@ -64,6 +64,9 @@ class EvalWithoutEvalMode(RoutineRule):
     call without a `.train()` in between (a validation pass inside the training loop), the fix is unsafe:
     restore training mode at the top of the epoch loop too (GL006 reports that). No fix when the model is
     bound inside the no_grad block.
+
+    ## Options
+    None.
     """
 
     code = "GL004"

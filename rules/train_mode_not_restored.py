@@ -60,6 +60,9 @@ class TrainModeNotRestored(RoutineRule):
     Safe: the fix inserts `model.train()` as the first statement of the loop body. The first iteration
     already ran in training mode; every later one now does too, which is what the `.train()` before the loop
     meant.
+
+    ## Options
+    None.
     """
 
     code = "GL006"
