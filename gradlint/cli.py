@@ -38,6 +38,8 @@ def _add_lint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, metavar="FILE", help="a pyproject.toml to use")
     parser.add_argument("-q", "--quiet", action="store_true", help="print findings only, no summary")
     parser.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: one per core)")
+    parser.add_argument("--force-exclude", action="store_true",
+                        help="apply `exclude` to files named on the command line too (for pre-commit)")
 
 
 def build_parser(with_verify_options: bool = True) -> argparse.ArgumentParser:
@@ -103,7 +105,7 @@ def _lint(args: argparse.Namespace) -> int:
         settings = load_settings(config, cwd)
         options = RunOptions(select=args.select, extend_select=args.extend_select, ignore=args.ignore,
                              use_cache=not args.no_cache, fix=write or args.command == "fix", write=write,
-                             unsafe_fixes=args.unsafe_fixes, jobs=args.jobs)
+                             unsafe_fixes=args.unsafe_fixes, jobs=args.jobs, force_exclude=args.force_exclude)
         result = run(args.paths, settings, options, cwd)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

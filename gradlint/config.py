@@ -64,8 +64,13 @@ def find_config(start: Path) -> Optional[Path]:
         candidate = folder / "pyproject.toml"
         if candidate.is_file():
             try:
-                data = tomllib.loads(candidate.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+                text = candidate.read_text(encoding="utf-8")
+                data = tomllib.loads(text)
+            except (OSError, UnicodeDecodeError):
+                continue
+            except tomllib.TOMLDecodeError:
+                if "tool.gradlint" in text:
+                    return candidate  # ours, but broken: loading it gives the user the TOML error
                 continue
             if "gradlint" in data.get("tool", {}):
                 return candidate

@@ -21,6 +21,12 @@ DEFAULT_EXCLUDE = (
     ".gradlint_cache",
 )
 PYTHON_SUFFIXES = (".py", ".pyi")
+# pathspec 1.x calls git's syntax "gitignore"; older releases only know "gitwildmatch".
+try:
+    pathspec.util.lookup_pattern("gitignore")
+    GITIGNORE_SYNTAX = "gitignore"
+except KeyError:
+    GITIGNORE_SYNTAX = "gitwildmatch"
 
 
 class PathNotFound(Exception):
@@ -29,7 +35,7 @@ class PathNotFound(Exception):
 
 def _spec(patterns: Iterable[str]) -> Optional[pathspec.PathSpec]:
     patterns = [p for p in patterns if p and not p.startswith("#")]
-    return pathspec.PathSpec.from_lines("gitwildmatch", patterns) if patterns else None
+    return pathspec.PathSpec.from_lines(GITIGNORE_SYNTAX, patterns) if patterns else None
 
 
 @dataclass
@@ -90,7 +96,7 @@ def _git_chain(start: Path) -> list[Path]:
     return [start]  # not in a git repository: only .gitignores found during the walk apply
 
 
-def discover(paths: Sequence[str], excluder: Excluder) -> list[Path]:
+def discover(paths: Sequence[str], excluder: Excluder, force_exclude: bool = False) -> list[Path]:
     found: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
@@ -99,7 +105,11 @@ def discover(paths: Sequence[str], excluder: Excluder) -> list[Path]:
             raise PathNotFound(raw)
         if not path.is_dir():
             resolved = path.absolute()
-            if resolved not in seen:  # named explicitly: always checked
+            if force_exclude and (excluder.user_excluded(Path(os.path.abspath(path)), False)
+                                  or any(excluder.user_excluded(parent, True)
+                                         for parent in Path(os.path.abspath(path)).parents)):
+                continue
+            if resolved not in seen:  # named explicitly: always checked (unless --force-exclude)
                 seen.add(resolved)
                 found.append(path)
             continue

@@ -33,6 +33,7 @@ class RunOptions:
     write: bool = False  # write them (else produce diffs)
     unsafe_fixes: bool = False
     jobs: Optional[int] = None
+    force_exclude: bool = False  # exclude patterns apply to files named explicitly too
 
 
 @dataclass
@@ -148,8 +149,9 @@ def _per_file_filter(settings: Settings) -> Callable[[Path, Finding], bool]:
     import pathspec
 
     from .config import matches_selector
+    from .discovery import GITIGNORE_SYNTAX
 
-    specs = [(pathspec.PathSpec.from_lines("gitwildmatch", [pattern]), codes)
+    specs = [(pathspec.PathSpec.from_lines(GITIGNORE_SYNTAX, [pattern]), codes)
              for pattern, codes in settings.per_file_ignores.items()]
 
     def keep(path: Path, finding: Finding) -> bool:
@@ -168,7 +170,7 @@ def _per_file_filter(settings: Settings) -> Callable[[Path, Finding], bool]:
 
 def run(paths: Sequence[str], settings: Settings, options: RunOptions, cwd: Path) -> RunResult:
     excluder = Excluder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore)
-    files = discover(paths, excluder)
+    files = discover(paths, excluder, force_exclude=options.force_exclude)
     selection = Selection(settings, options)
     cache = Cache(settings.cache_path, selection.key()) if options.use_cache else None
     result = RunResult(files=len(files))
