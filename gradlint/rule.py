@@ -113,11 +113,11 @@ class Rule:
 
     @classmethod
     def fix_availability(cls) -> str:
-        """'always', 'sometimes' or 'never', from the examples: what the rule table shows."""
-        fixed = [ex.expected is not None for ex in cls.INVALID]
-        if fixed and all(fixed):
-            return "always"
-        return "sometimes" if any(fixed) else "never"
+        """What the rule table shows, read from the examples: 'safe', 'unsafe', 'safe or unsafe', 'none',
+        prefixed with 'sometimes' when some findings have no fix."""
+        kinds = {"none" if ex.expected is None else "unsafe" if ex.unsafe else "safe" for ex in cls.INVALID}
+        fixed = " or ".join(k for k in ("safe", "unsafe") if k in kinds) or "none"
+        return f"sometimes {fixed}" if "none" in kinds and fixed != "none" else fixed
 
     # -- helpers for subclasses ----------------------------------------------------------------------
     def option(self, name: str) -> Any:

@@ -9,7 +9,7 @@ from typing import Sequence
 from ..diagnostics import Finding
 
 FORMATS = ("text", "json", "sarif", "github")
-DOCS_URL = "https://github.com/gradlint/gradlint/blob/main/docs/rules.md#{code}"
+DOCS_URL = "https://github.com/gradlint/gradlint/blob/main/docs/rules.md#{name}-{code}"
 
 
 @dataclass
@@ -23,8 +23,9 @@ class Report:
     quiet: bool = False
 
 
-def rule_url(code: str) -> str | None:
-    return DOCS_URL.format(code=code.lower()) if code.startswith("GL") else None
+def rule_url(code: str, name: str) -> str | None:
+    """The rule's section of docs/rules.md (GitHub's anchor for `# name (CODE)`)."""
+    return DOCS_URL.format(code=code.lower(), name=name) if code.startswith("GL") else None
 
 
 def render(fmt: str, report: Report) -> str:

@@ -30,7 +30,7 @@ def finding_dict(f, cwd) -> dict:
         "location": _location(f.location),
         "message": f.message,
         "noqa_row": f.location.row,
-        "url": rule_url(f.code),
+        "url": rule_url(f.code, f.rule_name),
     }
 
 

@@ -26,7 +26,7 @@ def _rules_metadata(codes) -> list[dict]:
             "shortDescription": {"text": rule.summary},
             "fullDescription": {"text": doc},
             "help": {"text": doc, "markdown": doc},
-            "helpUri": rule_url(rule.code),
+            "helpUri": rule_url(rule.code, rule.name),
             "defaultConfiguration": {"level": "error"},
             "properties": {"tags": ["correctness", "pytorch"], "fix": rule.fix_availability()},
         })
