@@ -60,7 +60,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps a unit must stay dead or saturated to be reported (default: 10)")
     parser.add_argument("--no-pinpoint", action="store_true",
                         help="do not replay the first non-finite step to find its op and line")
-    parser.add_argument("script_args", nargs="*", metavar="-- ARGS", help="arguments for the script itself")
+    parser.add_argument("--unsafe-fixes", action="store_true",
+                        help="apply the unsafe fixes too (they change results beyond the defect: verify shows how)")
+    parser.epilog = "Arguments after `--` are the script's own: gradlint verify train.py --steps 20 -- --lr 0.1"
+    parser.set_defaults(script_args=[])
+    _split_at_double_dash(parser)
+
+
+def _split_at_double_dash(parser: argparse.ArgumentParser) -> None:
+    """Everything after the first `--` is the script's, whatever it looks like. argparse cannot say so with a
+    positional after PATH and options in between (it assigns an empty list to the first run of positionals),
+    so the subparser splits its arguments before parsing them."""
+    original = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        script_args: list[str] = []
+        if "--" in args:
+            at = args.index("--")
+            args, script_args = args[:at], args[at + 1:]
+        namespace, extras = original(args, namespace)
+        namespace.script_args = script_args
+        return namespace, extras
+
+    parser.parse_known_args = parse_known_args
 
 
 def _find_script(path: Path) -> Optional[Path]:
@@ -165,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         original_root = copy_project(project, work / "original" / project.name)
         patched_root = copy_project(project, work / "patched" / project.name)
-        patch = fix_tree(patched_root, "" if shown_root == "." else shown_root)
+        patch = fix_tree(patched_root, "" if shown_root == "." else shown_root, unsafe=args.unsafe_fixes)
         session = _Session(args, script, work, progress)
         prefix = "" if shown_root == "." else shown_root.rstrip("/") + "/"
         original = session.run_and_pinpoint("original", original_root)
@@ -243,8 +266,21 @@ def _compare(args, script: Path, shown_root: str, patch: PatchResult, original: 
         "seed": args.seed, "thresholds": original.get("thresholds"),
         "patch": patch.to_dict(), "original": runs["original"], "patched": runs["patched"],
         "healthy": patched_healthy and code == EXIT_HEALTHY, "exit_code": code,
-        "verdict": verdict(checks_o, checks_p, patched_healthy, code),
+        "verdict": verdict(checks_o, checks_p, patched_healthy, code, _no_verdict_reason(original, patched)),
     }
+
+
+def _no_verdict_reason(original: dict, patched: dict) -> str:
+    if patched.get("status") == "skipped":
+        return patched.get("reason", "the patched run did not start")
+    for name, record in (("original", original), ("patched", patched)):
+        status = record.get("status")
+        if status == "no_steps":
+            return f"the {name} run never called optimizer.step()"
+        if status in ("timeout", "crashed", "error"):
+            error = record.get("error") or {}
+            return f"the {name} run {'timed out' if status == 'timeout' else status}: {error.get('message', '')}".rstrip(": ")
+    return ""
 
 
 def _print_text(result: dict, out, color: bool) -> None:

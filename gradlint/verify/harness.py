@@ -83,7 +83,8 @@ def _override_arguments(values: dict) -> None:
 def _filtered_traceback(error: BaseException) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     frames = [f for f in traceback.extract_tb(error.__traceback__)
-              if not f.filename.startswith(here) and os.path.basename(f.filename) != "runpy.py"]
+              if not f.filename.startswith(here) and os.path.basename(f.filename) != "runpy.py"
+              and not f.filename.startswith("<frozen")]
     lines = ["Traceback (most recent call last):\n", *traceback.format_list(frames),
              *traceback.format_exception_only(type(error), error)]
     return "".join(lines)

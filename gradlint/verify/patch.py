@@ -64,8 +64,9 @@ def _decode(data: bytes) -> tuple[str, str]:
     return data.decode(encoding), encoding
 
 
-def fix_tree(root: Path, display_root: str = "") -> PatchResult:
-    """Apply the safe fixes of every rule to every .py file under `root`, in place (a copy)."""
+def fix_tree(root: Path, display_root: str = "", unsafe: bool = False) -> PatchResult:
+    """Apply the safe fixes (and with `unsafe`, the unsafe ones) of every rule to every .py file under `root`,
+    in place: `root` is a copy."""
     from gradlint.engine import fix_text, lint_text
     from gradlint.registry import all_rules
 
@@ -83,7 +84,7 @@ def fix_tree(root: Path, display_root: str = "") -> PatchResult:
             result.errors.append(f"{shown}: not read: {error}")
             continue
         try:
-            outcome = fix_text(text, str(path), rules, {}, unsafe=False)
+            outcome = fix_text(text, str(path), rules, {}, unsafe=unsafe)
         except Exception as error:  # an engine bug must not stop the run: the file stays as it was
             result.errors.append(f"{shown}: not fixed: {type(error).__name__}: {error}")
             continue

@@ -70,7 +70,8 @@ def patch_lines(patch: dict, errors: list[str]) -> list[str]:
     return lines
 
 
-def verdict(original: list[Check], patched: list[Check], healthy: bool, exit_code: int) -> list[str]:
+def verdict(original: list[Check], patched: list[Check], healthy: bool, exit_code: int,
+            reason: str = "") -> list[str]:
     before = {c.key: c for c in original}
     fixed = [c.title for c in patched if c.status == OK and before.get(c.key) and before[c.key].status in (FAIL, WARN)]
     worse = [c.title for c in patched if c.status in (FAIL, WARN) and before.get(c.key)
@@ -82,7 +83,7 @@ def verdict(original: list[Check], patched: list[Check], healthy: bool, exit_cod
         lines.append("worse after the patch: " + ", ".join(worse))
     failing = [c.title for c in patched if c.status == FAIL]
     if exit_code == 2:
-        lines.append("verdict: no verdict (the harness could not run the patched code to the end)")
+        lines.append("verdict: none, " + (reason or "the patched code did not run to the end"))
     elif healthy:
         lines.append("verdict: the patched run is healthy")
     else:
