@@ -105,7 +105,8 @@ def _lint(args: argparse.Namespace) -> int:
         settings = load_settings(config, cwd)
         options = RunOptions(select=args.select, extend_select=args.extend_select, ignore=args.ignore,
                              use_cache=not args.no_cache, fix=write or args.command == "fix", write=write,
-                             unsafe_fixes=args.unsafe_fixes, jobs=args.jobs, force_exclude=args.force_exclude)
+                             unsafe_fixes=args.unsafe_fixes, jobs=args.jobs, force_exclude=args.force_exclude,
+                             edits=args.output_format == "json")
         result = run(args.paths, settings, options, cwd)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -109,7 +109,9 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = {}, *,
-              reduce: bool = True, force_reduce: bool = False) -> list[Finding]:
+              reduce: bool = True, force_reduce: bool = False, edits: bool = True) -> list[Finding]:
+    """The file's findings. `edits=False` leaves each fix's edits out (only its applicability and message):
+    the text output needs no more, and each edit costs a rewrite of the module and a diff."""
     tree = _python_syntax(text, path)
     if isinstance(tree, Finding):
         return [tree]
@@ -120,10 +122,10 @@ def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Option
     if isinstance(analysis, Finding):
         return [analysis]
     try:
-        return [finding for finding, _ in _findings(analysis, path)]
+        return [finding for finding, _ in _findings(analysis, path, edits)]
     except FullModuleRequired:
         analysis = _analyse(text, path, rules, options, tree, reduce=False)
-        return [finding for finding, _ in _findings(analysis, path)]
+        return [finding for finding, _ in _findings(analysis, path, edits)]
 
 
 def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[Finding, Report]]:

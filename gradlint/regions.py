@@ -40,7 +40,21 @@ def _span(node: ast.stmt) -> tuple[int, int]:
 
 
 def _imports(node: ast.stmt) -> bool:
-    return any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(node))
+    """Whether `node` binds module-level names by import (`try: import apex`, `if TYPE_CHECKING: ...`).
+
+    Walks statement bodies only: an expression holds no import, a function's imports are its own."""
+    stack = [node]
+    while stack:
+        stmt = stack.pop()
+        if isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            return True
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            value = getattr(stmt, field, None)
+            if isinstance(value, list):
+                stack.extend(value)
+    return False
 
 
 @dataclass(frozen=True)

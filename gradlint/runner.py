@@ -34,6 +34,7 @@ class RunOptions:
     unsafe_fixes: bool = False
     jobs: Optional[int] = None
     force_exclude: bool = False  # exclude patterns apply to files named explicitly too
+    edits: bool = True  # compute each fix's edits (JSON needs them; the text output does not)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Selection:
     """The selected rules and their options; resolved (importing libcst) only on a cache miss."""
 
     def __init__(self, settings: Settings, options: RunOptions) -> None:
+        self.edits = options.edits
         self.select = options.select if options.select is not None else settings.select
         self.extend_select = [*settings.extend_select, *options.extend_select]
         self.ignore = [*settings.ignore, *options.ignore]
@@ -59,7 +61,7 @@ class Selection:
 
     def key(self) -> str:
         return settings_key({"select": self.select, "extend": self.extend_select, "ignore": self.ignore,
-                             "options": self.settings.rule_options})
+                             "options": self.settings.rule_options, "edits": self.edits})
 
     def resolve(self):
         if self._rules is None:
@@ -87,16 +89,16 @@ def _lint_job(job: tuple[str, str]) -> tuple[str, Optional[bytes], list[Finding]
     try:
         from .engine import lint_text
 
-        findings = lint_text(source.text, display, _WORKER["rules"], _WORKER["options"])
+        findings = lint_text(source.text, display, _WORKER["rules"], _WORKER["options"], edits=_WORKER["edits"])
         return display, digest(source.raw), findings, None
     except Exception as error:  # one broken file must not stop the run; its error is shown
         return display, None, [], f"{display}: internal error: {type(error).__name__}: {error}"
 
 
-def _init_worker(codes: list[str], options: dict) -> None:
+def _init_worker(codes: list[str], options: dict, edits: bool) -> None:
     from .registry import all_rules
 
-    _WORKER.update(rules=[r for r in all_rules() if r.code in codes], options=options)
+    _WORKER.update(rules=[r for r in all_rules() if r.code in codes], options=options, edits=edits)
 
 
 def _size(path: str) -> int:
@@ -127,7 +129,7 @@ def _map(jobs: list, jobs_count: Optional[int]) -> list:
     sizes = [_size(job[1]) for job in jobs]
     order = sorted(range(len(jobs)), key=lambda i: -sizes[i])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(codes, _WORKER["options"])) as pool:
+                             initargs=(codes, _WORKER["options"], _WORKER["edits"])) as pool:
         results = list(pool.map(_lint_job, [jobs[i] for i in order], chunksize=2))
     by_index = dict(zip(order, results))
     return [by_index[i] for i in range(len(jobs))]
@@ -194,7 +196,7 @@ def run(paths: Sequence[str], settings: Settings, options: RunOptions, cwd: Path
 
     if misses:
         rules, rule_options = selection.resolve()
-        _WORKER.update(rules=rules, options=rule_options)
+        _WORKER.update(rules=rules, options=rule_options, edits=options.edits)
         for display, content_digest, findings, error in _map(misses, options.jobs):
             if error is not None:
                 result.errors.append(error)
