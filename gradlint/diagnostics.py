@@ -46,7 +46,7 @@ class Finding:
     end_location: Location
     fix: Optional[Fix] = None
     rule_name: str = ""
-    # Lines where a `# noqa` silences this finding (the reported line and its statement's first and last).
+    # Lines where a noqa comment silences this finding (the reported line and its statement's first and last).
     noqa_rows: tuple[int, ...] = field(default=(), compare=False)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .rule import Rule
 
+
 def explain(rule: type[Rule]) -> str:
     availability = rule.fix_availability()
     note = "No fix is available." if availability == "none" else f"Fix: {availability}."

@@ -13,7 +13,6 @@ from typing import Iterable
 
 from .diagnostics import Edit, Location
 
-
 _NEWLINE = re.compile(r"\r\n?|\n")
 
 

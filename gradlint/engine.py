@@ -14,6 +14,7 @@ import ast
 import re
 import warnings
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import libcst as cst
@@ -28,6 +29,7 @@ from .walk import Dispatcher
 
 MAX_FIX_ROUNDS = 10
 Options = Mapping[str, Mapping[str, Any]]
+NO_OPTIONS: Options = MappingProxyType({})
 
 
 class FixBrokeCode(Exception):
@@ -108,7 +110,7 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     return _Analysis(module, _run_rules(module, path, rules, options, partial=False), text, import_row)
 
 
-def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = {}, *,
+def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
               reduce: bool = True, force_reduce: bool = False, edits: bool = True) -> list[Finding]:
     """The file's findings. `edits=False` leaves each fix's edits out (only its applicability and message):
     the text output needs no more, and each edit costs a rewrite of the module and a diff."""
@@ -262,7 +264,7 @@ class FixOutcome:
     remaining: list[Finding]
 
 
-def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = {}, *,
+def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
              unsafe: bool = False) -> FixOutcome:
     """Apply fixes, re-parse, repeat until nothing changes (at most MAX_FIX_ROUNDS rounds)."""
     initial = lint_text(text, path, rules, options)

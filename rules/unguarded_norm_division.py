@@ -5,8 +5,21 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.nodes import (arg, arg_value, format_number, is_name, is_pure, make_args, method, method_call,
-                            number, number_node, parenthesized, root_name, same_code)
+from gradlint.nodes import (
+    arg,
+    arg_value,
+    format_number,
+    is_name,
+    is_pure,
+    make_args,
+    method,
+    method_call,
+    number,
+    number_node,
+    parenthesized,
+    root_name,
+    same_code,
+)
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.scopes import LocalsRule
 
