@@ -271,9 +271,10 @@ def _compare(args, script: Path, shown_root: str, patch: PatchResult, original: 
 
 
 def _no_verdict_reason(original: dict, patched: dict) -> str:
-    if patched.get("status") == "skipped":
+    runs = [("original", original), ("patched", patched)]
+    if patched.get("status") == "skipped" and original.get("status") == "crashed":
         return patched.get("reason", "the patched run did not start")
-    for name, record in (("original", original), ("patched", patched)):
+    for name, record in runs:
         status = record.get("status")
         if status == "no_steps":
             return f"the {name} run never called optimizer.step()"
@@ -296,6 +297,12 @@ def _print_text(result: dict, out, color: bool) -> None:
         if run["status"] == "crashed":
             print(f"\n{name} run crashed:", file=out)
             print((error.get("traceback") or run.get("stderr_tail") or error.get("message", "")).rstrip(), file=out)
+        elif run["status"] == "error":
+            print(f"\n{name} run could not start: {error.get('message', '')}", file=out)
+            if error.get("hint"):
+                print(error["hint"], file=out)
+            elif run.get("stderr_tail"):
+                print(run["stderr_tail"].rstrip(), file=out)
     print(file=out)
     checks_o = [Check(**c) for c in o["checks"]]
     checks_p = [Check(**c) for c in p["checks"]]

@@ -84,42 +84,55 @@ class _Root:
 
 
 class _Activation:
-    """Units of one activation module that never left zero (ReLU) or the saturated region (tanh/sigmoid)."""
+    """Per unit of one activation module, over a window of steps: dead (a ReLU unit that never fired) or
+    saturated (a tanh/sigmoid unit whose outputs sat near their bounds almost all the time)."""
+
+    SATURATED_SHARE = 0.95  # of a unit's outputs in the window
 
     def __init__(self, name: str, kind: str, threshold: float):
         self.name, self.kind, self.threshold = name, kind, threshold
-        self.alive: Optional[torch.Tensor] = None  # per unit: seen outside the dead/saturated region
-        self.window: Optional[tuple[torch.Tensor, int, int]] = None
+        self.acc: Optional[torch.Tensor] = None  # dead: fired at least once; saturating: count of saturated
+        self.samples = 0
+        self.window: Optional[tuple[torch.Tensor, int, int]] = None  # (stuck per unit, first, last step)
         self.first_step: Optional[int] = None
 
     def hook(self, monitor: "Monitor"):
         def record(module, args, out):
             if (monitor.paused or not isinstance(out, torch.Tensor) or not out.is_floating_point()
-                    or not torch.is_grad_enabled()):
+                    or not torch.is_grad_enabled() or out.dim() == 0):
                 return
             x = out.detach()
-            if x.dim() == 0:
-                return
             unit = 1 if x.dim() in (4, 5) else x.dim() - 1  # conv maps: channels; otherwise the last dim
             dims = tuple(d for d in range(x.dim()) if d != unit)
-            # Written as "not stuck" so that NaN counts as alive: a NaN run says nothing about dead units.
-            if self.kind == "dead":  # one reduction, no temporary: a unit is alive if its max is above 0
-                units = ~(x.amax(dim=dims) <= 0) if dims else ~(x <= 0)
+            if self.kind == "dead":
+                # One reduction, no temporary. Written as "not stuck" so that NaN counts as firing: a NaN
+                # run says nothing about dead units.
+                value = ~(x.amax(dim=dims) <= 0) if dims else ~(x <= 0)
+                self.acc = value if self.acc is None or self.acc.shape != value.shape else self.acc | value
             else:
                 if self.kind == "tanh":
-                    active = ~(x.abs() >= self.threshold)
+                    stuck = x.abs() >= self.threshold
                 else:
-                    active = ~((x >= self.threshold) | (x <= 1 - self.threshold))
-                units = active.any(dim=dims) if dims else active
-            self.alive = units if self.alive is None or self.alive.shape != units.shape else self.alive | units
+                    stuck = (x >= self.threshold) | (x <= 1 - self.threshold)
+                value = stuck.sum(dim=dims, dtype=torch.float32) if dims else stuck.float()
+                self.acc = value if self.acc is None or self.acc.shape != value.shape else self.acc + value
+                self.samples += x.numel() // max(x.shape[unit], 1)
             if self.first_step is None:
                 self.first_step = monitor.steps + 1
         return record
 
+    def stuck(self) -> Optional[torch.Tensor]:
+        if self.acc is None:
+            return None
+        if self.kind == "dead":
+            return ~self.acc
+        return self.acc >= self.SATURATED_SHARE * max(self.samples, 1)
+
     def close_window(self, step: int) -> None:
-        if self.alive is not None:
-            self.window = (self.alive, self.first_step or step, step)
-        self.alive, self.first_step = None, None
+        stuck = self.stuck()
+        if stuck is not None:
+            self.window = (stuck, self.first_step or step, step)
+        self.acc, self.samples, self.first_step = None, 0, None
 
 
 class Monitor:
@@ -598,14 +611,14 @@ class Monitor:
         rows, tensors = [], []
         for tracker in self._activations:
             if tracker.window is not None:
-                alive, first, last = tracker.window
-            elif tracker.alive is not None:
-                alive, first, last = tracker.alive, tracker.first_step, self.steps
+                stuck, first, last = tracker.window
+            elif tracker.acc is not None:
+                stuck, first, last = tracker.stuck(), tracker.first_step, self.steps
             else:
                 continue
-            rows.append({"layer": tracker.name, "kind": tracker.kind, "units": int(alive.numel()),
+            rows.append({"layer": tracker.name, "kind": tracker.kind, "units": int(stuck.numel()),
                          "from_step": first, "to_step": last})
-            tensors.append((~alive).sum().reshape(1).float().cpu())
+            tensors.append(stuck.sum().reshape(1).float().cpu())
         if tensors:
             for row, count in zip(rows, torch.cat(tensors).tolist()):
                 row["stuck"] = int(count)
