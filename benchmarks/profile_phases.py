@@ -1,16 +1,21 @@
 """Where gradlint's cold time goes, phase by phase, in one process (no pool): what to optimise next.
 
     python benchmarks/profile_phases.py [CORPUS ...]      # default: timm transformers
+    python benchmarks/profile_phases.py --cprofile timm   # and the top functions by own time
 
-Phases, timed around the engine's own functions (nothing in gradlint is changed):
-discovery, read + hash, text prefilter (`active_rules`), `ast` reduction (`reduce_source`), LibCST parse
-(of the reduced text, or the whole file where the engine falls back), rule walk, positions + findings
-(+ fix edits), and the imports of a cold start. Then the whole CLI with `--jobs 1` and with the default
-pool, which shows what the process pool costs and saves.
+Nothing in gradlint is changed: the engine's own functions are wrapped while `engine.lint_text` runs on
+every file, and each phase gets the time spent inside it minus the time of phases nested in it.
+Phases: discovery, read + hash, `ast.parse` (syntax check and region finding), text prefilter
+(`Rule.may_match`), region reduction (`reduce_source`, its ast parse excluded), LibCST parse, rule walk
+(`_run_rules`), positions + findings + fix edits (`_findings`), and the rest of `lint_text`. Then the
+whole CLI with `--jobs 1` and with the default pool, and a process that only imports what a cold run
+imports: the difference shows what the pool and the start cost.
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import subprocess
 import sys
 import time
@@ -23,96 +28,119 @@ if __package__ in (None, ""):
 from benchmarks.corpus import corpus_dir  # noqa: E402
 
 
-def _timed(totals, name):
-    class _T:
-        def __enter__(self):
-            self.t = time.perf_counter()
+class Phases:
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self._stack: list[list] = []  # [name, start, time of nested phases]
 
-        def __exit__(self, *exc):
-            totals[name] += time.perf_counter() - self.t
+    def wrap(self, owner, attribute: str, name: str) -> None:
+        original = getattr(owner, attribute)
+        phases = self
 
-    return _T()
+        def wrapper(*args, **kwargs):
+            phases._stack.append([name, time.perf_counter(), 0.0])
+            try:
+                return original(*args, **kwargs)
+            finally:
+                _, start, nested = phases._stack.pop()
+                spent = time.perf_counter() - start
+                phases.totals[name] += spent - nested
+                phases.calls[name] += 1
+                if phases._stack:
+                    phases._stack[-1][2] += spent
+
+        setattr(owner, attribute, wrapper)
 
 
-def profile(corpus: str) -> None:
+def profile(corpus: str, use_cprofile: bool) -> None:
     root = corpus_dir(corpus)
-    totals: dict[str, float] = defaultdict(float)
-    counts: dict[str, int] = defaultdict(int)
-    t0 = time.perf_counter()
-    import libcst as cst  # noqa: F401
+    phases = Phases()
+    started = time.perf_counter()
+    import libcst as cst
 
-    from gradlint import engine
+    from gradlint import engine, regions
     from gradlint.cache import digest
     from gradlint.discovery import Excluder, discover
     from gradlint.fsio import read_source
-    from gradlint.regions import reduce_source
     from gradlint.registry import all_rules
+    from gradlint.rule import Rule
 
     rules = all_rules()
-    totals["import libcst + gradlint + rules"] = time.perf_counter() - t0
+    phases.totals["import libcst + gradlint + rules"] = time.perf_counter() - started
 
-    with _timed(totals, "discovery"):
-        files = discover([str(root)], Excluder(root, [], True))
+    phases.wrap(ast, "parse", "ast.parse")
+    phases.wrap(cst, "parse_module", "LibCST parse")
+    for rule in rules:
+        rule.compiled_triggers()
+    holder = type("Holder", (), {"may_match": staticmethod(Rule.__dict__["may_match"].__func__)})
+    phases.wrap(holder, "may_match", "prefilter (may_match)")
+    Rule.may_match = classmethod(holder.may_match)  # subclasses inherit the timed one
+    # Wrap the phases the engine calls by module-level name.
+    for name, label in (("reduce_source", "region reduction (reduce_source)"),
+                        ("_run_rules", "rule walk (_run_rules)"),
+                        ("_findings", "positions + findings + fix edits"),
+                        ("lint_text", "rest of lint_text")):
+        if hasattr(engine, name):
+            phases.wrap(engine, name, label)
+
+    t = time.perf_counter()
+    files = discover([str(root)], Excluder(root, [], True))
+    phases.totals["discovery"] = time.perf_counter() - t
+    t = time.perf_counter()
     sources = []
-    with _timed(totals, "read + hash"):
-        for path in files:
-            source = read_source(path)
-            digest(source.raw)
-            sources.append((path, source.text))
-    parsed_lines = 0
-    for path, text in sources:
-        with _timed(totals, "prefilter (active_rules)"):
-            active = engine.active_rules(text, rules)
-        if not active:
-            continue
-        counts["files past the prefilter"] += 1
-        with _timed(totals, "ast reduction (reduce_source)"):
-            reduced = reduce_source(text, lambda region: any(r.may_match(region) for r in active))
-        module = None
-        if reduced is not None:
-            counts["files reduced"] += 1
-            with _timed(totals, "LibCST parse"):
-                module = cst.parse_module(reduced)
-            try:
-                with _timed(totals, "rule walk"):
-                    ctx = engine._run_rules(module, str(path), active, {}, partial=True)
-                source_text = reduced
-            except engine.FullModuleRequired:
-                counts["full re-parse (fix or rule asked)"] += 1
-                module = None
-        if module is None:
-            with _timed(totals, "LibCST parse"):
-                try:
-                    module = cst.parse_module(text)
-                except Exception:
-                    counts["parse errors"] += 1
-                    continue
-            with _timed(totals, "rule walk"):
-                ctx = engine._run_rules(module, str(path), active, {}, partial=False)
-            source_text = text
-        parsed_lines += sum(1 for line in source_text.split("\n") if line.strip())
-        with _timed(totals, "positions + findings + fix edits"):
-            engine._findings(module, ctx, source_text, str(path))
-    counts["non-blank lines LibCST parsed"] = parsed_lines
-    counts["lines in corpus"] = sum(t.count("\n") for _, t in sources)
-    total = sum(totals.values())
-    print(f"\n== {corpus}: {len(files)} files, rules {[r.code for r in rules]}, one process")
-    for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"   {name:36} {seconds:7.2f} s  {100 * seconds / total:5.1f} %")
-    print(f"   {'total (in-process)':36} {total:7.2f} s")
-    for name, n in counts.items():
-        print(f"   {name:36} {n}")
-    for label, extra in (("CLI --jobs 1", ["--jobs", "1"]), ("CLI default (pool)", [])):
-        start = time.perf_counter()
+    for path in files:
+        source = read_source(path)
+        digest(source.raw)
+        sources.append((path.relative_to(root).as_posix(), source.text))
+    phases.totals["read + hash"] = time.perf_counter() - t
+
+    profiler = None
+    if use_cprofile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    counts = defaultdict(int)
+    for display, text in sources:
+        findings = engine.lint_text(text, display, rules)
+        counts["findings"] += len(findings)
+    if profiler is not None:
+        profiler.disable()
+    total = sum(phases.totals.values())
+    print(f"\n== {corpus}: {len(files)} files, {sum(t.count(chr(10)) for _, t in sources)} lines, "
+          f"rules {', '.join(r.code for r in rules)}; one process, no pool")
+    for name, seconds in sorted(phases.totals.items(), key=lambda kv: -kv[1]):
+        calls = phases.calls.get(name)
+        print(f"   {name:38} {seconds:7.2f} s {100 * seconds / total:5.1f} %"
+              + (f"   ({calls} calls)" if calls else ""))
+    print(f"   {'total in-process':38} {total:7.2f} s   findings: {counts['findings']}")
+    if profiler is not None:
+        import io
+        import pstats
+
+        stream = io.StringIO()
+        pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(25)
+        print("\n".join(stream.getvalue().splitlines()[:45]))
+    for label, extra in (("CLI --jobs 1 (whole process)", ["--jobs", "1"]), ("CLI default pool", [])):
+        t = time.perf_counter()
         subprocess.run([sys.executable, "-m", "gradlint", "check", str(root), "--select", "ALL", "--no-cache",
                         "--exit-zero", "-q", *extra], stdout=subprocess.DEVNULL, cwd="/tmp")
-        print(f"   {label:36} {time.perf_counter() - start:7.2f} s wall")
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import gradlint.cli, gradlint.engine, gradlint.registry as r; r.all_rules()"],
-                   cwd="/tmp")
-    print(f"   {'process start + imports alone':36} {time.perf_counter() - start:7.2f} s wall")
+        print(f"   {label:38} {time.perf_counter() - t:7.2f} s wall")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gradlint.cli, gradlint.runner, gradlint.engine, "
+                    "gradlint.registry as r; r.all_rules()"], cwd="/tmp")
+    print(f"   {'process start + cold imports only':38} {time.perf_counter() - t:7.2f} s wall")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import gradlint.cli, gradlint.runner, gradlint.cache, "
+                    "gradlint.reporters"], cwd="/tmp")
+    print(f"   {'process start + warm-path imports':38} {time.perf_counter() - t:7.2f} s wall")
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["timm", "transformers"]:
-        profile(name)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("corpora", nargs="*", default=["timm", "transformers"])
+    parser.add_argument("--cprofile", action="store_true")
+    args = parser.parse_args()
+    for corpus in args.corpora:
+        profile(corpus, args.cprofile)
