@@ -46,7 +46,8 @@ TARGETS = [
     ("cold within 3x of ruff --no-cache", "transformers", ("gradlint cold", "ruff cold"), 3.0),
     ("warm within 2x of ruff warm", "timm", ("gradlint warm", "ruff warm"), 2.0),
     ("warm within 2x of ruff warm", "transformers", ("gradlint warm", "ruff warm"), 2.0),
-    ("peak memory <= ruff's (tree sum)", "transformers", ("gradlint cold", "ruff cold"), 1.0),
+    ("peak memory <= ruff's (PSS summed over the process tree)", "transformers", ("gradlint cold", "ruff cold"),
+     1.0),
 ]
 
 
@@ -154,7 +155,7 @@ class Bench:
         cached = None if self.args.refresh_peers else peers_mod.load_cached(key)
         if cached is not None:
             for m in peers_mod.measurements_of(cached):
-                self.record(corpus, name, m, f"reused from {cached['measured']} (--refresh-peers)")
+                self.record(corpus, name, m, f"reused: measured {cached['measured']} (--refresh-peers re-measures)")
             log(f"   {name}: reused cached timing from {cached['measured']}")
             return
         if corpus not in self.args.slow_peer_corpora or (self.args.quick and not self.args.refresh_peers):
@@ -176,7 +177,7 @@ class Bench:
     def table(self) -> str:
         lines = []
         header = (f"{'corpus':13} {'tool':20} {'runs':>4} {'min s':>8} {'median s':>9} {'files/s':>8} "
-                  f"{'max-proc MB':>11} {'tree MB':>8}  note")
+                  f"{'max-proc MB':>11} {'tree RSS':>8} {'tree PSS':>8}  note")
         lines.append(header)
         lines.append("-" * len(header))
         for corpus, tools in self.results.items():
@@ -190,10 +191,10 @@ class Bench:
                     note = self.notes.get(corpus, {}).get(tool)
                     if note:
                         lines.append(f"{name:13} {tool:20} {'-':>4} {'-':>8} {'-':>9} {'-':>8} {'-':>11} "
-                                     f"{'-':>8}  {note}")
+                                     f"{'-':>8} {'-':>8}  {note}")
                         name = ""
                     continue
-                tree = f"{series.tree_rss_mb:8.0f}" if series.tree_rss_mb else f"{'-':>8}"
+                tree = " ".join(f"{v:8.0f}" if v else f"{'-':>8}" for v in (series.tree_rss_mb, series.tree_pss_mb))
                 lines.append(f"{name:13} {tool:20} {len(series.runs):4d} {series.min:8.2f} {series.median:9.2f} "
                              f"{files / series.min:8.0f} {series.max_rss_mb:11.0f} {tree}  "
                              f"{self.notes.get(corpus, {}).get(tool, '')}")
@@ -224,12 +225,13 @@ class Bench:
                 lines.append(f"  {'NOT MEASURED':12} {what} on {corpus}")
                 continue
             if "memory" in what:
-                a, b = tools[mine].tree_rss_mb, tools[other].tree_rss_mb
+                a, b = tools[mine].tree_pss_mb, tools[other].tree_pss_mb
                 if a is None or b is None:
                     a, b = tools[mine].max_rss_mb, tools[other].max_rss_mb
-                ratio, shown = a / b, f"{a:.0f} MB vs {b:.0f} MB = {a / b:.2f}x"
-                # and the per-process view, for the record
-                shown += f" (largest single process: {tools[mine].max_rss_mb:.0f} vs {tools[other].max_rss_mb:.0f} MB)"
+                ratio, shown = a / b, f"PSS summed over processes {a:.0f} MB vs {b:.0f} MB = {a / b:.2f}x"
+                # and the other views, for the record
+                shown += (f" (RSS summed: {tools[mine].tree_rss_mb or 0:.0f} vs {tools[other].tree_rss_mb or 0:.0f} MB;"
+                          f" largest single process: {tools[mine].max_rss_mb:.0f} vs {tools[other].max_rss_mb:.0f} MB)")
             else:
                 a, b = tools[mine].min, tools[other].min
                 ratio = a / b
@@ -307,9 +309,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"\ngradlint benchmark: {cpus} CPUs, Python {sys.version.split()[0]}, load average at start {load:.2f}"
           f"{' (other work on the machine: expect noise)' if load > 0.5 else ''}")
-    print("Whole-process wall time. max-proc MB: largest single process (parent or any worker, wait4 rusage); "
-          "tree MB: peak sum of RSS over the process tree (sampled every 20 ms; counts copy-on-write pages "
-          "shared by gradlint's forked workers twice).\n")
+    print("Whole-process wall time. Memory in MB, three ways: max-proc: the largest single process (parent or "
+          "any worker; wait4 rusage);\ntree RSS / tree PSS: peak sum over the process tree, sampled from /proc "
+          "every 20 ms; RSS counts pages that forked workers share\ncopy-on-write with the parent in every "
+          "process, PSS splits them (the memory really held). Peers' cached runs may lack PSS.\n")
     print(bench.table())
     print()
     print(bench.ratios())

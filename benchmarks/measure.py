@@ -5,10 +5,11 @@ Memory is measured two ways, because gradlint forks worker processes and ruff ru
 - ``max_rss_mb``: ``ru_maxrss`` from ``wait4`` on the command, which Linux reports as the largest
   resident set of the process *or of any descendant it waited for* (its workers): the max of the parent
   and each child, never their sum;
-- ``tree_rss_mb``: the peak of the *sum* of resident sets over the whole process tree, sampled from
-  ``/proc`` every ``SAMPLE_S`` seconds. Forked workers share pages copy-on-write with the parent, so
-  this sum counts shared pages twice: an upper bound on the memory a tool really holds. A sample can miss
-  a peak shorter than the interval.
+- ``tree_pss_mb``: the peak of the *sum* of proportional set sizes (PSS, ``/proc/PID/smaps_rollup``) over
+  the whole process tree, sampled every ``SAMPLE_S`` seconds: a page shared by n processes counts 1/n in
+  each, so this is the memory the tool really holds, with forked workers' copy-on-write pages counted
+  once. ``tree_rss_mb`` is the same sum over resident sets, which counts shared pages in every process
+  (an upper bound). A sample can miss a peak shorter than the interval.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Measurement:
     wall_s: float
     returncode: int
     max_rss_mb: float  # the largest single process (parent or any child), from wait4
-    tree_rss_mb: Optional[float]  # the peak sum over the process tree, sampled (None off Linux)
+    tree_rss_mb: Optional[float]  # the peak RSS sum over the process tree, sampled (None off Linux)
     stderr_tail: str = ""
+    tree_pss_mb: Optional[float] = None  # the peak PSS sum over the process tree, sampled
 
 
 def _children(pid: int) -> list[int]:
@@ -56,16 +58,30 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
-def tree_rss(pid: int) -> int:
-    total, stack, seen = 0, [pid], set()
+def _pss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as handle:
+            for line in handle:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
+
+
+def tree_memory(pid: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) in bytes over `pid` and its descendants."""
+    rss = pss = 0
+    stack, seen = [pid], set()
     while stack:
         p = stack.pop()
         if p in seen:
             continue
         seen.add(p)
-        total += _rss_bytes(p)
+        rss += _rss_bytes(p)
+        pss += _pss_bytes(p)
         stack.extend(_children(p))
-    return total
+    return rss, pss
 
 
 class _Sampler(threading.Thread):
@@ -73,11 +89,14 @@ class _Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid = pid
         self.peak = 0
+        self.peak_pss = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.pid))
+            rss, pss = tree_memory(self.pid)
+            self.peak = max(self.peak, rss)
+            self.peak_pss = max(self.peak_pss, pss)
             self.stop.wait(SAMPLE_S)
 
 
@@ -112,7 +131,8 @@ def run_measured(command: Sequence[str], cwd: Path, env: Optional[dict] = None,
     tail = err_path.read_text(errors="replace")[-2000:]
     err_path.unlink()
     return Measurement(wall, process.returncode, usage.ru_maxrss / 1024,
-                       sampler.peak / 2**20 if sampler is not None else None, tail)
+                       sampler.peak / 2**20 if sampler is not None else None, tail,
+                       sampler.peak_pss / 2**20 if sampler is not None and sampler.peak_pss else None)
 
 
 def _kill_group(pid: int) -> None:
@@ -151,4 +171,9 @@ class Series:
     @property
     def tree_rss_mb(self) -> Optional[float]:
         values = [m.tree_rss_mb for m in self.runs if m.tree_rss_mb is not None]
+        return max(values) if values else None
+
+    @property
+    def tree_pss_mb(self) -> Optional[float]:
+        values = [m.tree_pss_mb for m in self.runs if m.tree_pss_mb is not None]
         return max(values) if values else None
