@@ -1344,33 +1344,40 @@ def framework_eval_hook(ctx, r: Routine) -> bool:
     return False
 
 
-_DATA_WORDS = frozenset({"loader", "loaders", "dataloader", "data", "dataset", "ds", "batches", "batch",
-                         "samples", "iterator", "val", "valid", "validation", "test", "eval", "split", "queries"})
+# GL004's scope, on text (a file-level prefilter) and on the tree (the verdict), kept in step: the tree
+# condition must imply the text one, or the prefilter would hide findings.
+TRAINING_TEXT = re.compile(r"backward\w*\s*\(|\.\s*(?:step|train|eval)\s*\(")  # what manages_training sees
+# GL006 and GL005 need a backward or an optimizer step somewhere in the file (in the loop or in a helper).
+TRAINING_STEP_TEXT = re.compile(r"backward\w*\s*\(|\.\s*step\s*\(")
+_LOADER_TEXT = re.compile(r"(?i)loader")
+_IN_BEFORE = re.compile(r"\bin\b[^:]*$")
 
 
-def iterates_data(loop: Loop) -> bool:
-    """`for x, y in val_loader`, `for batch in tqdm(data['val'].dataloader)`: a pass over a data set."""
-    if not isinstance(loop.node, (cst.For, cst.CompFor)):
+def loader_loop_text(text: str) -> bool:
+    """Does a line hold `in ... loader` with no colon between (what `iterates_loader` needs)? Searched from
+    the literal `loader` back to its line's start: a regex starting with `\\bin` tries every position."""
+    for match in _LOADER_TEXT.finditer(text):
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        if _IN_BEFORE.search(text, line_start, match.start()):
+            return True
+    return False
+
+
+def iterates_loader(ctx, loop: Loop) -> bool:
+    """`for x, y in val_loader:`, `[model(b) for b in tqdm(test_dataloader)]`: a pass over a data loader,
+    its iterable named on the line of its `in` (what `loader_loop_text` finds in the text)."""
+    node = loop.node
+    if isinstance(node, cst.For):
+        between = node.whitespace_after_in
+    elif isinstance(node, cst.CompFor):
+        between = node.whitespace_after_in
+    else:
         return False
-    found = False
-
-    def visit(node):
-        nonlocal found
-        if found:
-            return
-        if isinstance(node, cst.Name):
-            found = any(w in _DATA_WORDS for w in words(node.value))
-        elif isinstance(node, cst.Attribute):
-            found = any(w in _DATA_WORDS for w in words(node.attr.value))
-            visit(node.value)
-        elif isinstance(node, cst.SimpleString):
-            found = any(w in _DATA_WORDS for w in words(node.value))
-        else:
-            for child in _children(node):
-                visit(child)
-
-    visit(loop.node.iter)
-    return found
+    if not isinstance(between, cst.SimpleWhitespace) or "\n" in between.value or "\\" in between.value:
+        return False
+    first_line = ctx.code_of(node.iter).split("\n", 1)[0]
+    head = first_line.split(":", 1)[0]
+    return "loader" in head.lower()
 
 
 def manages_training(an: Analysis) -> bool:

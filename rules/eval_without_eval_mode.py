@@ -5,7 +5,7 @@ import libcst as cst
 from gradlint.loops import (ASSIGN, CALL, EVAL, MODE, TRAIN, Event, Region, Routine, RoutineRule,
                             EVALISH_CALLEE, bind_arguments, callee_name, class_kind, enclosing_class, exclusive,
                             class_keeps_eval, final_mode, forward_target, framework_eval_hook, helper_calls,
-                            iterates_data, manages_training, obj_key, root_of, sets_eval_chain)
+                            TRAINING_TEXT, iterates_loader, loader_loop_text, manages_training, obj_key, root_of, sets_eval_chain)
 from gradlint.nodes import root_name
 from gradlint.rule import Invalid, Valid
 
@@ -33,7 +33,10 @@ class EvalWithoutEvalMode(RoutineRule):
       `Trainer` subclass's `prediction_step`: the framework switches the mode;
     - a helper whose every call site in the module comes after `.eval()` on the object it receives, or that
       is called after a helper of the module that puts the model in eval mode;
-    - an `nn.Module`'s own methods calling its sub-modules.
+    - an `nn.Module`'s own methods calling its sub-modules;
+    - inference code: only files that train or switch modes somewhere, and passes over a data loader
+      (`for x, y in val_loader`), are in scope; a library function handed a model (HF `from_pretrained`
+      models are already in eval mode) leaves the mode to its caller.
 
     ## Why is this bad?
     `no_grad` only stops gradient tracking; the model is still in training mode. Dropout keeps zeroing
@@ -208,6 +211,12 @@ class EvalWithoutEvalMode(RoutineRule):
             "            loss = criterion(x, y)\n"
             "            preds = tokenizer.decode(x)\n",
             note="no network called"),
+        Valid(
+            "import torch\n\n\ndef generate(model, tokenizer, prompt):\n"
+            "    inputs = tokenizer(prompt, return_tensors='pt')\n"
+            "    with torch.no_grad():\n"
+            "        return model.generate(**inputs, max_new_tokens=20)\n",
+            note="inference library code: the caller owns the mode (from_pretrained models are in eval)"),
     ]
     INVALID = [
         Invalid(
@@ -332,11 +341,13 @@ class EvalWithoutEvalMode(RoutineRule):
             note="the helper's call site does not call eval() either"),
         Invalid(
             "import torch\n\nmodel = Net()\nmodel.load_state_dict(torch.load('ckpt.pt'))\n\n"
-            "with torch.no_grad():\n    preds = model(inputs).argmax(-1)\n",
+            "with torch.no_grad():\n"
+            "    preds = [model(images).argmax(-1) for images, _ in test_loader]\n",
             "import torch\n\nmodel = Net()\nmodel.load_state_dict(torch.load('ckpt.pt'))\n\n"
             "model.eval()\n"
-            "with torch.no_grad():\n    preds = model(inputs).argmax(-1)\n",
-            note="a script"),
+            "with torch.no_grad():\n"
+            "    preds = [model(images).argmax(-1) for images, _ in test_loader]\n",
+            note="an inference script over a data loader"),
         Invalid(
             "import torch\n\n\ndef decode_all(vae, latents_loader):\n"
             "    with torch.no_grad(), torch.autocast('cuda'):\n"
@@ -394,12 +405,18 @@ class EvalWithoutEvalMode(RoutineRule):
                    for t in training)
 
     def _in_scope(self, r: Routine, e: Event) -> bool:
-        """Training and evaluation code: a script, a pass over a data set, or a file that trains or switches
-        modes somewhere. (Inference libraries leave the mode to their caller: `from_pretrained` models are
-        already in eval mode.)"""
-        if r.node is self.ctx.module or any(iterates_data(loop) for loop in e.place.loops):
+        """Training and evaluation code: a file that trains or switches modes somewhere, or a pass over a
+        data loader. (Inference libraries leave the mode to their caller: `from_pretrained` models are
+        already in eval mode.) `may_match` checks the same on the text."""
+        if any(iterates_loader(self.ctx, loop) for loop in e.place.loops):
             return True
         return manages_training(self.analysis)
+
+    @classmethod
+    def may_match(cls, text: str) -> bool:
+        """The triggers, plus the scope on the whole text: a file that trains or switches modes, or loops
+        over a loader. (Region triggers stay the no_grad group alone: the scope may sit in another region.)"""
+        return super().may_match(text) and bool(TRAINING_TEXT.search(text) or loader_loop_text(text))
 
     @staticmethod
     def _mode_set_before(r: Routine, e: Event, key: str) -> bool:

@@ -4,7 +4,7 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.loops import (BACKWARD, CALL, EVAL, MODE, STEP, TRAIN, TRAINISH_CALLEE, Event, Loop, Routine,
+from gradlint.loops import (BACKWARD, CALL, EVAL, MODE, STEP, TRAIN, TRAINING_STEP_TEXT, TRAINISH_CALLEE, Event, Loop, Routine,
                             RoutineRule, callee_name, exclusive, final_mode, forward_target, key_in_callee,
                             obj_key)
 from gradlint.rule import Invalid, Valid
@@ -302,6 +302,12 @@ class TrainModeNotRestored(RoutineRule):
             "            self.model(batch)\n",
             note="methods: the training step and the evaluation are both helpers"),
     ]
+
+    @classmethod
+    def may_match(cls, text: str) -> bool:
+        """The triggers, plus, on the whole text, the training a finding needs (a backward or an optimizer
+        step, in the loop or in a routine it calls). Region triggers stay `.train(`/`.eval(` alone."""
+        return super().may_match(text) and bool(TRAINING_STEP_TEXT.search(text))
 
     def check(self, r: Routine) -> None:
         if not r.loops:
