@@ -87,6 +87,7 @@ def main() -> None:
         a = block(model, optimizer, batch, args.steps, device)
         monitor = Monitor()
         monitor.on_step_end.append(lambda m: progress.write(f"{m.steps}\n"))  # as the harness does
+        monitor.async_read = True  # as the harness does
         monitor.attach_global()
         step(model, optimizer, batch)  # finds the roots (global module hooks): not timed
         b = block(model, optimizer, batch, args.steps, device)

@@ -127,6 +127,7 @@ def run(ns) -> dict:
 
     thresholds = Thresholds(**json.loads(ns.thresholds))
     monitor = Monitor(thresholds)
+    monitor.async_read = True  # CUDA: read each step's values at the next step, never stall the device
     progress = open(ns.progress, "a", buffering=1, encoding="utf-8") if ns.progress else None
 
     def on_step(m: Monitor) -> None:

@@ -91,7 +91,7 @@ class _Activation:
 
     def __init__(self, name: str, kind: str, threshold: float):
         self.name, self.kind, self.threshold = name, kind, threshold
-        self.acc: Optional[torch.Tensor] = None  # dead: fired at least once; saturating: count of saturated
+        self.acc: Optional[torch.Tensor] = None  # dead: max output per unit; saturating: count of saturated
         self.samples = 0
         self.window: Optional[tuple[torch.Tensor, int, int]] = None  # (stuck per unit, first, last step)
         self.first_step: Optional[int] = None
@@ -104,11 +104,9 @@ class _Activation:
             x = out.detach()
             unit = 1 if x.dim() in (4, 5) else x.dim() - 1  # conv maps: channels; otherwise the last dim
             dims = tuple(d for d in range(x.dim()) if d != unit)
-            if self.kind == "dead":
-                # One reduction, no temporary. Written as "not stuck" so that NaN counts as firing: a NaN
-                # run says nothing about dead units.
-                value = ~(x.amax(dim=dims) <= 0) if dims else ~(x <= 0)
-                self.acc = value if self.acc is None or self.acc.shape != value.shape else self.acc | value
+            if self.kind == "dead":  # the running max per unit: one reduction and one maximum a call
+                value = x.amax(dim=dims) if dims else x
+                self.acc = value if self.acc is None or self.acc.shape != value.shape else torch.maximum(self.acc, value)
             else:
                 if self.kind == "tanh":
                     stuck = x.abs() >= self.threshold
@@ -124,8 +122,8 @@ class _Activation:
     def stuck(self) -> Optional[torch.Tensor]:
         if self.acc is None:
             return None
-        if self.kind == "dead":
-            return ~self.acc
+        if self.kind == "dead":  # never above 0; a NaN max is not "dead": a NaN run says nothing about units
+            return self.acc <= 0
         return self.acc >= self.SATURATED_SHARE * max(self.samples, 1)
 
     def close_window(self, step: int) -> None:
@@ -141,7 +139,8 @@ class Monitor:
     def __init__(self, thresholds: Optional[Thresholds] = None):
         self.thresholds = thresholds or Thresholds()
         self.steps = 0  # optimizer steps taken, plus steps a GradScaler skipped
-        self.rows: list[dict] = []
+        self.rows: list[tuple] = []  # (meta, raw values) per step; see `_row`
+        self._partial_steps: set[int] = set()
         self.layers: list[str] = []
         self._layer_index: dict[str, int] = {}
         self.roots: list[_Root] = []
@@ -162,10 +161,14 @@ class Monitor:
         self.clip_sites: dict[str, dict] = {}
         self.errors: list[str] = []
         # per-step state, device tensors until the step's one read
-        self._fwd_nan: Optional[torch.Tensor] = None
-        self._loss_sum: Optional[torch.Tensor] = None
-        self._loss_n = 0
-        self._clips: list[tuple] = []
+        self._fwd: list[torch.Tensor] = []  # 0-d sums of the root outputs: NaN iff an output holds a NaN
+        self._losses: list[torch.Tensor] = []  # 0-d, detached
+        self._clips: list[tuple] = []  # (total norm or None, max_norm, scale or None, site key)
+        # On CUDA the harness reads asynchronously: the step's values are copied to pinned memory behind an
+        # event and read at the next step, so the device never stalls for the checks.
+        self.async_read = False
+        self._pending: Optional[tuple] = None
+        self._host: Optional[torch.Tensor] = None
         self._scaled_ids: set[int] = set()
         self._scale_pending = None  # a GradScaler whose scaled loss was backpropagated but not unscaled
         self._in_scaler_step = False
@@ -310,8 +313,7 @@ class Monitor:
         # One reduction, no temporary the size of the output: the sum is NaN iff the output holds a NaN (or
         # both +Inf and -Inf); Inf alone can be a legitimate mask, and a sum that overflows is Inf, not NaN.
         for t in _float_tensors(out):
-            bad = torch.isnan(t.detach().sum())
-            self._fwd_nan = bad if self._fwd_nan is None else (self._fwd_nan | bad)
+            self._fwd.append(t.detach().sum(dtype=torch.float32))
 
     # -- mode checks -----------------------------------------------------------------------------------
     def _stochastic(self, module) -> list:
@@ -376,9 +378,7 @@ class Monitor:
         self._add_loss(tensor)
 
     def _add_loss(self, tensor: torch.Tensor) -> None:
-        value = tensor.detach().reshape(()).float()
-        self._loss_sum = value if self._loss_sum is None else self._loss_sum + value.to(self._loss_sum.device)
-        self._loss_n += 1
+        self._losses.append(tensor.detach().reshape(()))
 
     def on_clip(self, total, max_norm, kind: str) -> None:
         scaler = self._scale_pending
@@ -454,10 +454,12 @@ class Monitor:
         return index
 
     def _optimizer_map(self, optimizer):
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+        """(params, their layer positions, whether all are float32 on one device), cached per optimizer."""
+        count = sum(len(group["params"]) for group in optimizer.param_groups)
         cached = self._opt_maps.get(id(optimizer))
-        if cached is not None and cached[0] == len(params):
-            return cached[1], cached[2]
+        if cached is not None and cached[0] == count:
+            return cached[1]
+        params = [p for group in optimizer.param_groups for p in group["params"]]
         positions = []
         for i, p in enumerate(params):
             layer = self._param_layer.get(id(p))
@@ -465,77 +467,114 @@ class Monitor:
                 layer = f"param{i}[{'x'.join(map(str, p.shape))}]"
                 self._param_layer[id(p)] = layer
             positions.append(self._layer(layer))
-        self._opt_maps[id(optimizer)] = (len(params), params, positions)
-        return params, positions
+        uniform = bool(params) and all(p.dtype == torch.float32 and p.device == params[0].device for p in params)
+        self._opt_maps[id(optimizer)] = (count, (params, positions, uniform))
+        return params, positions, uniform
 
     def _collect(self, optimizer, skipped: bool = False) -> None:
-        """The step's one read from the device: per-layer grad norms, forward flag, loss, clip norms."""
-        grads, where = [], []
-        if optimizer is not None:
-            params, positions = self._optimizer_map(optimizer)
-            for p, pos in zip(params, positions):
-                g = p.grad
-                if g is not None and not g.is_sparse:
-                    grads.append(g)
-                    where.append(pos)
-        parts, device = [], None
-        n_layers = len(self.layers)
-        if grads:
-            device = grads[0].device
-            norms = torch._foreach_norm(grads)
-            if all(g.dtype == torch.float32 and g.device == device for g in grads):
-                stacked = torch.stack(norms)
-            else:  # mixed dtypes or devices: one float32 vector on the first gradient's device
-                stacked = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms])
-            index = torch.tensor(where, device=device)
-            squares = torch.zeros(n_layers, device=device).index_add_(0, index, stacked * stacked)
-            parts.append(squares.sqrt())
-        extras = []  # (label, 0-d tensor or None)
-        extras.append(("fwd", self._fwd_nan))
-        extras.append(("loss", None if self._loss_sum is None else self._loss_sum / self._loss_n))
-        for total, _, scale, _ in self._clips:
-            extras.append(("clip", total))
-            extras.append(("scale", scale))
-        if device is None:
-            device = next((t.device for _, t in extras if t is not None), torch.device("cpu"))
-        nan = torch.tensor([math.nan], device=device)
-        for _, t in extras:
-            parts.append(nan if t is None else t.detach().reshape(1).to(device=device, dtype=torch.float32))
-        values = torch.cat(parts).tolist() if parts else []
-        layer_values = values[:n_layers] if grads else []
-        rest = values[n_layers:] if grads else values
-        fwd_nan = rest[0] == 1.0
-        loss = rest[1] if self._loss_n else None
-        clips = []
-        for i, (_, max_norm, scale, key) in enumerate(self._clips):
-            before, scale_value = rest[2 + 2 * i], rest[3 + 2 * i]
-            clips.append({"before": None if self._clips[i][0] is None else number(before), "max_norm": max_norm,
-                          "scale": None if scale is None else number(scale_value), "site": key})
-        present = set(where)
-        norms_row = [number(v) if i in present else None for i, v in enumerate(layer_values)]
-        total = math.sqrt(sum(v * v for i, v in enumerate(layer_values) if i in present)) if grads else None
-        row = {"step": self.steps + 1, "norms": norms_row, "total": number(total), "loss": number(loss),
-               "fwd_nan": fwd_nan, "clips": clips, "skipped": skipped}
-        self.rows.append(row)
-        self._fwd_nan, self._loss_sum, self._loss_n, self._clips = None, None, 0, []
-        self._scaled_ids.clear()
-        self._note_nonfinite(row, layer_values, present)
+        """The step's one read: per-parameter grad norms, output sums, losses, clip norms in one vector.
 
-    def _note_nonfinite(self, row: dict, layer_values: list, present: set) -> None:
+        Kept lean (this runs every step): no per-layer arithmetic here, the raw vector is stored and
+        summed per layer only when the record is asked for."""
+        self._finish_pending()
+        grads, where, uniform = [], [], False
+        if optimizer is not None:
+            params, where, uniform = self._optimizer_map(optimizer)
+            grads = [p.grad for p in params]
+            # `is None`, not `None in grads`: `in` would call Tensor.__eq__ on every gradient.
+            if any(g is None or g.layout != torch.strided for g in grads):
+                pairs = [(g, pos) for g, pos in zip(grads, where) if g is not None and g.layout == torch.strided]
+                grads, where = [g for g, _ in pairs], [pos for _, pos in pairs]
+        items = list(torch._foreach_norm(grads)) if grads else []
+        n_norms = len(items)
+        extras = [*self._fwd, *self._losses]
+        clips = []
+        for total, max_norm, scale, key in self._clips:
+            clips.append((total is not None, max_norm, scale is not None, key))
+            extras += [t for t in (total, scale) if t is not None]
+        meta = (self.steps + 1, where, n_norms, len(self._fwd), len(self._losses), clips, skipped)
+        self._fwd, self._losses, self._clips = [], [], []
+        if self._scaled_ids:
+            self._scaled_ids.clear()
+        if not items and not extras:
+            self._finish(meta, [])
+            return
+        device = items[0].device if items else extras[0].device
+        if not uniform:
+            items = [t if t.dtype == torch.float32 and t.device == device else t.to(device=device, dtype=torch.float32)
+                     for t in items]
+        items += [t if t.dtype == torch.float32 and t.device == device else t.to(device=device, dtype=torch.float32)
+                  for t in extras]
+        pack = torch.stack(items)
+        if self.async_read and pack.is_cuda:
+            if self._host is None or self._host.numel() < pack.numel():
+                self._host = torch.empty(max(pack.numel(), 64), dtype=torch.float32, pin_memory=True)
+            host = self._host[:pack.numel()]
+            host.copy_(pack, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            self._pending = (meta, host, event)
+        else:
+            self._finish(meta, pack.tolist())
+
+    def _finish_pending(self) -> None:
+        if self._pending is not None:
+            meta, host, event = self._pending
+            self._pending = None
+            event.synchronize()
+            self._finish(meta, host.tolist())
+
+    def _finish(self, meta: tuple, values: list) -> None:
+        """Store the step's raw values; look only at what says whether it is non-finite."""
+        self.rows.append((meta, values))
+        step, _, n_norms, n_fwd, n_losses, _, _ = meta
         if self.first_nonfinite is not None:
             return
-        bad_layers = [self.layers[i] for i, v in enumerate(layer_values) if i in present and not math.isfinite(v)]
-        loss_bad = isinstance(row["loss"], str)
+        norms_sum = sum(values[:n_norms])  # NaN or Inf iff a norm is (norms are >= 0)
+        fwd = values[n_norms:n_norms + n_fwd]
+        losses = values[n_norms + n_fwd:n_norms + n_fwd + n_losses]
+        if math.isfinite(norms_sum) and math.isfinite(sum(fwd)) and math.isfinite(sum(losses)):
+            return
+        self._note_nonfinite(self._row(meta, values))
+
+    def _row(self, meta: tuple, values: list) -> dict:
+        """A step as a dict: per-layer norms (position -> norm), total, loss, output flag, clips."""
+        step, where, n_norms, n_fwd, n_losses, clips_meta, skipped = meta
+        squares: dict[int, float] = {}
+        for pos, v in zip(where, values[:n_norms]):
+            squares[pos] = squares.get(pos, 0.0) + v * v
+        at = n_norms
+        fwd, at = values[at:at + n_fwd], at + n_fwd
+        losses, at = values[at:at + n_losses], at + n_losses
+        clips = []
+        for has_total, max_norm, has_scale, key in clips_meta:
+            before = values[at] if has_total else None
+            at += has_total
+            scale = values[at] if has_scale else None
+            at += has_scale
+            clips.append({"before": before, "max_norm": max_norm, "scale": scale, "site": key})
+        return {"step": step, "norms": {pos: math.sqrt(sq) for pos, sq in squares.items()},
+                "total": math.sqrt(sum(squares.values())) if squares else None,
+                "loss": sum(losses) / len(losses) if losses else None,
+                "fwd_nan": any(math.isnan(v) for v in fwd), "clips": clips, "skipped": skipped}
+
+    def _note_nonfinite(self, row: dict) -> None:
+        if self.first_nonfinite is not None:
+            return
+        total, loss = row["total"], row["loss"]
+        loss_bad = loss is not None and not math.isfinite(loss)
+        grads_bad = total is not None and not math.isfinite(total)
         # A GradScaler skip with a finite loss is the scaler doing its job (scaled fp16 gradients
         # overflowed); a NaN loss or model output is a broken forward, skipped or not.
         if row["fwd_nan"]:
             seen = "model output"
         elif loss_bad:
             seen = "loss"
-        elif bad_layers:
+        elif grads_bad:
             seen = "gradients"
         else:
             return
+        bad_layers = [self.layers[i] for i, v in sorted(row["norms"].items()) if not math.isfinite(v)]
         self.first_nonfinite = {"step": row["step"], "seen_in": seen, "layers": bad_layers[:8],
                                 "n_layers": len(bad_layers)}
         for callback in list(self.on_nonfinite):
@@ -543,22 +582,14 @@ class Monitor:
 
     def pending_nonfinite(self, optimizer) -> bool:
         """Is the step in progress non-finite so far (model output, loss, gradients)? One device read."""
-        flags = []
-        if self._fwd_nan is not None:
-            flags.append(self._fwd_nan.reshape(1))
-        if self._loss_sum is not None:
-            flags.append(~torch.isfinite(self._loss_sum).reshape(1))
         grads = [p.grad for g in optimizer.param_groups for p in g["params"]
                  if p.grad is not None and not p.grad.is_sparse]
-        if grads:
-            norms = torch._foreach_norm(grads)
-            device = grads[0].device
-            total = torch.stack([n.to(device=device, dtype=torch.float32) for n in norms]).sum()
-            flags.append(~torch.isfinite(total).reshape(1))
-        if not flags:
+        items = [*self._fwd, *self._losses, *(torch._foreach_norm(grads) if grads else [])]
+        if not items:
             return False
-        device = flags[0].device
-        return bool(torch.cat([f.to(device) for f in flags]).any())
+        device = items[0].device
+        pack = torch.stack([t.to(device=device, dtype=torch.float32) for t in items])
+        return not bool(torch.isfinite(pack.sum()))
 
     def _end_step(self) -> None:
         self.steps += 1
@@ -571,24 +602,37 @@ class Monitor:
 
     # -- results ---------------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Read what the unfinished step left (a crash between forward and step)."""
-        if self._fwd_nan is not None or self._loss_n:
-            try:
+        """Read what is still on the device, and what the unfinished step left (a crash mid-step)."""
+        try:
+            self._finish_pending()
+            if self._fwd or self._losses:
+                self._partial_steps.add(self.steps + 1)
                 self._collect(None, skipped=False)
-                self.rows[-1]["partial"] = True
-            except Exception as error:
-                self.errors.append(f"flush: {type(error).__name__}: {error}")
+        except Exception as error:
+            self.errors.append(f"flush: {type(error).__name__}: {error}")
+
+    def _json_rows(self) -> list[dict]:
+        n = len(self.layers)
+        rows = []
+        for meta, values in self.rows:
+            row = self._row(meta, values)
+            out = dict(row)
+            if row["step"] in self._partial_steps and not row["norms"]:
+                out["partial"] = True
+            out["norms"] = [number(row["norms"][i]) if i in row["norms"] else None for i in range(n)]
+            out["total"], out["loss"] = number(row["total"]), number(row["loss"])
+            out["clips"] = [dict(c, before=number(c["before"]), scale=number(c["scale"])) for c in row["clips"]]
+            rows.append(out)
+        return rows
 
     def record(self) -> dict:
-        n = len(self.layers)
-        for row in self.rows:
-            row["norms"] = row["norms"] + [None] * (n - len(row["norms"]))
+        self._finish_pending()
         return {
             "steps": self.steps,
             "roots": [{"name": r.name, "class": type(r.module).__name__,
                        "parameters": sum(p.numel() for p in r.module.parameters())} for r in self.roots],
             "layers": list(self.layers),
-            "rows": self.rows,
+            "rows": self._json_rows(),
             "first_nonfinite": self.first_nonfinite,
             "eval_mode": self._events(self.eval_events),
             "train_mode": self._events(self.train_events),
