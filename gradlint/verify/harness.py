@@ -22,6 +22,7 @@ import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -166,6 +167,9 @@ def run(ns) -> dict:
     _seed(ns.seed if ns.seed is not None else 0)
     signal.signal(signal.SIGTERM, _terminate)
 
+    # torch warns that global hooks also fire for the OptimizedModule; the monitor expects that (the depth
+    # count makes the wrapper the root), so the user need not see it.
+    warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
     monitor.attach_global()
     monitor.on_step_end.append(on_step)
     if tracer is not None and arm_now:

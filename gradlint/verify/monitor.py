@@ -60,6 +60,17 @@ def number(x) -> object:
     return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
 
 
+def _eager(fn):
+    """Hooks always run eagerly: torch.compile must not trace the monitor's state into a graph (it fails,
+    or breaks the graph at every step). 0.3 us a call in eager mode."""
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return disable(fn) if disable is not None else fn
+
+
+def _compiled(module: nn.Module) -> bool:
+    return hasattr(module, "_orig_mod")  # torch.compile's OptimizedModule
+
+
 def _is_stochastic(m: nn.Module) -> bool:
     return isinstance(m, STOCHASTIC) or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0)
 
@@ -192,8 +203,8 @@ class Monitor:
         too, unless given (Lightning: `training_step` is not a module call, `self.model(x)` in it is)."""
         self._discovering = True
         self._handles += [
-            module_hooks.register_module_forward_pre_hook(self._discover_pre),
-            module_hooks.register_module_forward_hook(self._discover_post, always_call=True),
+            module_hooks.register_module_forward_pre_hook(_eager(self._discover_pre)),
+            module_hooks.register_module_forward_hook(_eager(self._discover_post), always_call=True),
         ]
         if optimizers is None:
             self._handles += [optim_hooks.register_optimizer_step_pre_hook(self._step_pre),
@@ -276,9 +287,10 @@ class Monitor:
     def _finish_roots(self) -> None:
         for root in self.roots:
             if not root.handles:
-                root.handles = [root.module.register_forward_pre_hook(self._root_pre),
-                                root.module.register_forward_hook(self._root_post)]
-                self._add_activation_hooks(root)
+                root.handles = [root.module.register_forward_pre_hook(_eager(self._root_pre)),
+                                root.module.register_forward_hook(_eager(self._root_post))]
+                if not _compiled(root.module):  # inside a compiled graph a hook would break it every step
+                    self._add_activation_hooks(root)
 
     def _add_activation_hooks(self, root: _Root) -> None:
         threshold = self.thresholds.saturation
@@ -288,7 +300,7 @@ class Monitor:
                 continue
             tracker = _Activation(self.name_of(sub), kind, threshold)
             self._activations.append(tracker)
-            root.handles.append(sub.register_forward_hook(tracker.hook(self)))
+            root.handles.append(sub.register_forward_hook(_eager(tracker.hook(self))))
 
     def name_of(self, module) -> str:
         name = self._names.get(id(module))
@@ -354,8 +366,8 @@ class Monitor:
         self._ng_depth += delta
         if delta > 0 and self._ng_depth == 1 and not self._ng_handles:
             self._ng_handles = [
-                module_hooks.register_module_forward_pre_hook(self._ng_pre),
-                module_hooks.register_module_forward_hook(self._ng_post, always_call=True)]
+                module_hooks.register_module_forward_pre_hook(_eager(self._ng_pre)),
+                module_hooks.register_module_forward_hook(_eager(self._ng_post), always_call=True)]
         elif self._ng_depth <= 0 and self._ng_handles:
             self._ng_depth = 0
             for handle in self._ng_handles:

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .monitor import Monitor, _float_tensors
+from .monitor import Monitor, _eager, _float_tensors
 from .trace import Tracer, nonfinite_state
 
 
@@ -51,8 +51,8 @@ class ForwardReplay:
     def _hook_roots(self, monitor: Monitor) -> None:
         for root in monitor.roots:
             self._cuda = self._cuda or any(p.is_cuda for p in root.module.parameters())
-            self._handles += [root.module.register_forward_pre_hook(self._pre, with_kwargs=True),
-                              root.module.register_forward_hook(self._post)]
+            self._handles += [root.module.register_forward_pre_hook(_eager(self._pre), with_kwargs=True),
+                              root.module.register_forward_hook(_eager(self._post))]
 
     def detach(self) -> None:
         for handle in self._handles:
