@@ -129,7 +129,7 @@ def line_chart(title: str, series: dict[str, dict], log: bool, width: int = 540,
     if hline and (not log or hline[0] > 0):
         y = y_axis(hline[0])
         parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c92a2a" '
-                     f'stroke-dasharray="4 3"/><text x="{width - right}" y="{y - 4:.1f}" text-anchor="end" '
+                     f'stroke-dasharray="4 3"/><text x="{left + 4}" y="{y - 4:.1f}" text-anchor="start" '
                      f'style="fill:#c92a2a">{escape(hline[1])}</text>')
     for name, step in (marks or {}).items():
         x = x_axis(step)
@@ -289,7 +289,8 @@ def render(result: dict) -> str:
     # plots
     parts.append("<h2>Loss and gradient norm</h2><div class='legend'>" + "".join(
         f"<span><span class='swatch' style='background:{COLORS[n]}'></span>{n}</span>" for n, _ in runs)
-        + "<span>dashed: norm seen by the clip, before clipping</span></div><div class='grid'>")
+        + "<span>dashed: the norm the clip saw, before clipping</span><span>&#215;: non-finite</span>"
+        "<span>dotted: first non-finite step</span></div><div class='grid'>")
     marks = {name: run["first_nonfinite"]["step"] for name, run in runs if run.get("first_nonfinite")}
     loss_series = {name: {"x": run["series"]["step"], "y": run["series"]["loss"], "color": COLORS[name]}
                    for name, run in runs if run.get("series")}
