@@ -64,6 +64,24 @@ def _decode(data: bytes) -> tuple[str, str]:
     return data.decode(encoding), encoding
 
 
+def _unlocked(text: str, path: str, rules, outcome, found: Counter, unsafe: bool) -> Counter:
+    """Fixes that only became possible after another one (GL006 puts `.train()` back once GL004 has added
+    `.eval()`): the engine fixes to a fixpoint, so such a rule's finding is in neither the original nor
+    the result. A rule contributed if fixing without it gives another text. Only for changed files, and
+    only rules whose trigger the result still matches."""
+    from gradlint.engine import fix_text, lint_text
+
+    extra: Counter = Counter()
+    for rule in rules:
+        if rule.code in found or not rule.may_match(outcome.text):
+            continue
+        without = fix_text(text, path, [r for r in rules if r is not rule], {}, unsafe=unsafe)
+        if without.text != outcome.text:
+            left = sum(1 for f in outcome.remaining if f.code == rule.code)
+            extra[rule.code] = max(1, len(lint_text(without.text, path, [rule])) - left)
+    return extra
+
+
 def fix_tree(root: Path, display_root: str = "", unsafe: bool = False) -> PatchResult:
     """Apply the safe fixes (and with `unsafe`, the unsafe ones) of every rule to every .py file under `root`,
     in place: `root` is a copy."""
@@ -92,11 +110,13 @@ def fix_tree(root: Path, display_root: str = "", unsafe: bool = False) -> PatchR
             continue
         before = Counter(f.code for f in lint_text(text, str(path), rules))
         after = Counter(f.code for f in outcome.remaining)
-        codes = dict(sorted((before - after).items()))
+        found = before - after
+        found.update(_unlocked(text, str(path), rules, outcome, found, unsafe))
+        codes = dict(sorted(found.items()))
         body = outcome.text.encode("utf-8") if encoding == "utf-8-sig" else outcome.text.encode(encoding)
         path.write_bytes((b"\xef\xbb\xbf" + body) if encoding == "utf-8-sig" else body)
         diff = "".join(difflib.unified_diff(text.splitlines(keepends=True), outcome.text.splitlines(keepends=True),
                                             f"a/{shown}", f"b/{shown}"))
         remaining = [f"{f.code} {f.location.row}: {f.message}" for f in outcome.remaining]
-        result.files.append(FilePatch(shown, outcome.fixed, codes, diff, remaining))
+        result.files.append(FilePatch(shown, max(outcome.fixed, sum(codes.values())), codes, diff, remaining))
     return result
