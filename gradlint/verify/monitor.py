@@ -1,13 +1,15 @@
 """Cheap health data for every optimizer step, read back from the device once a step.
 
 What runs every step, and why it is cheap (the budget is 1 % of a plain step):
-- a forward hook on the root module(s) only: one `isnan().any()` per output, or-ed into a flag that
-  stays on the device;
-- a global optimizer step pre-hook: per-parameter grad norms with one `torch._foreach_norm`, summed
-  per layer on the device, packed with the flag, the loss and the clip norms into one vector that is
-  read back with a single `.tolist()` (one device sync a step, never one per module);
+- a forward hook on the root module(s) only: one `sum()` per output (NaN iff the output holds a NaN),
+  left on the device;
+- an optimizer step pre-hook: per-parameter grad norms with one `torch._foreach_norm`, stacked with the
+  output sums, the losses and the clip norms into one vector, read back once (on CUDA asynchronously,
+  through pinned memory, at the next step: the device never waits for the checks); per-layer sums are
+  made only when the record is asked for;
 - wrappers around `clip_grad_norm_`, `Tensor.backward` and `GradScaler` (see `patches`) that only keep
-  references to tensors already computed.
+  references to tensors already computed;
+- forward hooks on activation modules (see `activations`): one or two reductions a call.
 Forward hooks on every module run only while the roots are being found (until the first optimizer
 step) and inside `no_grad` blocks (the eval-mode check), never on training forwards.
 """
@@ -24,14 +26,13 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 from torch.optim import optimizer as optim_hooks
 
-from . import patches
-from .sites import site_key, user_frame, user_site
+from . import activations, patches
+from .naming import clean, contains, variable_name
+from .sites import site_key, user_site
+from .tensors import compiled, eager, float_tensors, number
 
 STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
               nn.modules.batchnorm._BatchNorm)
-DEAD_KINDS = (nn.ReLU, nn.ReLU6)
-SATURATING = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Hardtanh: "tanh", nn.Softsign: "tanh",
-              nn.Hardsigmoid: "sigmoid"}
 
 
 @dataclass
@@ -50,41 +51,8 @@ class StopRun(BaseException):
     """Raised from an optimizer hook to end a run after N steps; `except Exception` in user code lets it pass."""
 
 
-def number(x) -> object:
-    """A float for JSON: finite floats as they are, NaN and Inf as strings (JSON has no NaN)."""
-    if x is None:
-        return None
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-
-
-def _eager(fn):
-    """Hooks always run eagerly: torch.compile must not trace the monitor's state into a graph (it fails,
-    or breaks the graph at every step). 0.3 us a call in eager mode."""
-    disable = getattr(getattr(torch, "compiler", None), "disable", None)
-    return disable(fn) if disable is not None else fn
-
-
-def _compiled(module: nn.Module) -> bool:
-    return hasattr(module, "_orig_mod")  # torch.compile's OptimizedModule
-
-
 def _is_stochastic(m: nn.Module) -> bool:
     return isinstance(m, STOCHASTIC) or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0)
-
-
-def _float_tensors(value, depth: int = 0):
-    if isinstance(value, torch.Tensor):
-        if value.is_floating_point() or value.is_complex():
-            yield value
-    elif depth < 3 and isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _float_tensors(item, depth + 1)
-    elif depth < 3 and isinstance(value, dict):
-        for item in value.values():
-            yield from _float_tensors(item, depth + 1)
 
 
 class _Root:
@@ -92,56 +60,6 @@ class _Root:
         self.module, self.name = module, name
         self.stochastic = [m for m in module.modules() if _is_stochastic(m)]
         self.handles: list = []
-
-
-class _Activation:
-    """Per unit of one activation module, over a window of steps: dead (a ReLU unit that never fired) or
-    saturated (a tanh/sigmoid unit whose outputs sat near their bounds almost all the time)."""
-
-    SATURATED_SHARE = 0.95  # of a unit's outputs in the window
-
-    def __init__(self, name: str, kind: str, threshold: float):
-        self.name, self.kind, self.threshold = name, kind, threshold
-        self.acc: Optional[torch.Tensor] = None  # dead: max output per unit; saturating: count of saturated
-        self.samples = 0
-        self.window: Optional[tuple[torch.Tensor, int, int]] = None  # (stuck per unit, first, last step)
-        self.first_step: Optional[int] = None
-
-    def hook(self, monitor: "Monitor"):
-        def record(module, args, out):
-            if (monitor.paused or not isinstance(out, torch.Tensor) or not out.is_floating_point()
-                    or not torch.is_grad_enabled() or out.dim() == 0):
-                return
-            x = out.detach()
-            unit = 1 if x.dim() in (4, 5) else x.dim() - 1  # conv maps: channels; otherwise the last dim
-            dims = tuple(d for d in range(x.dim()) if d != unit)
-            if self.kind == "dead":  # the running max per unit: one reduction and one maximum a call
-                value = x.amax(dim=dims) if dims else x
-                self.acc = value if self.acc is None or self.acc.shape != value.shape else torch.maximum(self.acc, value)
-            else:
-                if self.kind == "tanh":
-                    stuck = x.abs() >= self.threshold
-                else:
-                    stuck = (x >= self.threshold) | (x <= 1 - self.threshold)
-                value = stuck.sum(dim=dims, dtype=torch.float32) if dims else stuck.float()
-                self.acc = value if self.acc is None or self.acc.shape != value.shape else self.acc + value
-                self.samples += x.numel() // max(x.shape[unit], 1)
-            if self.first_step is None:
-                self.first_step = monitor.steps + 1
-        return record
-
-    def stuck(self) -> Optional[torch.Tensor]:
-        if self.acc is None:
-            return None
-        if self.kind == "dead":  # never above 0; a NaN max is not "dead": a NaN run says nothing about units
-            return self.acc <= 0
-        return self.acc >= self.SATURATED_SHARE * max(self.samples, 1)
-
-    def close_window(self, step: int) -> None:
-        stuck = self.stuck()
-        if stuck is not None:
-            self.window = (stuck, self.first_step or step, step)
-        self.acc, self.samples, self.first_step = None, 0, None
 
 
 class Monitor:
@@ -159,7 +77,7 @@ class Monitor:
         self._names: dict[int, str] = {}  # id(module) -> qualified name
         self._param_layer: dict[int, str] = {}  # id(param) -> layer name
         self._opt_maps: dict[int, tuple] = {}
-        self._activations: list[_Activation] = []
+        self._activations: list = []
         self.on_step_end: list[Callable[["Monitor"], None]] = []
         # Called with the step number when a step is first found non-finite, before its update is applied.
         self.on_nonfinite: list[Callable[[int], None]] = []
@@ -203,8 +121,8 @@ class Monitor:
         too, unless given (Lightning: `training_step` is not a module call, `self.model(x)` in it is)."""
         self._discovering = True
         self._handles += [
-            module_hooks.register_module_forward_pre_hook(_eager(self._discover_pre)),
-            module_hooks.register_module_forward_hook(_eager(self._discover_post), always_call=True),
+            module_hooks.register_module_forward_pre_hook(eager(self._discover_pre)),
+            module_hooks.register_module_forward_hook(eager(self._discover_post), always_call=True),
         ]
         if optimizers is None:
             self._handles += [optim_hooks.register_optimizer_step_pre_hook(self._step_pre),
@@ -241,7 +159,7 @@ class Monitor:
     # -- roots -----------------------------------------------------------------------------------------
     def _discover_pre(self, module, args):
         if not self._call_stack and torch.is_grad_enabled() and id(module) not in self._candidates:
-            self._candidates[id(module)] = (module, _variable_name(module))
+            self._candidates[id(module)] = (module, variable_name(module))
         if not self._call_stack and torch.is_grad_enabled():
             self._check_train_mode(module, self._stochastic(module))
         self._call_stack.append(module)
@@ -262,7 +180,7 @@ class Monitor:
         # The largest model is named without a prefix; other top-level modules (a second model, a loss
         # module) get the name they were bound to where they were first called.
         found = sorted(self._candidates.values(), key=lambda mn: -sum(p.numel() for p in mn[0].parameters()))
-        found = [(m, n) for m, n in found if not any(m is not o and _contains(o, m) for o, _ in found)]
+        found = [(m, n) for m, n in found if not any(m is not o and contains(o, m) for o, _ in found)]
         for i, (module, name) in enumerate(found):
             self._add_root(module, "" if i == 0 else name)
         self._finish_roots()
@@ -273,34 +191,24 @@ class Monitor:
     def _add_root(self, module: nn.Module, prefix: str) -> None:
         if id(module) in self._root_by_id:
             return
-        root = _Root(module, prefix or _variable_name(module))
+        root = _Root(module, prefix or variable_name(module))
         self.roots.append(root)
         self._root_by_id[id(module)] = root
         for sub_name, sub in module.named_modules():
-            clean = _clean(sub_name)
-            full = ".".join(p for p in (prefix, clean) if p)
+            plain = clean(sub_name)
+            full = ".".join(p for p in (prefix, plain) if p)
             self._names.setdefault(id(sub), full)
         for p_name, param in module.named_parameters():
-            layer = _clean(p_name.rpartition(".")[0]) or _clean(p_name)
+            layer = clean(p_name.rpartition(".")[0]) or clean(p_name)
             self._param_layer.setdefault(id(param), ".".join(p for p in (prefix, layer) if p))
 
     def _finish_roots(self) -> None:
         for root in self.roots:
             if not root.handles:
-                root.handles = [root.module.register_forward_pre_hook(_eager(self._root_pre)),
-                                root.module.register_forward_hook(_eager(self._root_post))]
-                if not _compiled(root.module):  # inside a compiled graph a hook would break it every step
-                    self._add_activation_hooks(root)
-
-    def _add_activation_hooks(self, root: _Root) -> None:
-        threshold = self.thresholds.saturation
-        for sub in root.module.modules():
-            kind = "dead" if isinstance(sub, DEAD_KINDS) else SATURATING.get(type(sub))
-            if kind is None:
-                continue
-            tracker = _Activation(self.name_of(sub), kind, threshold)
-            self._activations.append(tracker)
-            root.handles.append(sub.register_forward_hook(_eager(tracker.hook(self))))
+                root.handles = [root.module.register_forward_pre_hook(eager(self._root_pre)),
+                                root.module.register_forward_hook(eager(self._root_post))]
+                if not compiled(root.module):  # inside a compiled graph a hook would break it every step
+                    self._activations += activations.add_hooks(self, root.module, root.handles)
 
     def name_of(self, module) -> str:
         name = self._names.get(id(module))
@@ -324,7 +232,7 @@ class Monitor:
     def _flag_output(self, out) -> None:
         # One reduction, no temporary the size of the output: the sum is NaN iff the output holds a NaN (or
         # both +Inf and -Inf); Inf alone can be a legitimate mask, and a sum that overflows is Inf, not NaN.
-        for t in _float_tensors(out):
+        for t in float_tensors(out):
             self._fwd.append(t.detach().sum(dtype=torch.float32))
 
     # -- mode checks -----------------------------------------------------------------------------------
@@ -366,8 +274,8 @@ class Monitor:
         self._ng_depth += delta
         if delta > 0 and self._ng_depth == 1 and not self._ng_handles:
             self._ng_handles = [
-                module_hooks.register_module_forward_pre_hook(_eager(self._ng_pre)),
-                module_hooks.register_module_forward_hook(_eager(self._ng_post), always_call=True)]
+                module_hooks.register_module_forward_pre_hook(eager(self._ng_pre)),
+                module_hooks.register_module_forward_hook(eager(self._ng_post), always_call=True)]
         elif self._ng_depth <= 0 and self._ng_handles:
             self._ng_depth = 0
             for handle in self._ng_handles:
@@ -649,7 +557,7 @@ class Monitor:
             "eval_mode": self._events(self.eval_events),
             "train_mode": self._events(self.train_events),
             "clip_sites": list(self.clip_sites.values()),
-            "activations": self._activation_record(),
+            "activations": activations.record(self._activations, self.steps),
             "thresholds": self.thresholds.to_dict(),
             "monitor_errors": self.errors,
         }
@@ -662,51 +570,3 @@ class Monitor:
                         "module": self.name_of(event["module"]), "modules": names[:6],
                         "n_modules": len(names), "kinds": event["kinds"]})
         return out
-
-    def _activation_record(self) -> list:
-        rows, tensors = [], []
-        for tracker in self._activations:
-            if tracker.window is not None:
-                stuck, first, last = tracker.window
-            elif tracker.acc is not None:
-                stuck, first, last = tracker.stuck(), tracker.first_step, self.steps
-            else:
-                continue
-            rows.append({"layer": tracker.name, "kind": tracker.kind, "units": int(stuck.numel()),
-                         "from_step": first, "to_step": last})
-            tensors.append(stuck.sum().reshape(1).float().cpu())
-        if tensors:
-            for row, count in zip(rows, torch.cat(tensors).tolist()):
-                row["stuck"] = int(count)
-        return rows
-
-
-def _clean(name: str) -> str:
-    """Qualified names as the user wrote the model: without torch.compile's and DDP's wrapper prefixes."""
-    parts = [p for p in name.split(".") if p not in ("_orig_mod",)]
-    if parts and parts[0] == "module" and len(parts) > 1:
-        parts = parts[1:]
-    return ".".join(parts)
-
-
-def _contains(outer: nn.Module, inner: nn.Module) -> bool:
-    return any(m is inner for m in outer.modules())
-
-
-def _variable_name(module) -> str:
-    """The name the module is bound to where user code calls it (`model`, `self.model`), else its class name."""
-    frame = user_frame()
-    while frame is not None:
-        local = frame.f_locals
-        for name, value in local.items():
-            if value is module and name != "self":
-                return name
-        owner = local.get("self")
-        if isinstance(owner, nn.Module):
-            for name, value in owner._modules.items():
-                if value is module:
-                    return name
-        frame = frame.f_back
-        if frame is not None and frame.f_code.co_name == "<module>":
-            break
-    return type(module).__name__

@@ -18,7 +18,8 @@ from typing import Optional
 
 import torch
 
-from .monitor import Monitor, _eager, _float_tensors
+from .monitor import Monitor
+from .tensors import eager, float_tensors
 from .trace import Tracer, nonfinite_state
 
 
@@ -51,8 +52,8 @@ class ForwardReplay:
     def _hook_roots(self, monitor: Monitor) -> None:
         for root in monitor.roots:
             self._cuda = self._cuda or any(p.is_cuda for p in root.module.parameters())
-            self._handles += [root.module.register_forward_pre_hook(_eager(self._pre), with_kwargs=True),
-                              root.module.register_forward_hook(_eager(self._post))]
+            self._handles += [root.module.register_forward_pre_hook(eager(self._pre), with_kwargs=True),
+                              root.module.register_forward_hook(eager(self._post))]
 
     def detach(self) -> None:
         for handle in self._handles:
@@ -76,7 +77,7 @@ class ForwardReplay:
         if self.monitor.paused or not self._calls or self._calls[-1].module is not module:
             return
         call = self._calls[-1]
-        outputs = list(_float_tensors(out))
+        outputs = list(float_tensors(out))
         call.n_outputs = len(outputs)
         for i, t in enumerate(outputs):
             if t.requires_grad:
@@ -107,7 +108,7 @@ class ForwardReplay:
         saved_cuda = torch.cuda.get_rng_state() if self._cuda else None
         buffers = [(b, b.detach().clone()) for _, m in roots for b in m.buffers()]
         for call in self._calls:
-            if any(not bool(torch.isfinite(t).all()) for t in _float_tensors((call.args, call.kwargs))):
+            if any(not bool(torch.isfinite(t).all()) for t in float_tensors((call.args, call.kwargs))):
                 self.result = {"phase": "before the model", "kind": "nan", "op": None, "module": None,
                                "module_class": None, "site": None, "step": step,
                                "note": "the model's input is already non-finite: the data or the code that "
@@ -146,7 +147,7 @@ class ForwardReplay:
             with torch.enable_grad():
                 out = call.module(*call.args, **call.kwargs)
                 if tracer.origin is None and call.grads and params:
-                    outputs = list(_float_tensors(out))
+                    outputs = list(float_tensors(out))
                     pairs = [(outputs[i], g) for i, g in sorted(call.grads.items())
                              if i < len(outputs) and outputs[i].requires_grad and bool(torch.isfinite(g).all())]
                     if pairs:
