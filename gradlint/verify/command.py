@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not replay the first non-finite step to find its op and line")
     parser.add_argument("--unsafe-fixes", action="store_true",
                         help="apply the unsafe fixes too (they change results beyond the defect: verify shows how)")
+    parser.usage = ("%(prog)s PATH [--steps N] [--device cpu|cuda|auto] [--timeout S] [--report FILE.html] "
+                    "[--json] [--keep DIR] [options] [-- ARGS]")
     parser.epilog = "Arguments after `--` are the script's own: gradlint verify train.py --steps 20 -- --lr 0.1"
     parser.set_defaults(script_args=[])
     _split_at_double_dash(parser)
