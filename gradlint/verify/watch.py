@@ -78,9 +78,13 @@ class Health:
 
 
 def watch(model, optimizer=None, *, vanishing: float = 1e-7, exploding: float = 100.0, window: int = 10,
-          pinpoint: bool = True) -> Health:
+          pinpoint: bool = True, sync: bool = True) -> Health:
     """Watch `model` (a module, or a list of them) trained by `optimizer` (one, a list, or None: then no
-    gradient norms, only forward and mode checks). Use as a context manager, or call `.start()`/`.stop()`."""
+    gradient norms, only forward and mode checks). Use as a context manager, or call `.start()`/`.stop()`.
+
+    `sync=False` (CUDA): read each step's values at the next step, as `gradlint verify` does, so the device
+    never waits for the checks; a non-finite step is then seen after its update, too late to replay it,
+    so `pinpoint` is off."""
     if optimizer is None:
         optimizers: Sequence = []
     elif isinstance(optimizer, (list, tuple)):
@@ -88,7 +92,9 @@ def watch(model, optimizer=None, *, vanishing: float = 1e-7, exploding: float = 
     else:
         optimizers = [optimizer]
     thresholds = Thresholds(vanishing=vanishing, exploding=exploding, window=window)
-    return Health(model, optimizers, thresholds, pinpoint=pinpoint)
+    health = Health(model, optimizers, thresholds, pinpoint=pinpoint and sync)
+    health.monitor.async_read = not sync
+    return health
 
 
 __all__ = ["watch", "Health", "Thresholds"]
