@@ -1346,9 +1346,9 @@ def framework_eval_hook(ctx, r: Routine) -> bool:
 
 # GL004's scope, on text (a file-level prefilter) and on the tree (the verdict), kept in step: the tree
 # condition must imply the text one, or the prefilter would hide findings.
-TRAINING_TEXT = re.compile(r"backward\w*\s*\(|\.\s*(?:step|train|eval)\s*\(")  # what manages_training sees
+TRAINING_TEXT = re.compile(r"backward(?:\w*\s*\(|\s+as\b)|\.\s*(?:step|train|eval)\s*\(")  # manages_training
 # GL006 and GL005 need a backward or an optimizer step somewhere in the file (in the loop or in a helper).
-TRAINING_STEP_TEXT = re.compile(r"backward\w*\s*\(|\.\s*step\s*\(")
+TRAINING_STEP_TEXT = re.compile(r"backward(?:\w*\s*\(|\s+as\b)|\.\s*step\s*\(")
 _LOADER_TEXT = re.compile(r"(?i)loader")
 _IN_BEFORE = re.compile(r"\bin\b[^:]*$")
 
