@@ -26,6 +26,7 @@ import libcst as cst
 
 from .names import dotted
 from .nodes import arg_value
+from .rule import Report, Rule
 from .walk import child_fields
 
 # -- kinds of events ---------------------------------------------------------------------------------
@@ -303,9 +304,6 @@ class Routine:
         for i in range(1, len(parts)):
             found |= self._aliases.get(".".join(parts[:i]), {".".join(parts[:i])})
         return found
-
-    def events_on(self, keys: set, *kinds: str) -> list[Event]:
-        return [e for e in self.events if e.kind in kinds and e.key in keys]
 
     def training_events(self) -> list[Event]:
         return [e for e in self.events if e.kind == BACKWARD
@@ -981,14 +979,10 @@ class Analysis:
         out = []
         for r in self.all_routines():
             for e in r.events:
-                if isinstance(e.node, cst.Call) and _could_call(e.node.func, target) and \
+                if isinstance(e.node, cst.Call) and callee_name(e.node.func) == target.name and \
                         self.resolve_call(r, e) is target:
                     out.append((r, e))
         return out
-
-
-def _could_call(func, target: Routine) -> bool:
-    return callee_name(func) == target.name
 
 
 def enclosing_class(r: Routine):
@@ -1049,8 +1043,6 @@ def class_kind(ctx, class_node) -> str:
 
 
 # -- the rules' base class ---------------------------------------------------------------------------------
-
-from .rule import Report, Rule  # noqa: E402  (rule imports nothing from here)
 
 
 class RoutineRule(Rule):
@@ -1211,11 +1203,10 @@ def parameter_owners(r: Routine, expr, depth: int = 0) -> list:
                 if key:
                     owners.append(key)
                     return
-            elif not isinstance(func, cst.Attribute) or func.attr.value not in ("filter",):
+            else:  # `create_optimizer_v2(model, "adamw")`, `param_groups_weight_decay(model, wd)`
                 for a in node.args:
-                    key = obj_key(a.value)
-                    if key and model_name(key) and not any(
-                            isinstance(c, cst.Call) for c in (a.value,)):
+                    key = obj_key(a.value) if not isinstance(a.value, cst.Call) else None
+                    if key and model_name(key):
                         owners.append(key)
         elif isinstance(node, cst.Name) and depth < 2:
             for e in reversed(r.of(ASSIGN)):

@@ -2,8 +2,18 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.loops import (BACKWARD, CLIP, STEP, UNSCALE, Event, Routine, RoutineRule, exclusive, in_block,
-                            insertion_anchor)
+from gradlint.loops import (
+    BACKWARD,
+    CLIP,
+    STEP,
+    UNSCALE,
+    Event,
+    Routine,
+    RoutineRule,
+    exclusive,
+    in_block,
+    insertion_anchor,
+)
 from gradlint.rule import Invalid, Valid
 
 # Clips that read `.grad` as they are: torch's, timm's dispatcher, FSDP's `model.clip_grad_norm_`.

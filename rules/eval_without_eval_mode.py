@@ -2,10 +2,35 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.loops import (ASSIGN, CALL, EVAL, MODE, TRAIN, Event, Region, Routine, RoutineRule,
-                            EVALISH_CALLEE, bind_arguments, callee_name, class_kind, enclosing_class, exclusive,
-                            class_keeps_eval, final_mode, forward_target, framework_eval_hook, helper_calls,
-                            TRAINING_TEXT, iterates_loader, loader_loop_text, manages_training, obj_key, root_of, sets_eval_chain)
+from gradlint.loops import (
+    ASSIGN,
+    CALL,
+    EVAL,
+    EVALISH_CALLEE,
+    MODE,
+    TRAIN,
+    TRAINING_TEXT,
+    Event,
+    Region,
+    Routine,
+    RoutineRule,
+    bind_arguments,
+    callee_name,
+    class_keeps_eval,
+    class_kind,
+    enclosing_class,
+    exclusive,
+    final_mode,
+    forward_target,
+    framework_eval_hook,
+    helper_calls,
+    iterates_loader,
+    loader_loop_text,
+    manages_training,
+    obj_key,
+    root_of,
+    sets_eval_chain,
+)
 from gradlint.nodes import root_name
 from gradlint.rule import Invalid, Valid
 

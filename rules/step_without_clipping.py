@@ -2,8 +2,20 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.loops import (SCHEDULER_NAME, BACKWARD, CLIP, STEP, UNSCALE, Event, Routine, RoutineRule,
-                            exclusive, identify_model, last_segment, root_of)
+from gradlint.loops import (
+    BACKWARD,
+    CLIP,
+    SCHEDULER_NAME,
+    STEP,
+    UNSCALE,
+    Event,
+    Routine,
+    RoutineRule,
+    exclusive,
+    identify_model,
+    last_segment,
+    root_of,
+)
 from gradlint.nodes import format_number
 from gradlint.rule import Invalid, Option, Valid
 

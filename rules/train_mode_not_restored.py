@@ -4,9 +4,26 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.loops import (BACKWARD, CALL, EVAL, MODE, STEP, TRAIN, TRAINING_STEP_TEXT, TRAINISH_CALLEE, Event, Loop, Routine,
-                            RoutineRule, callee_name, exclusive, final_mode, forward_target, key_in_callee,
-                            obj_key)
+from gradlint.loops import (
+    BACKWARD,
+    CALL,
+    EVAL,
+    MODE,
+    STEP,
+    TRAIN,
+    TRAINING_STEP_TEXT,
+    TRAINISH_CALLEE,
+    Event,
+    Loop,
+    Routine,
+    RoutineRule,
+    callee_name,
+    exclusive,
+    final_mode,
+    forward_target,
+    key_in_callee,
+    obj_key,
+)
 from gradlint.rule import Invalid, Valid
 
 _MAX_DEPTH = 3

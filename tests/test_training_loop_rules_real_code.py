@@ -23,13 +23,13 @@ import os
 from functools import cache
 
 import pytest
+
+from benchmarks.corpus import CorpusUnavailable, corpus_dir
+from gradlint.engine import active_rules, fix_text, lint_text
 from gradlint.rules.clip_before_unscale import ClipBeforeUnscale
 from gradlint.rules.eval_without_eval_mode import EvalWithoutEvalMode
 from gradlint.rules.step_without_clipping import StepWithoutClipping
 from gradlint.rules.train_mode_not_restored import TrainModeNotRestored
-
-from benchmarks.corpus import CorpusUnavailable, corpus_dir
-from gradlint.engine import active_rules, fix_text, lint_text
 
 # Imported directly: the registry would import every other rule of the tree, finished or not.
 RULES = (EvalWithoutEvalMode, StepWithoutClipping, TrainModeNotRestored, ClipBeforeUnscale)
