@@ -286,6 +286,31 @@ class TrainModeNotRestored(RoutineRule):
         Invalid(
             "class Trainer:\n"
             "    def fit(self, epochs):\n"
+            "        for epoch in range(epochs):\n"
+            "            self.train_epoch()\n"
+            "            self.model.eval()\n"
+            "            self.validate()\n\n"
+            "    def train_epoch(self):\n"
+            "        for batch in self.loader:\n"
+            "            self.model(batch).backward()\n"
+            "            self.optimizer.step()\n"
+            "            self.optimizer.zero_grad()\n",
+            "class Trainer:\n"
+            "    def fit(self, epochs):\n"
+            "        for epoch in range(epochs):\n"
+            "            self.model.train()\n"
+            "            self.train_epoch()\n"
+            "            self.model.eval()\n"
+            "            self.validate()\n\n"
+            "    def train_epoch(self):\n"
+            "        for batch in self.loader:\n"
+            "            self.model(batch).backward()\n"
+            "            self.optimizer.step()\n"
+            "            self.optimizer.zero_grad()\n",
+            note="never set back, and the training routine does not call train() either"),
+        Invalid(
+            "class Trainer:\n"
+            "    def fit(self, epochs):\n"
             "        self.model.train()\n"
             "        for epoch in range(epochs):\n"
             "            for batch in self.loader:\n"
@@ -361,8 +386,9 @@ class TrainModeNotRestored(RoutineRule):
         evals = [e for e in inside if e.kind == EVAL and e.key in aliases]
         trainings = [e for e in inside if e.kind == BACKWARD or (e.kind == STEP and r.is_optimizer_step(e))]
         calls = [e for e in inside if e.kind == CALL and isinstance(e.node.func, (cst.Name, cst.Attribute))]
-        if not trained and not (evals and trainings):
-            return None
+        trains_it: list = []  # training routines called in the loop that receive the model
+        if not trained and not evals:
+            return None  # nothing set train mode before the loop, nothing evaluates directly in it
         # Calls that may run routines of this module (the evaluation, the training, a restore): see them all.
         if any(self.analysis.might_be_local(r, c) for c in calls):
             self.require_full_module()
@@ -381,16 +407,19 @@ class TrainModeNotRestored(RoutineRule):
                     evals.append(c)
             if _trains(self.analysis, target, 0):
                 trainings.append(c)
+                if inner is not None:
+                    trains_it.append(c)
         if not evals or not trainings:
             return None
         evaluation = min(evals, key=lambda e: e.index)
         training = min(trainings, key=lambda e: e.index)
         if trained:
             return evaluation, training, trained[-1]
-        # No train() before the loop: only a loop that evaluates itself and trains the same model here.
-        if evaluation.kind != EVAL or not any(
+        # No train() before the loop: only a loop that evaluates itself and trains the same model, here or
+        # in a training routine that receives it.
+        if evaluation.kind != EVAL or not (trains_it or any(
                 e.kind == CALL and e.no_grad is None and forward_target(self.ctx, r, e) in aliases
-                for e in inside):
+                for e in inside)):
             return None
         return evaluation, training, None
 
