@@ -49,15 +49,17 @@ def step(model, optimizer, batch):
     optimizer.step()  # noqa: GL005 (the plain step the overhead is measured against)
 
 
-def block(model, optimizer, batch, n, device) -> float:
+def block(model, optimizer, batch, n, device) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) a step. On a shared machine the CPU time is the steadier of the
+    two (other processes do not count against it); on CUDA only the wall time means anything."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
         step(model, optimizer, batch)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / n
+    return (time.perf_counter() - start) / n, (time.process_time() - cpu) / n
 
 
 def main() -> None:
@@ -82,20 +84,22 @@ def main() -> None:
         step(model, optimizer, batch)
 
     progress = open(Path(tempfile.gettempdir()) / "gradlint-overhead.progress", "w", buffering=1)
-    plain, checked, ratios = [], [], []
+    plain, checked, ratios, cpu_plain, cpu_checked = [], [], [], [], []
     for _ in range(args.rounds):
-        a = block(model, optimizer, batch, args.steps, device)
+        a, a_cpu = block(model, optimizer, batch, args.steps, device)
         monitor = Monitor()
         monitor.on_step_end.append(lambda m: progress.write(f"{m.steps}\n"))  # as the harness does
         monitor.async_read = True  # as the harness does
         monitor.attach_global()
         step(model, optimizer, batch)  # finds the roots (global module hooks): not timed
-        b = block(model, optimizer, batch, args.steps, device)
+        b, b_cpu = block(model, optimizer, batch, args.steps, device)
         monitor.flush()
         monitor.detach()
         plain.append(a)
         checked.append(b)
         ratios.append(b / a)
+        cpu_plain.append(a_cpu)
+        cpu_checked.append(b_cpu)
     progress.close()
     pm, cm = statistics.median(plain), statistics.median(checked)
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
@@ -107,6 +111,10 @@ def main() -> None:
     print(f"fastest blocks  {min(plain) * 1e3:8.2f} ms plain, {min(checked) * 1e3:.2f} ms checked: ratio "
           f"{min(checked) / min(plain):.4f} (the least disturbed by other processes)")
     print(f"per-round ratios: {' '.join(f'{r:.3f}' for r in ratios)}")
+    if device.type == "cpu":
+        cp, cc = statistics.median(cpu_plain), statistics.median(cpu_checked)
+        print(f"process CPU time {cp * 1e3:7.2f} ms plain, {cc * 1e3:.2f} ms checked: ratio {cc / cp:.4f} "
+              f"(overhead {100 * (cc / cp - 1):+.2f} %; the steadiest measure on a shared machine)")
 
     # The same cost measured piece by piece, which load from other processes disturbs less than a ratio
     # of wall times: the step's one read (grad norms, flags), the root output flag, the activation hooks.
@@ -144,7 +152,7 @@ def main() -> None:
 
         tracer = Tracer()
         tracer.arm()
-        t = block(model, optimizer, batch, 2, device)
+        t, _ = block(model, optimizer, batch, 2, device)
         tracer.disarm()
         print(f"replay tracer   {t * 1e3:8.2f} ms a step ({t / pm:.2f}x a plain step; runs for one step only)")
 
