@@ -129,7 +129,9 @@ def nonfinite_check(record: dict) -> Check:
         details.append(f"first seen in the {first['seen_in']}")
     after = [r for r in rows if r["step"] >= first["step"] and _nonfinite_row(r)]
     if after:
-        details.append(f"{len(after)} of {len(rows)} steps non-finite")
+        hidden = sum(1 for r in after if r.get("skipped"))
+        details.append(f"{len(after)} of {len(rows)} steps non-finite"
+                       + (f"; the GradScaler skipped {hidden} of them without a word" if hidden else ""))
     return Check("nonfinite", "non-finite values", FAIL, summary, details)
 
 
