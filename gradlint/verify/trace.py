@@ -25,6 +25,7 @@ from torch.nn.modules import module as module_hooks
 from torch.overrides import TorchFunctionMode
 
 from .sites import site_of, user_frame
+from .tensors import float_tensors
 
 OPERATORS = {
     "__truediv__": "/", "__rtruediv__": "/", "__div__": "/", "__rdiv__": "/", "__itruediv__": "/=",
@@ -42,17 +43,6 @@ _IGNORED = {"__get__", "__set__", "__repr__", "__format__", "__bool__", "__len__
 def _op_name(func) -> str:
     name = getattr(func, "__name__", None) or repr(func)
     return OPERATORS.get(name, name)
-
-
-def _tensors(value, depth: int = 0):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif depth < 2 and isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item, depth + 1)
-    elif depth < 2 and isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item, depth + 1)
 
 
 def _scalars(value, depth: int = 0):
@@ -142,7 +132,7 @@ class Tracer(TorchFunctionMode):
         return out
 
     def _inspect(self, func, args, kwargs, out, before) -> None:
-        outs = [t for t in _tensors(out) if _numeric(t)]
+        outs = [t for t in float_tensors(out) if _numeric(t)]
         if not outs:
             return
         bad = [t for t in outs if not bool(torch.isfinite(t.detach()).all())]
@@ -155,7 +145,7 @@ class Tracer(TorchFunctionMode):
 
     def _classify(self, func, args, kwargs, bad, before) -> None:
         out_nan = any(bool(torch.isnan(t.detach()).any()) for t in bad)
-        inputs = [t for t in _tensors((args, kwargs)) if _numeric(t)]
+        inputs = [t for t in float_tensors((args, kwargs)) if _numeric(t)]
         in_nan = in_inf = False
         for i, t in enumerate(inputs):
             nan, inf = before if (i == 0 and before is not None) else _state(t.detach())
