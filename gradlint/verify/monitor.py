@@ -100,7 +100,6 @@ class Monitor:
         self._host: Optional[torch.Tensor] = None
         self._scaled_ids: set[int] = set()
         self._scale_pending = None  # a GradScaler whose scaled loss was backpropagated but not unscaled
-        self._in_scaler_step = False
         self._stepped = False
         self._deferred = False
         # discovery of the root modules (global mode)
@@ -108,6 +107,7 @@ class Monitor:
         self._call_stack: list[nn.Module] = []
         self._candidates: dict[int, tuple[nn.Module, str]] = {}
         self._handles: list = []
+        self._discovery_handles: list = []
         self._ng_depth = 0
         self._ng_handles: list = []
         self._ng_stack: list[nn.Module] = []
@@ -120,7 +120,7 @@ class Monitor:
         """Harness mode: find the models from the first calls, without touching user code; the optimizers
         too, unless given (Lightning: `training_step` is not a module call, `self.model(x)` in it is)."""
         self._discovering = True
-        self._handles += [
+        self._discovery_handles = [
             module_hooks.register_module_forward_pre_hook(eager(self._discover_pre)),
             module_hooks.register_module_forward_hook(eager(self._discover_post), always_call=True),
         ]
@@ -147,8 +147,9 @@ class Monitor:
         self.attached = True
 
     def detach(self) -> None:
-        for handle in self._handles + self._ng_handles:
+        for handle in self._handles + self._ng_handles + self._discovery_handles:
             handle.remove()
+        self._discovery_handles, self._discovering = [], False
         for root in self.roots:
             for handle in root.handles:
                 handle.remove()
@@ -158,9 +159,9 @@ class Monitor:
 
     # -- roots -----------------------------------------------------------------------------------------
     def _discover_pre(self, module, args):
-        if not self._call_stack and torch.is_grad_enabled() and id(module) not in self._candidates:
-            self._candidates[id(module)] = (module, variable_name(module))
-        if not self._call_stack and torch.is_grad_enabled():
+        if not self._call_stack and torch.is_grad_enabled():  # a top-level training forward: a root
+            if id(module) not in self._candidates:
+                self._candidates[id(module)] = (module, variable_name(module))
             self._check_train_mode(module, self._stochastic(module))
         self._call_stack.append(module)
 
@@ -174,9 +175,9 @@ class Monitor:
         if not self._discovering:
             return
         self._discovering = False
-        for handle in self._handles[:2]:
+        for handle in self._discovery_handles:
             handle.remove()
-        self._handles = self._handles[2:]
+        self._discovery_handles = []
         # The largest model is named without a prefix; other top-level modules (a second model, a loss
         # module) get the name they were bound to where they were first called.
         found = sorted(self._candidates.values(), key=lambda mn: -sum(p.numel() for p in mn[0].parameters()))
@@ -324,13 +325,11 @@ class Monitor:
             self._scale_pending = None
         elif name == "step":
             if when == "before":
-                self._in_scaler_step, self._stepped = True, False
+                self._stepped = False
             else:
-                self._in_scaler_step = False
                 self._scale_pending = None
                 if not self._stepped:  # the scaler found inf/NaN gradients and skipped the step, on purpose
-                    self._end_discovery()
-                    self._collect(None, skipped=True)
+                    self._safe_collect(None, skipped=True)
                     self._end_step()
         elif name == "update":
             self._scale_pending = None
@@ -343,28 +342,26 @@ class Monitor:
             # they are read after it; they are still the ones the update used.
             self._deferred = True
             return
-        try:
-            self._end_discovery()
-            self._collect(optimizer)
-        except StopRun:
-            raise
-        except Exception as error:  # a check must never break the user's step
-            self.errors.append(f"step {self.steps + 1}: {type(error).__name__}: {error}")
+        self._safe_collect(optimizer)
 
     def _step_post(self, optimizer, args, kwargs):
         if self._deferred:
             self._deferred = False
             self.after_update = True
             try:
-                self._end_discovery()
-                self._collect(optimizer)
-            except StopRun:
-                raise
-            except Exception as error:
-                self.errors.append(f"step {self.steps + 1}: {type(error).__name__}: {error}")
+                self._safe_collect(optimizer)
             finally:
                 self.after_update = False
         self._end_step()
+
+    def _safe_collect(self, optimizer, skipped: bool = False) -> None:
+        try:
+            self._end_discovery()
+            self._collect(optimizer, skipped)
+        except StopRun:
+            raise
+        except Exception as error:  # a check must never break the user's step
+            self.errors.append(f"step {self.steps + 1}: {type(error).__name__}: {error}")
 
     def _layer(self, name: str) -> int:
         index = self._layer_index.get(name)
