@@ -53,7 +53,7 @@ class Phases:
         setattr(owner, attribute, wrapper)
 
 
-def profile(corpus: str, use_cprofile: bool) -> None:
+def profile(corpus: str, use_cprofile: bool, with_edits: bool = False, gc_mode: str = "default") -> None:
     root = corpus_dir(corpus)
     phases = Phases()
     started = time.perf_counter()
@@ -95,6 +95,13 @@ def profile(corpus: str, use_cprofile: bool) -> None:
         sources.append((path.relative_to(root).as_posix(), source.text))
     phases.totals["read + hash"] = time.perf_counter() - t
 
+    import gc
+
+    if gc_mode == "freeze":  # what a worker could do once its imports are done
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
+    elif gc_mode == "off":
+        gc.disable()
     profiler = None
     if use_cprofile:
         import cProfile
@@ -102,14 +109,20 @@ def profile(corpus: str, use_cprofile: bool) -> None:
         profiler = cProfile.Profile()
         profiler.enable()
     counts = defaultdict(int)
+    import inspect
+
+    kwargs = {}
+    if "edits" in inspect.signature(engine.lint_text).parameters:
+        kwargs["edits"] = with_edits  # text output computes no fix edits; JSON, SARIF and fix do
     for display, text in sources:
-        findings = engine.lint_text(text, display, rules)
+        findings = engine.lint_text(text, display, rules, **kwargs)
         counts["findings"] += len(findings)
     if profiler is not None:
         profiler.disable()
     total = sum(phases.totals.values())
     print(f"\n== {corpus}: {len(files)} files, {sum(t.count(chr(10)) for _, t in sources)} lines, "
-          f"rules {', '.join(r.code for r in rules)}; one process, no pool")
+          f"rules {', '.join(r.code for r in rules)}; one process, no pool; fix edits "
+          f"{'computed (JSON/SARIF/fix)' if with_edits else 'not computed (text output)'}; gc {gc_mode}")
     for name, seconds in sorted(phases.totals.items(), key=lambda kv: -kv[1]):
         calls = phases.calls.get(name)
         print(f"   {name:38} {seconds:7.2f} s {100 * seconds / total:5.1f} %"
@@ -141,6 +154,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("corpora", nargs="*", default=["timm", "transformers"])
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--edits", action="store_true", help="compute fix edits, as JSON/SARIF output does")
+    parser.add_argument("--gc", choices=("default", "freeze", "off"), default="default",
+                        help="freeze: gc.freeze() + gc.set_threshold(50_000, 20, 100) before linting")
     args = parser.parse_args()
     for corpus in args.corpora:
-        profile(corpus, args.cprofile)
+        profile(corpus, args.cprofile, args.edits, args.gc)
