@@ -141,7 +141,7 @@ class Bench:
         def state():
             return sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in os.scandir(cache_dir))
 
-        for attempt in range(4):
+        for _attempt in range(4):
             before = state()
             measurement = run_measured(command, work, env, out)
             if state() == before:

@@ -59,7 +59,7 @@ def profile(corpus: str, use_cprofile: bool, with_edits: bool = False, gc_mode: 
     started = time.perf_counter()
     import libcst as cst
 
-    from gradlint import engine, regions
+    from gradlint import engine
     from gradlint.cache import digest
     from gradlint.discovery import Excluder, discover
     from gradlint.fsio import read_source

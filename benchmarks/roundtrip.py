@@ -254,7 +254,7 @@ def reduction_mismatches(files: Sequence[Path], root: Path, jobs: Optional[int] 
     """Every file where the region-reduced lint (and with `force`, the reduction forced where the engine
     would not reduce) disagrees with the full-parse lint."""
     jobs_list = [(str(f), f.relative_to(root).as_posix(), force) for f in files]
-    workers = jobs or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (jobs or 1)
+    workers = jobs or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     # Biggest first, so no worker is left with a long file at the end.
     jobs_list.sort(key=lambda job: -os.path.getsize(job[0]))
     if workers <= 1 or len(jobs_list) < 8:
