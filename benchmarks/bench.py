@@ -178,7 +178,7 @@ class Bench:
     # -- output -----------------------------------------------------------------------------------
     def table(self) -> str:
         lines = []
-        header = (f"{'corpus':13} {'tool':20} {'runs':>4} {'min s':>8} {'median s':>9} {'files/s':>8} "
+        header = (f"{'corpus':13} {'tool':20} {'runs':>4} {'min s':>8} {'median s':>9} {'CPU s':>7} {'files/s':>8} "
                   f"{'max-proc MB':>11} {'tree RSS':>8} {'tree PSS':>8}  note")
         lines.append(header)
         lines.append("-" * len(header))
@@ -192,13 +192,14 @@ class Bench:
                 if series is None:
                     note = self.notes.get(corpus, {}).get(tool)
                     if note:
-                        lines.append(f"{name:13} {tool:20} {'-':>4} {'-':>8} {'-':>9} {'-':>8} {'-':>11} "
+                        lines.append(f"{name:13} {tool:20} {'-':>4} {'-':>8} {'-':>9} {'-':>7} {'-':>8} {'-':>11} "
                                      f"{'-':>8} {'-':>8}  {note}")
                         name = ""
                     continue
                 tree = " ".join(f"{v:8.0f}" if v else f"{'-':>8}" for v in (series.tree_rss_mb, series.tree_pss_mb))
+                cpu = f"{series.cpu_min:7.2f}" if series.cpu_min is not None else f"{'-':>7}"
                 lines.append(f"{name:13} {tool:20} {len(series.runs):4d} {series.min:8.2f} {series.median:9.2f} "
-                             f"{files / series.min:8.0f} {series.max_rss_mb:11.0f} {tree}  "
+                             f"{cpu} {files / series.min:8.0f} {series.max_rss_mb:11.0f} {tree}  "
                              f"{self.notes.get(corpus, {}).get(tool, '')}")
                 name = ""
             version = CORPORA[corpus][1]
@@ -206,7 +207,8 @@ class Bench:
         return "\n".join(lines)
 
     def ratios(self) -> str:
-        lines = ["gradlint's wall time / the other's (min; median in brackets); below 1 is faster:"]
+        lines = ["gradlint's wall time / the other's (min; median in brackets; CPU time in braces); "
+                 "below 1 is faster:"]
         for corpus, tools in self.results.items():
             for mine in ("gradlint cold", "gradlint warm"):
                 if mine not in tools:
@@ -215,7 +217,8 @@ class Bench:
                 for other in ("ruff cold", "ruff warm", "torchfix", "fixit", "LibCST parse floor"):
                     if other in tools:
                         a, b = tools[mine], tools[other]
-                        parts.append(f"{other} {a.min / b.min:.3g}x [{a.median / b.median:.3g}x]")
+                        cpu = (f" {{{a.cpu_min / b.cpu_min:.3g}x}}" if a.cpu_min and b.cpu_min else "")
+                        parts.append(f"{other} {a.min / b.min:.3g}x [{a.median / b.median:.3g}x]{cpu}")
                 lines.append(f"  {corpus:13} {mine:14} vs " + ", ".join(parts))
         return "\n".join(lines)
 
@@ -311,7 +314,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"\ngradlint benchmark: {cpus} CPUs, Python {sys.version.split()[0]}, load average at start {load:.2f}"
           f"{' (other work on the machine: expect noise)' if load > 0.5 else ''}")
-    print("Whole-process wall time. Memory in MB, three ways: max-proc: the largest single process (parent or "
+    print("Whole-process wall time (min, median) and CPU time (min; user + system of the process and its "
+          "children:\nsteadier than wall time on a shared machine). Memory in MB, three ways: max-proc: the largest single process (parent or "
           "any worker; wait4 rusage);\ntree RSS / tree PSS: peak sum over the process tree, sampled from /proc "
           "every 20 ms; RSS counts pages that forked workers share\ncopy-on-write with the parent in every "
           "process, PSS splits them (the memory really held). Peers' cached runs may lack PSS.\n")

@@ -1,4 +1,7 @@
-"""Run one command as a whole process and measure it: wall time, exit code and peak memory.
+"""Run one command as a whole process and measure it: wall time, CPU time, exit code and peak memory.
+
+CPU time (user + system, of the process and every child it waited for, from ``wait4``) is steadier
+than wall time on a shared machine: a busy neighbour stretches the wall clock, not the CPU a tool uses.
 
 Memory is measured two ways, because gradlint forks worker processes and ruff runs threads in one:
 
@@ -34,6 +37,7 @@ class Measurement:
     tree_rss_mb: Optional[float]  # the peak RSS sum over the process tree, sampled (None off Linux)
     stderr_tail: str = ""
     tree_pss_mb: Optional[float] = None  # the peak PSS sum over the process tree, sampled
+    cpu_s: Optional[float] = None  # user + system CPU of the process and the children it waited for
 
 
 def _children(pid: int) -> list[int]:
@@ -132,7 +136,8 @@ def run_measured(command: Sequence[str], cwd: Path, env: Optional[dict] = None,
     err_path.unlink()
     return Measurement(wall, process.returncode, usage.ru_maxrss / 1024,
                        sampler.peak / 2**20 if sampler is not None else None, tail,
-                       sampler.peak_pss / 2**20 if sampler is not None and sampler.peak_pss else None)
+                       sampler.peak_pss / 2**20 if sampler is not None and sampler.peak_pss else None,
+                       usage.ru_utime + usage.ru_stime)
 
 
 def _kill_group(pid: int) -> None:
@@ -163,6 +168,11 @@ class Series:
         values = sorted(self.walls)
         mid = len(values) // 2
         return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+    @property
+    def cpu_min(self) -> Optional[float]:
+        values = [m.cpu_s for m in self.runs if m.cpu_s is not None]
+        return min(values) if values else None
 
     @property
     def max_rss_mb(self) -> float:
