@@ -161,7 +161,8 @@ class Bench:
             log(f"   {name}: reused cached timing from {cached['measured']}")
             return
         if corpus not in self.args.slow_peer_corpora or (self.args.quick and not self.args.refresh_peers):
-            why = "not cached; run without --quick" if self.args.quick else "skipped (est. > 1 000 s)"
+            why = ("not cached; run without --quick" if self.args.quick
+                   else "skipped: not in --slow-peer-corpora (est. > 1 000 s on transformers)")
             self.notes.setdefault(corpus, {})[name] = why
             return
         venv = peers_mod.ensure_venv(peer, log)
