@@ -47,8 +47,8 @@ class FileContext:
     def statement(self) -> Optional[cst.CSTNode]:
         return self._statements[-1] if self._statements else None
 
-    def add_report(self, report: Report) -> None:
-        report.statement = self.statement
+    def add_report(self, report: Report, statement: Optional[cst.CSTNode] = None) -> None:
+        report.statement = statement if statement is not None else self.statement
         self.reports.append(report)
 
     def option(self, rule: Rule, name: str) -> Any:

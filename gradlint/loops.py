@@ -26,7 +26,7 @@ import libcst as cst
 
 from .names import dotted
 from .nodes import arg_value
-from .rule import Report, Rule
+from .rule import Rule
 from .walk import child_fields
 
 # -- kinds of events ---------------------------------------------------------------------------------
@@ -1081,26 +1081,6 @@ class RoutineRule(Rule):
         raise NotImplementedError
 
     # -- helpers --
-    def report_at(self, node, statement, message: str, fix=None) -> None:
-        """Report `node`; `# noqa` on `statement`'s lines silences it (the walk's current statement is the
-        routine being left, not the statement that shows the defect)."""
-        report = Report(self, node, message, fix)
-        self.ctx.add_report(report)
-        report.statement = statement
-
-    def insert_above(self, statement, new_statements: list, **kwargs):
-        """`insert_before`, with the blank lines that separate `statement` from the code above moved to the
-        inserted code (comments stay on the statement they describe)."""
-        lines = list(getattr(statement, "leading_lines", ()))
-        blank = 0
-        while blank < len(lines) and lines[blank].comment is None:
-            blank += 1
-        if blank and new_statements and hasattr(new_statements[0], "leading_lines"):
-            new_statements = [new_statements[0].with_changes(leading_lines=lines[:blank]), *new_statements[1:]]
-            replacement = statement.with_changes(leading_lines=lines[blank:])
-            return self.rewrite({statement: cst.FlattenSentinel([*new_statements, replacement])}, **kwargs)
-        return self.insert_before(statement, new_statements, **kwargs)
-
     def line(self, node) -> int:
         return self.ctx.line_of(node)
 

@@ -128,10 +128,16 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
             keep[s:e + 1] = b"\x01" * (e + 1 - s)
 
     def keep_block(body: list, loose_spans_out: list) -> bool:
-        """Keep relevant functions of `body`; collect its other statements as one region."""
+        """Keep relevant functions of `body`; collect its other statements as one region.
+
+        A statement's span reaches up to the end of the one before it: the blank lines and comments in
+        between stay with it, so fixes that insert above a statement see the same lines either way."""
         kept = False
+        previous_end = None
         for stmt in body:
-            span = _span(stmt)
+            start, end = _span(stmt)
+            span = (previous_end + 1 if previous_end is not None else start, end)
+            previous_end = end
             if isinstance(stmt, _FUNCTIONS):
                 if relevant([span]):
                     mark([span])

@@ -123,8 +123,11 @@ class Rule:
     def option(self, name: str) -> Any:
         return self.ctx.option(self, name)
 
-    def report(self, node: "cst.CSTNode", message: str, fix: Optional[FixPlan] = None) -> None:
-        self.ctx.add_report(Report(self, node, message, fix))
+    def report(self, node: "cst.CSTNode", message: str, fix: Optional[FixPlan] = None,
+               statement: Optional["cst.CSTNode"] = None) -> None:
+        """Report `node`. `# noqa` works on its line and on the first and last lines of `statement` (by
+        default the statement the walk is in; a rule judging a routine as it leaves it names its own)."""
+        self.ctx.add_report(Report(self, node, message, fix), statement)
 
     def reference(self, qualified: str) -> Reference:
         return self.ctx.reference(qualified)
@@ -135,10 +138,22 @@ class Rule:
 
     def insert_before(self, statement: "cst.CSTNode", new_statements: Sequence["cst.CSTNode"], *,
                       message: str, safe: bool = True, references: Sequence[Reference] = ()) -> FixPlan:
-        """Insert statements before `statement` in its block (they take the block's indentation)."""
+        """Insert statements before `statement` in its block (they take the block's indentation).
+
+        The blank lines above `statement` move above the inserted code; its comments stay on it."""
         import libcst as cst
 
-        return self.rewrite({statement: cst.FlattenSentinel([*new_statements, statement])},
+        new_statements = list(new_statements)
+        lines = list(getattr(statement, "leading_lines", ()))
+        blank = 0
+        while blank < len(lines) and lines[blank].comment is None:
+            blank += 1
+        if blank and new_statements and hasattr(new_statements[0], "leading_lines"):
+            new_statements[0] = new_statements[0].with_changes(leading_lines=lines[:blank])
+            statement_after = statement.with_changes(leading_lines=lines[blank:])
+        else:
+            statement_after = statement
+        return self.rewrite({statement: cst.FlattenSentinel([*new_statements, statement_after])},
                             message=message, safe=safe, references=references)
 
     def rewrite(self, mapping: dict, *, message: str, safe: bool = True,

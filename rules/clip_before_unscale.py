@@ -256,7 +256,7 @@ class ClipBeforeUnscale(RoutineRule):
                        f"`{self.text(backward.node)}` (line {self.line(backward.node)}) left multiplied by the "
                        f"loss scale: call `{scaler}.unscale_({optimizer})` first, or the threshold applies to "
                        "scaled gradients")
-            self.report_at(clip.node, clip.stmt, message, self._fix(r, clip, backward, step, unscales))
+            self.report(clip.node, message, self._fix(r, clip, backward, step, unscales), statement=clip.stmt)
 
     def _fix(self, r: Routine, clip: Event, backward: Event, step: Event, unscales: list):
         if any(clip.index < u.index < step.index and not exclusive(u.place, step.place) for u in unscales):
@@ -267,5 +267,5 @@ class ClipBeforeUnscale(RoutineRule):
         if anchor is not clip.stmt and not isinstance(anchor, (cst.For, cst.While)):
             return None
         statement = cst.parse_statement(f"{step.key}.unscale_({step.extra['optimizer']})\n")
-        return self.insert_above(anchor, [statement],
+        return self.insert_before(anchor, [statement],
                                   message=f"Insert `{step.key}.unscale_({step.extra['optimizer']})` before the clip")

@@ -509,7 +509,7 @@ class EvalWithoutEvalMode(RoutineRule):
                    "statistics from, evaluation batches")
         if trained:
             message += f" (`{key}.train()` at line {self.line(trained[-1].node)} is still in effect)"
-        self.report_at(e.node, e.stmt, message, self._fix(r, e, key, region, training))
+        self.report(e.node, message, self._fix(r, e, key, region, training), statement=e.stmt)
 
     def _fix(self, r: Routine, e: Event, key: str, region: Region, training: list):
         statement = cst.parse_statement(f"{key}.eval()\n")
@@ -528,7 +528,7 @@ class EvalWithoutEvalMode(RoutineRule):
             if rebound:
                 return None
         safe = not self._leaks_into_training(r, key, anchor_index, anchor_loops, training)
-        return self.insert_above(anchor, [statement], safe=safe,
+        return self.insert_before(anchor, [statement], safe=safe,
                                   message=f"Call `{key}.eval()` before the no_grad block")
 
     @staticmethod

@@ -446,7 +446,7 @@ class StepWithoutClipping(RoutineRule):
             message = (f"`{self.text(step.node)}` applies the gradients of "
                        f"`{self.text(last.node)}` (line {self.line(last.node)}) with no gradient clipping in "
                        f"between: one outlier batch can make a huge update that derails training (or NaNs)")
-            self.report_at(step.node, step.stmt, message, self._fix(r, step, prior, last))
+            self.report(step.node, message, self._fix(r, step, prior, last), statement=step.stmt)
 
     def _built_as_optimizer(self, r: Routine, step: Event) -> bool:
         """`self.o.step()` where __init__ has `self.o = torch.optim.Adam(...)` (a region we may not see)."""
@@ -503,7 +503,7 @@ class StepWithoutClipping(RoutineRule):
             return None
         statements = [cst.parse_statement(line + "\n") for line in lines]
         what = "clip_grad_norm_" if "clip_gradients" not in lines[-1] else "clip_gradients"
-        return self.insert_above(stmt, statements, safe=safe, references=references,
+        return self.insert_before(stmt, statements, safe=safe, references=references,
                                   message=f"Clip gradients (`{what}`, max_norm={bound}) before the step")
 
     @staticmethod

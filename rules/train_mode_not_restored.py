@@ -437,7 +437,7 @@ class TrainModeNotRestored(RoutineRule):
                        f"the second iteration on, the training step (line {self.line(training.node)}) runs in "
                        "eval mode")
         message += " (dropout off, BatchNorm frozen)"
-        self.report_at(loop.node, loop.node, message, self._fix(loop, spelled))
+        self.report(loop.node, message, self._fix(loop, spelled), statement=loop.node)
 
     def _fix(self, loop: Loop, key: str):
         body = loop.node.body

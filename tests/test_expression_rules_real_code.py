@@ -20,12 +20,12 @@ import os
 from functools import cache
 
 import pytest
-from gradlint.rules.adam_weight_decay import AdamWeightDecay
-from gradlint.rules.unclamped_einsum_chain import UnclampedEinsumChain
-from gradlint.rules.unguarded_norm_division import UnguardedNormDivision
 
 from benchmarks.corpus import CorpusUnavailable, corpus_dir
 from gradlint.engine import fix_text, lint_text
+from gradlint.rules.adam_weight_decay import AdamWeightDecay
+from gradlint.rules.unclamped_einsum_chain import UnclampedEinsumChain
+from gradlint.rules.unguarded_norm_division import UnguardedNormDivision
 
 # Imported directly: the registry would import every other rule of the tree, finished or not.
 RULES = (UnguardedNormDivision, UnclampedEinsumChain, AdamWeightDecay)
