@@ -8,6 +8,7 @@ more to start than a pre-commit run of three files takes.
 from __future__ import annotations
 
 import difflib
+import gc
 import os
 import sys
 from dataclasses import dataclass, field
@@ -20,7 +21,8 @@ from .diagnostics import IO_ERROR, Finding, file_error
 from .discovery import Excluder, discover
 from .fsio import SourceError, WriteError, atomic_write, read_source
 
-PARALLEL_THRESHOLD = 12  # files to lint before a process pool pays for itself
+PARALLEL_FILES = 12  # a process pool pays for itself from this many files...
+PARALLEL_BYTES = 1_000_000  # ...holding this much source (open_clip's 450 kB runs faster in-process)
 
 
 @dataclass
@@ -114,9 +116,20 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+def _tune_gc() -> None:
+    """LibCST and ast build millions of short-lived, acyclic objects: reference counting frees them, and
+    the cyclic collector's frequent passes over everything imported only cost time (measured: -18 to -29 %
+    CPU on timm and transformers). Frozen before forking, the imported objects are also never scanned,
+    nor copied into the workers by the collector touching them."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def _map(jobs: list, jobs_count: Optional[int]) -> list:
+    _tune_gc()
     workers = max(1, min(jobs_count or _cpu_count(), len(jobs)))
-    if workers == 1 or len(jobs) < PARALLEL_THRESHOLD:
+    sizes = [_size(job[1]) for job in jobs]
+    if workers == 1 or len(jobs) < PARALLEL_FILES or sum(sizes) < PARALLEL_BYTES:
         return [_lint_job(job) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -126,7 +139,6 @@ def _map(jobs: list, jobs_count: Optional[int]) -> list:
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
     codes = [rule.code for rule in _WORKER["rules"]]
     # Biggest files first, so no worker is left with a long file at the end.
-    sizes = [_size(job[1]) for job in jobs]
     order = sorted(range(len(jobs)), key=lambda i: -sizes[i])
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                              initargs=(codes, _WORKER["options"], _WORKER["edits"])) as pool:

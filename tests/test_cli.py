@@ -153,8 +153,9 @@ def test_no_command_prints_help_and_exits_2(gradlint, tmp_path):
 
 
 def test_output_is_deterministic_across_parallel_runs(tmp_path, gradlint):
-    for i in range(30):  # enough files for the process pool
-        (tmp_path / f"m{i:02d}.py").write_text(DEFECT if i % 3 == 0 else CLEAN)
+    padding = "# " + "x" * 100 + "\n"
+    for i in range(30):  # enough files and bytes for the process pool
+        (tmp_path / f"m{i:02d}.py").write_text((DEFECT if i % 3 == 0 else CLEAN) + padding * 400)
     serial = gradlint(tmp_path, "check", "--no-cache", "--jobs", "1", ".")
     parallel = gradlint(tmp_path, "check", "--no-cache", "--jobs", "2", ".")
     assert serial == parallel and serial[1].count("GL001") == 10
