@@ -31,7 +31,7 @@ def render(report: Report) -> str:
         for code, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
             mark = "[*]" if code in fixable else "[ ]"
             lines.append(f"{count:>5}\t{red(code)}\t{mark} {names[code]}")
-    else:
+    elif report.command != "diff":  # with a diff, the diff is the listing
         for f in findings:
             mark = f" {cyan('[*]')}" if f.fixable(report.unsafe_fixes) else ""
             code = f"{red(f.code)} " if f.code else ""
