@@ -18,11 +18,11 @@ Marked `slow` (`-m "not slow"` leaves the corpus tests out).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from functools import cache
 
 import pytest
+from realcode import scan
 
 from benchmarks.corpus import CorpusUnavailable, corpus_dir
 from gradlint.engine import active_rules, fix_text, lint_text
@@ -130,14 +130,7 @@ def _check_file(job: tuple[str, str]):
 def _results(corpus: str):
     root = _root(corpus)
     jobs = [(root, str(p.relative_to(root))) for p in sorted(corpus_dir(corpus).rglob("*.py"))]
-    if "fork" in multiprocessing.get_all_start_methods() and (os.cpu_count() or 1) > 1:
-        with multiprocessing.get_context("fork").Pool(os.cpu_count()) as pool:
-            results = pool.map(_check_file, jobs, chunksize=8)
-    else:
-        results = [_check_file(job) for job in jobs]
-    found = {(rel, row, code) for rel, findings, _ in results for row, code in findings}
-    problems = {rel: problem for rel, _, problem in results if problem}
-    return found, problems
+    return scan(_check_file, jobs)
 
 
 @pytest.mark.slow
