@@ -138,6 +138,8 @@ class UnguardedNormDivision(LocalsRule):
         Valid("z = x / x.norm(dim=-1, keepdim=True).clamp(min=1e-6).unsqueeze(-1)\n"),
         Valid("import torch\nc = sigma / torch.sqrt(noise * noise + self.sigma_data * self.sigma_data)\n",
               note="EDM preconditioning: a constant term keeps the sum of squares away from 0"),
+        Valid("import torch\ndef f(self, x, noise):\n    sigma_data = self.sigma_data\n"
+              "    return x / torch.sqrt(noise * noise + sigma_data * sigma_data)\n"),
     ]
     INVALID = [
         Invalid(
@@ -321,7 +323,7 @@ class UnguardedNormDivision(LocalsRule):
         if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
             # `noise * noise + sigma * sigma` with `sigma` a constant is never 0: not a finding.
             return (self._sum_of_squares(expr.left, depth + 1) and self._sum_of_squares(expr.right, depth + 1)
-                    and not _constant_square(expr.left) and not _constant_square(expr.right))
+                    and not self._constant_square(expr.left) and not self._constant_square(expr.right))
         if not isinstance(expr, cst.Call):
             return False
         qualified = self.ctx.resolve(expr.func)
@@ -366,6 +368,23 @@ class UnguardedNormDivision(LocalsRule):
                 if name in TRANSPARENT_METHODS or name == "abs":
                     return self._square(receiver, depth + 1)
         return False
+
+    def _constant_square(self, expr: cst.BaseExpression) -> bool:
+        """The square of a number, of a `self.` attribute or of an UPPER_CASE name (directly or through a
+        local name): a constant, likely > 0."""
+        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Power, cst.Multiply)):
+            base = expr.left
+        elif isinstance(expr, cst.Call) and (mc := method_call(expr)) and mc[1] in ("pow", "square"):
+            base = mc[0]
+        else:
+            return False
+        if isinstance(base, cst.Name) and not base.value.isupper():
+            base = self.value_of(base.value) or base
+        if number(base) is not None:
+            return True
+        if isinstance(base, cst.Attribute) and is_name(base.value, "self"):
+            return True
+        return isinstance(base, cst.Name) and base.value.isupper()
 
     @staticmethod
     def _has_min(call: cst.Call, offset: int) -> bool:
@@ -483,21 +502,6 @@ class UnguardedNormDivision(LocalsRule):
         shown = self.code_of(call)
         shown = shown if len(shown) < 60 else "F.normalize(...)"
         return self.replace(site, call, message=f"Replace with `{shown}`", references=[ref])
-
-
-def _constant_square(expr: cst.BaseExpression) -> bool:
-    """The square of a number, of a `self.` attribute or of an UPPER_CASE name: a constant, likely > 0."""
-    if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Power, cst.Multiply)):
-        base = expr.left
-    elif isinstance(expr, cst.Call) and (mc := method_call(expr)) and mc[1] in ("pow", "square"):
-        base = mc[0]
-    else:
-        return False
-    if number(base) is not None:
-        return True
-    if isinstance(base, cst.Attribute) and is_name(base.value, "self"):
-        return True
-    return isinstance(base, cst.Name) and base.value.isupper()
 
 
 def _short(code: str, limit: int = 60) -> str:
