@@ -253,6 +253,13 @@ def test_dead_relu_units():
     assert dead["summary"].startswith("12 of 16 units dead over steps 5-8")
     assert dead["details"] == ["1: 12/16 dead"]
 
+    # forwards without steps (no window ends): the per-call results stay bounded
+    with gradlint.watch(model, optimizer) as health:
+        tracker = health.monitor._activations[0]
+        for _ in range(3 * tracker.FOLD):
+            model(torch.randn(4, 8))
+        assert 0 < len(tracker.parts) < tracker.FOLD
+
 
 def test_saturated_tanh_units():
     torch.manual_seed(0)
@@ -354,6 +361,126 @@ def test_clip_on_scaled_gradients():
     assert all(not isinstance(v, str) for v in summary["loss"])  # the loss recorded unscaled
     fixed = check(amp_steps(unscale_first=True), "clipping")
     assert fixed["status"] == "ok" and "clipped in 4 of 4 steps" in fixed["summary"]
+
+
+def test_clipping_counts_the_steps_the_optimizer_took():
+    """A step the GradScaler skips was clipped too, but not taken: "clipped in 30 of 21 steps" came from
+    counting it on one side only."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1.0)
+    with gradlint.watch(model, optimizer) as health:
+        for step in range(1, 7):
+            loss = model(torch.randn(16, 8)).pow(2).mean()
+            if step in (2, 5):
+                loss = loss * float("inf")  # inf gradients: the scaler skips this step
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            scaler.step(optimizer)
+            scaler.update()
+    summary = health.summary()
+    assert sum(1 for r in health.record()["rows"] if r["skipped"]) == 2
+    clipping = check(summary, "clipping")
+    assert clipping["status"] == "ok"
+    assert clipping["summary"].startswith("clipped in 4 of 4 steps (max_norm 1, cut ")
+    assert clipping["summary"].endswith("; 2 more skipped by the GradScaler")
+
+
+def test_clipping_inside_the_step_adds_no_no_grad_block():
+    """`clip_grad_norm_` runs under its own no_grad every step: the monitor must not install its global
+    eval-mode hooks for it (a user's own no_grad block still counts)."""
+    model = small_net()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with gradlint.watch(model, optimizer) as health:
+        seen = []
+        on_no_grad = health.monitor.on_no_grad
+        health.monitor.on_no_grad = lambda delta: (seen.append(delta), on_no_grad(delta))
+        train(model, optimizer, 3, lambda step: torch.randn(16, 8), clip=1.0)
+        assert seen == []
+        with torch.no_grad():
+            pass
+        assert seen == [1, -1]
+
+
+class FakeEvent:
+    """A CUDA event's interface: `query` says whether the copy behind it is done, `synchronize` waits."""
+
+    def __init__(self):
+        self.done, self.waited = False, False
+
+    def query(self):
+        return self.done
+
+    def synchronize(self):
+        self.waited = self.done = True
+
+
+def test_async_reads_wait_only_when_the_device_is_far_behind():
+    from gradlint.verify.monitor import IN_FLIGHT, Monitor
+
+    monitor = Monitor()
+    events = []
+
+    def copy_queued(step):  # what `_read_later` leaves: a step's values behind an event
+        event = FakeEvent()
+        events.append(event)
+        meta = (step, [], 0, 0, 1, [], False)  # one loss value
+        monitor._in_flight.append((meta, torch.tensor([float(step)]), (None, event, None)))
+
+    for step in range(1, IN_FLIGHT):
+        copy_queued(step)
+        monitor._read_done()
+    assert monitor.rows == [] and monitor.waits == 0  # nothing done yet, nothing waited for
+    events[1].done = True
+    monitor._read_done()
+    assert monitor.rows == []  # step 2 is done, but step 1 comes first
+    events[0].done = True
+    monitor._read_done()
+    assert [meta[0] for meta, _ in monitor.rows] == [1, 2] and monitor.waits == 0
+    last = 2 + IN_FLIGHT
+    for step in range(IN_FLIGHT, last + 1):  # steps 3 .. last pending: IN_FLIGHT of them
+        copy_queued(step)
+    monitor._read_done()  # the oldest is waited for, once; the others are not done
+    assert monitor.waits == 1 and events[2].waited and not any(e.waited for e in events[3:])
+    assert len(monitor._in_flight) == IN_FLIGHT - 1
+    monitor._read_done(wait=True)  # the record: everything
+    assert [values for _, values in monitor.rows] == [[float(s)] for s in range(1, last + 1)]
+    assert len(monitor._slots) == last and not monitor._in_flight
+
+
+def test_norms_laid_out_in_one_buffer_are_read_as_one_vector():
+    """CUDA's `_foreach_norm` returns a 0-d view of each element of one buffer; CPU's, tensors of their own."""
+    from gradlint.verify.monitor import _one_vector
+
+    buffer = torch.arange(5.0)
+    assert torch.equal(_one_vector([buffer[i] for i in range(5)]), buffer)
+    assert _one_vector([torch.tensor(float(i)) for i in range(5)]) is None
+    assert _one_vector([buffer[0], torch.zeros(()), buffer[2]]) is None  # not all of them in the buffer
+    assert _one_vector([buffer[0], buffer[2]]) is None
+    assert _one_vector([buffer[0], buffer[1], buffer[1], buffer[3]]) is None  # ends right, middle not
+
+
+def test_norms_in_one_buffer_give_the_same_record(monkeypatch):
+    """The one-vector path (CUDA's layout, emulated here) reads the same values as stacking."""
+    def rows():
+        torch.manual_seed(0)
+        model = small_net()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        with gradlint.watch(model, optimizer) as health:
+            train(model, optimizer, 3, lambda step: torch.randn(16, 8), clip=1.0)
+        return health.record()["rows"]
+
+    from gradlint.verify import monitor
+
+    stacked = rows()
+    original, one_vector, used = torch._foreach_norm, monitor._one_vector, []
+    monkeypatch.setattr(torch, "_foreach_norm", lambda tensors, *a, **k: list(torch.stack(original(tensors))))
+    monkeypatch.setattr(monitor, "_one_vector", lambda norms: used.append(one_vector(norms)) or used[-1])
+    assert rows() == stacked
+    assert len(used) == 3 and all(v is not None for v in used)
 
 
 # -- the library API and its replay --------------------------------------------------------------------

@@ -406,3 +406,7 @@ def test_clip_float16_on_cuda_needs_an_eps_chosen_for_the_dtype():
     assert result["original"]["first_nonfinite"] is not None
     assert result["original"]["trace"]["site"]["file"] == "fixtures/clip/loss.py"
     assert _check(result["patched"], "nonfinite")["status"] == "ok"  # eps=1e-6 survives float16
+    for run in ("original", "patched"):  # GradScaler skips: clipped steps are counted among the taken ones
+        clipping = _check(result[run], "clipping")["summary"]
+        counts = re.match(r"clipped in (\d+) of (\d+) steps", clipping)
+        assert counts is None or int(counts[1]) <= int(counts[2]), clipping  # was "clipped in 30 of 21 steps"

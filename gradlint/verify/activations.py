@@ -1,7 +1,7 @@
 """Dead and saturated units: per unit of each ReLU, tanh or sigmoid module, over a window of steps.
 
-A forward hook on those modules only (never every module), one or two reductions a call, the result
-kept on the device and read once, when the record is made.
+A forward hook on those modules only (never every module), one reduction a call (three for tanh and
+sigmoid), the results kept on the device, combined once a window and read once, when the record is made.
 """
 
 from __future__ import annotations
@@ -23,49 +23,71 @@ class Activation:
     saturated (a tanh/sigmoid unit whose outputs sat near their bounds almost all the time)."""
 
     SATURATED_SHARE = 0.95  # of a unit's outputs in the window
+    FOLD = 16  # per-call results kept before they are folded into one (memory stays bounded without steps)
 
     def __init__(self, name: str, kind: str, threshold: float):
         self.name, self.kind, self.threshold = name, kind, threshold
-        self.acc: Optional[torch.Tensor] = None  # dead: max output per unit; saturating: count of saturated
+        # Per-call reductions (dead: max output per unit; saturating: count of saturated outputs per unit),
+        # combined only when the window closes: one device op a call fewer than a running accumulator.
+        self.parts: list[torch.Tensor] = []
         self.samples = 0
         self.window: Optional[tuple[torch.Tensor, int, int]] = None  # (stuck per unit, first, last step)
         self.first_step: Optional[int] = None
+        self._dims: dict[int, tuple[int, tuple]] = {}  # output rank -> (unit dim, reduced dims)
 
     def hook(self, monitor):
+        dead, tanh, threshold, parts = self.kind == "dead", self.kind == "tanh", self.threshold, self.parts
+
         def record(module, args, out):
             if (monitor.paused or not isinstance(out, torch.Tensor) or not out.is_floating_point()
-                    or not torch.is_grad_enabled() or out.dim() == 0):
+                    or not torch.is_grad_enabled()):
                 return
+            rank = out.dim()
+            layout = self._dims.get(rank)
+            if layout is None:
+                if rank == 0:
+                    return
+                unit = 1 if rank in (4, 5) else rank - 1  # conv maps: channels; otherwise the last dim
+                layout = self._dims[rank] = (unit, tuple(d for d in range(rank) if d != unit))
+            unit, dims = layout
             x = out.detach()
-            unit = 1 if x.dim() in (4, 5) else x.dim() - 1  # conv maps: channels; otherwise the last dim
-            dims = tuple(d for d in range(x.dim()) if d != unit)
-            if self.kind == "dead":  # the running max per unit: one reduction and one maximum a call
-                value = x.amax(dim=dims) if dims else x
-                self.acc = value if self.acc is None or self.acc.shape != value.shape else torch.maximum(self.acc, value)
+            if dead:  # the max per unit: one reduction a call
+                value = x.amax(dim=dims) if dims else x.clone()  # kept: not an alias of the output
             else:
-                if self.kind == "tanh":
-                    stuck = x.abs() >= self.threshold
-                else:
-                    stuck = (x >= self.threshold) | (x <= 1 - self.threshold)
+                stuck = x.abs() >= threshold if tanh else (x >= threshold) | (x <= 1 - threshold)
                 value = stuck.sum(dim=dims, dtype=torch.float32) if dims else stuck.float()
-                self.acc = value if self.acc is None or self.acc.shape != value.shape else self.acc + value
                 self.samples += x.numel() // max(x.shape[unit], 1)
+            if parts and parts[0].shape != value.shape:  # another input shape: start over
+                parts.clear()
+            parts.append(value)
+            if len(parts) >= self.FOLD:
+                parts[:] = [self._fold()]
             if self.first_step is None:
                 self.first_step = monitor.steps + 1
         return record
 
+    def _fold(self) -> Optional[torch.Tensor]:
+        if not self.parts:
+            return None
+        if len(self.parts) == 1:
+            return self.parts[0]
+        stacked = torch.stack(self.parts)
+        return stacked.amax(dim=0) if self.kind == "dead" else stacked.sum(dim=0)
+
     def stuck(self) -> Optional[torch.Tensor]:
-        if self.acc is None:
+        acc = self._fold()
+        if acc is None:
             return None
         if self.kind == "dead":  # never above 0; a NaN max is not "dead": a NaN run says nothing about units
-            return self.acc <= 0
-        return self.acc >= self.SATURATED_SHARE * max(self.samples, 1)
+            return acc <= 0
+        return acc >= self.SATURATED_SHARE * max(self.samples, 1)
 
     def close_window(self, step: int) -> None:
         stuck = self.stuck()
         if stuck is not None:
             self.window = (stuck, self.first_step or step, step)
-        self.acc, self.samples, self.first_step = None, 0, None
+        self.parts.clear()
+        self.samples, self.first_step = 0, None
 
 
 def add_hooks(monitor, root_module: nn.Module, handles: list) -> list[Activation]:
@@ -87,7 +109,7 @@ def record(trackers: list[Activation], steps: int) -> list[dict]:
     for tracker in trackers:
         if tracker.window is not None:
             stuck, first, last = tracker.window
-        elif tracker.acc is not None:
+        elif tracker.parts:
             stuck, first, last = tracker.stuck(), tracker.first_step, steps
         else:
             continue

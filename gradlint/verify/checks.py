@@ -213,14 +213,22 @@ def clipping_check(record: dict) -> Check:
                 break
         return Check("clipping", "gradient clipping", FAIL,
                      f"clipped scaled gradients (scale {fmt(scale)}) in {len(scaled)} of {len(rows)} steps", details)
+    # Counted over the steps the optimizer took: a step the GradScaler skipped was clipped too (the clip
+    # comes first), but nothing was applied; counting it among the clipped steps and not among the taken
+    # ones gave "clipped in 30 of 21 steps".
+    skipped_note = f"; {len(rows) - len(taken)} more skipped by the GradScaler" if len(taken) < len(rows) else ""
+    if not taken:
+        return Check("clipping", "gradient clipping", NA, f"no step taken: the GradScaler skipped all {len(rows)}")
+    clipped = [r for r in taken if r.get("clips")]
     if not clipped:
-        return Check("clipping", "gradient clipping", WARN, f"no clipping in {len(unclipped)} of {len(taken)} steps")
+        return Check("clipping", "gradient clipping", WARN,
+                     f"no clipping in {len(unclipped)} of {len(taken)} steps{skipped_note}")
     befores = [c["before"] for r in clipped for c in r["clips"][:1] if isinstance(c.get("before"), (int, float))]
     after = [r["total"] for r in clipped if isinstance(r.get("total"), (int, float))]
     max_norm = clipped[0]["clips"][0].get("max_norm")
     cut = sum(1 for r in clipped for c in r["clips"][:1]
               if isinstance(c.get("before"), (int, float)) and max_norm is not None and c["before"] > max_norm)
-    summary = f"clipped in {len(clipped)} of {len(taken)} steps (max_norm {fmt(max_norm)}, cut {cut})"
+    summary = f"clipped in {len(clipped)} of {len(taken)} steps (max_norm {fmt(max_norm)}, cut {cut}){skipped_note}"
     details = []
     if befores and after:
         details.append(f"grad norm median {fmt(median(befores))} before, {fmt(median(after))} after")

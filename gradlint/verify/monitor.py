@@ -1,12 +1,16 @@
 """Cheap health data for every optimizer step, read back from the device once a step.
 
-What runs every step, and why it is cheap (the budget is 1 % of a plain step):
+What runs every step, and why it is cheap (the budget is 1 % of a plain step, and on a launch-bound GPU
+step every microsecond of Python counts: this code runs cold, between the model's kernels, at several
+times its cost in a tight loop):
 - a forward hook on the root module(s) only: one `sum()` per output (NaN iff the output holds a NaN),
   left on the device;
 - an optimizer step pre-hook: per-parameter grad norms with one `torch._foreach_norm`, stacked with the
-  output sums, the losses and the clip norms into one vector, read back once (on CUDA asynchronously,
-  through pinned memory, at the next step: the device never waits for the checks); per-layer sums are
-  made only when the record is asked for;
+  output sums, the losses and the clip norms into one vector by one `torch.stack`, read back once. On
+  CUDA (`async_read`) the vector goes to pinned memory by one non-blocking copy and is read when its
+  event says the copy is done, a step or more later: no host sync in the default path, the device may
+  run up to `IN_FLIGHT` steps behind before the monitor waits. Per-layer sums are made only when the
+  record is asked for;
 - wrappers around `clip_grad_norm_`, `Tensor.backward` and `GradScaler` (see `patches`) that only keep
   references to tensors already computed;
 - forward hooks on activation modules (see `activations`): one or two reductions a call.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
@@ -28,8 +33,10 @@ from torch.optim import optimizer as optim_hooks
 
 from . import activations, patches
 from .naming import clean, contains, variable_name
-from .sites import site_key, user_site
+from .sites import site_key, site_of, user_frame
 from .tensors import compiled, eager, float_tensors, number
+
+IN_FLIGHT = 4  # CUDA reads not yet done, at most: then the monitor waits for the oldest (bounded memory)
 
 STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
               nn.modules.batchnorm._BatchNorm)
@@ -62,6 +69,33 @@ class _Root:
         self.handles: list = []
 
 
+def _one_vector(norms: list) -> Optional[torch.Tensor]:
+    """On CUDA `_foreach_norm` writes all the norms into one buffer and returns a 0-d view of each element:
+    that buffer as one vector, instead of stacking the views (a tensor made per parameter, a cost that grows
+    with the parameter count). None where the norms are tensors of their own (CPU; mixed dtypes)."""
+    first, size, n = norms[0], norms[0].element_size(), len(norms)
+    start = first.data_ptr()
+    if norms[-1].data_ptr() - start != (n - 1) * size:  # the quick test, which CPU norms fail
+        return None
+    if [t.data_ptr() for t in norms] != list(range(start, start + n * size, size)):
+        return None
+    try:  # and the N elements must lie in the first one's storage: then they are the N norms, in order
+        return first.as_strided((n,), (1,))
+    except RuntimeError:
+        return None
+
+
+class _OptMap:
+    """An optimizer's parameters and their layer positions, cached (rebuilt when its parameter count changes)."""
+
+    __slots__ = ("count", "params", "positions", "dense")
+
+    def __init__(self, count: int, params: list, positions: list):
+        self.count, self.params, self.positions = count, params, positions
+        # Every gradient present and strided at the last step: try the one `_foreach_norm` call unfiltered.
+        self.dense = True
+
+
 class Monitor:
     """Collects per-step health data. Attach globally (harness) or to a model and optimizers (watch)."""
 
@@ -88,16 +122,18 @@ class Monitor:
         self.eval_events: dict[str, dict] = {}
         self.train_events: dict[str, dict] = {}
         self.clip_sites: dict[str, dict] = {}
+        self._sites: dict[tuple, tuple] = {}  # (code, line) -> (key, site); see `_user_site`
         self.errors: list[str] = []
         # per-step state, device tensors until the step's one read
         self._fwd: list[torch.Tensor] = []  # 0-d sums of the root outputs: NaN iff an output holds a NaN
         self._losses: list[torch.Tensor] = []  # 0-d, detached
         self._clips: list[tuple] = []  # (total norm or None, max_norm, scale or None, site key)
         # On CUDA the harness reads asynchronously: the step's values are copied to pinned memory behind an
-        # event and read at the next step, so the device never stalls for the checks.
+        # event and read once the event is done, so the device never stalls for the checks.
         self.async_read = False
-        self._pending: Optional[tuple] = None
-        self._host: Optional[torch.Tensor] = None
+        self._in_flight: deque = deque()  # (meta, pinned host view, slot) in step order
+        self._slots: list = []  # free (pinned buffer, event, device) to reuse: no allocation per step
+        self.waits = 0  # reads that had to wait for the device (the benchmark reports them)
         self._scaled_ids: set[int] = set()
         self._scale_pending = None  # a GradScaler whose scaled loss was backpropagated but not unscaled
         self._stepped = False
@@ -111,6 +147,8 @@ class Monitor:
         self._ng_depth = 0
         self._ng_handles: list = []
         self._ng_stack: list[nn.Module] = []
+        # Wrapped once: `eager` costs microseconds a call to make, and no_grad blocks can come every step.
+        self._ng_hooks = (eager(self._ng_pre), eager(self._ng_post))
         self._stochastic_cache: dict[int, tuple] = {}
         self._seen_training: set[int] = set()
         self.attached = False
@@ -233,6 +271,10 @@ class Monitor:
     def _flag_output(self, out) -> None:
         # One reduction, no temporary the size of the output: the sum is NaN iff the output holds a NaN (or
         # both +Inf and -Inf); Inf alone can be a legitimate mask, and a sum that overflows is Inf, not NaN.
+        if isinstance(out, torch.Tensor):  # the common case, without the generator
+            if out.is_floating_point() or out.is_complex():
+                self._fwd.append(out.detach().sum(dtype=torch.float32))
+            return
         for t in float_tensors(out):
             self._fwd.append(t.detach().sum(dtype=torch.float32))
 
@@ -261,9 +303,20 @@ class Monitor:
         if training:
             self._event(self.eval_events, module, training)
 
+    def _user_site(self) -> tuple[str, Optional[dict]]:
+        """(key, site) of the user's line that called into the monitor; the site (which reads the source
+        line) is made once per line, not on every call (clipping calls this every step)."""
+        frame = user_frame(2)
+        if frame is None:
+            return "?", None
+        cached = self._sites.get((frame.f_code, frame.f_lineno))
+        if cached is None:
+            site = site_of(frame)
+            cached = self._sites[(frame.f_code, frame.f_lineno)] = (site_key(site), site)
+        return cached
+
     def _event(self, table: dict, module, modules: list) -> None:
-        site = user_site()
-        key = site_key(site)
+        key, site = self._user_site()
         event = table.get(key)
         if event is None:
             table[key] = {"site": site, "count": 1, "first_step": self.steps + 1, "module": module,
@@ -275,8 +328,8 @@ class Monitor:
         self._ng_depth += delta
         if delta > 0 and self._ng_depth == 1 and not self._ng_handles:
             self._ng_handles = [
-                module_hooks.register_module_forward_pre_hook(eager(self._ng_pre)),
-                module_hooks.register_module_forward_hook(eager(self._ng_post), always_call=True)]
+                module_hooks.register_module_forward_pre_hook(self._ng_hooks[0]),
+                module_hooks.register_module_forward_hook(self._ng_hooks[1], always_call=True)]
         elif self._ng_depth <= 0 and self._ng_handles:
             self._ng_depth = 0
             for handle in self._ng_handles:
@@ -299,13 +352,15 @@ class Monitor:
         self._add_loss(tensor)
 
     def _add_loss(self, tensor: torch.Tensor) -> None:
-        self._losses.append(tensor.detach().reshape(()))
+        loss = tensor.detach()
+        if loss.dim():
+            loss = loss.reshape(())
+        self._losses.append(loss)
 
     def on_clip(self, total, max_norm, kind: str) -> None:
         scaler = self._scale_pending
         scale = scaler._scale.detach().clone() if scaler is not None and scaler._scale is not None else None
-        site = user_site()
-        key = site_key(site)
+        key, site = self._user_site()
         entry = self.clip_sites.setdefault(key, {"site": site, "count": 0, "scaled": 0, "kind": kind})
         entry["count"] += 1
         entry["scaled"] += scale is not None
@@ -356,7 +411,8 @@ class Monitor:
 
     def _safe_collect(self, optimizer, skipped: bool = False) -> None:
         try:
-            self._end_discovery()
+            if self._discovering:
+                self._end_discovery()
             self._collect(optimizer, skipped)
         except StopRun:
             raise
@@ -370,12 +426,11 @@ class Monitor:
             self.layers.append(name)
         return index
 
-    def _optimizer_map(self, optimizer):
-        """(params, their layer positions, whether all are float32 on one device), cached per optimizer."""
-        count = sum(len(group["params"]) for group in optimizer.param_groups)
+    def _optimizer_map(self, optimizer) -> _OptMap:
+        count = sum([len(group["params"]) for group in optimizer.param_groups])
         cached = self._opt_maps.get(id(optimizer))
-        if cached is not None and cached[0] == count:
-            return cached[1]
+        if cached is not None and cached.count == count:
+            return cached
         params = [p for group in optimizer.param_groups for p in group["params"]]
         positions = []
         for i, p in enumerate(params):
@@ -384,75 +439,98 @@ class Monitor:
                 layer = f"param{i}[{'x'.join(map(str, p.shape))}]"
                 self._param_layer[id(p)] = layer
             positions.append(self._layer(layer))
-        uniform = bool(params) and all(p.dtype == torch.float32 and p.device == params[0].device for p in params)
-        self._opt_maps[id(optimizer)] = (count, (params, positions, uniform))
-        return params, positions, uniform
+        cached = self._opt_maps[id(optimizer)] = _OptMap(count, params, positions)
+        return cached
+
+    def _norms(self, optimizer) -> tuple[list, list]:
+        """Per-parameter grad norms (one `_foreach_norm`) and the layer position of each."""
+        opt = self._optimizer_map(optimizer)
+        grads = [p.grad for p in opt.params]
+        if opt.dense:
+            try:
+                return [*torch._foreach_norm(grads)], opt.positions
+            except (TypeError, RuntimeError):  # a None gradient (TypeError) or a sparse one: filter them
+                opt.dense = False
+        # Checked per gradient, not with `None in grads`: `in` would call Tensor.__eq__ on every gradient.
+        keep = [i for i, g in enumerate(grads) if g is not None and g.layout == torch.strided]
+        opt.dense = len(keep) == len(grads)
+        grads = [grads[i] for i in keep]
+        return ([*torch._foreach_norm(grads)] if grads else []), [opt.positions[i] for i in keep]
 
     def _collect(self, optimizer, skipped: bool = False) -> None:
         """The step's one read: per-parameter grad norms, output sums, losses, clip norms in one vector.
 
         Kept lean (this runs every step): no per-layer arithmetic here, the raw vector is stored and
         summed per layer only when the record is asked for."""
-        self._finish_pending()
-        grads, where, uniform = [], [], False
-        if optimizer is not None:
-            params, where, uniform = self._optimizer_map(optimizer)
-            grads = [p.grad for p in params]
-            # `is None`, not `None in grads`: `in` would call Tensor.__eq__ on every gradient.
-            if any(g is None or g.layout != torch.strided for g in grads):
-                pairs = [(g, pos) for g, pos in zip(grads, where) if g is not None and g.layout == torch.strided]
-                grads, where = [g for g, _ in pairs], [pos for _, pos in pairs]
-        items = list(torch._foreach_norm(grads)) if grads else []
-        n_norms = len(items)
-        extras = [*self._fwd, *self._losses]
-        clips = []
-        for total, max_norm, scale, key in self._clips:
-            clips.append((total is not None, max_norm, scale is not None, key))
-            extras += [t for t in (total, scale) if t is not None]
-        meta = (self.steps + 1, where, n_norms, len(self._fwd), len(self._losses), clips, skipped)
+        if self._in_flight:
+            self._read_done()
+        fwd, losses, clips = self._fwd, self._losses, self._clips
         self._fwd, self._losses, self._clips = [], [], []
         if self._scaled_ids:
             self._scaled_ids.clear()
-        if not items and not extras:
+        norms, where = self._norms(optimizer) if optimizer is not None else ([], [])
+        extras = [*fwd, *losses]
+        clip_meta = []
+        for total, max_norm, scale, key in clips:
+            clip_meta.append((total is not None, max_norm, scale is not None, key))
+            extras += [t for t in (total, scale) if t is not None]
+        meta = (self.steps + 1, where, len(norms), len(fwd), len(losses), clip_meta, skipped)
+        if not norms and not extras:
+            if self._in_flight:
+                self._read_done(wait=True)  # rows stay in step order
             self._finish(meta, [])
             return
-        device = items[0].device if items else extras[0].device
-        if not uniform:
-            items = [t if t.dtype == torch.float32 and t.device == device else t.to(device=device, dtype=torch.float32)
-                     for t in items]
-        items += [t if t.dtype == torch.float32 and t.device == device else t.to(device=device, dtype=torch.float32)
-                  for t in extras]
-        pack = torch.stack(items)
+        try:  # one op (cat and stack promote float16/bfloat16 values to the widest dtype)
+            vector = _one_vector(norms) if norms else None
+            if vector is not None:
+                pack = torch.cat([vector, *[t.reshape(1) for t in extras]])
+            else:
+                pack = torch.stack([*norms, *extras])
+        except RuntimeError:  # values on several devices (a model split across GPUs)
+            device = (norms or extras)[0].device
+            pack = torch.stack([t.to(device=device, dtype=torch.float32) for t in [*norms, *extras]])
+        if pack.dtype != torch.float32:
+            pack = pack.float()
         if self.async_read and pack.is_cuda:
-            if self._host is None or self._host.numel() < pack.numel():
-                self._host = torch.empty(max(pack.numel(), 64), dtype=torch.float32, pin_memory=True)
-            host = self._host[:pack.numel()]
-            host.copy_(pack, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            self._pending = (meta, host, event)
+            self._read_later(meta, pack)
         else:
+            if self._in_flight:
+                self._read_done(wait=True)  # rows stay in step order
             self._finish(meta, pack.tolist())
 
-    def _finish_pending(self) -> None:
-        if self._pending is not None:
-            meta, host, event = self._pending
-            self._pending = None
-            event.synchronize()
+    def _read_later(self, meta: tuple, pack: torch.Tensor) -> None:
+        """CUDA: one non-blocking copy into pinned memory, and an event to tell when it is done."""
+        n = pack.numel()
+        slot = self._slots.pop() if self._slots else None
+        if slot is None or slot[0].numel() < n or slot[2] != pack.device:
+            slot = (torch.empty(max(n, 64), dtype=torch.float32, pin_memory=True), torch.cuda.Event(), pack.device)
+        host = slot[0][:n]
+        host.copy_(pack, non_blocking=True)
+        slot[1].record(torch.cuda.current_stream(pack.device))  # the stream the copy was queued on
+        self._in_flight.append((meta, host, slot))
+
+    def _read_done(self, wait: bool = False) -> None:
+        """Read the copies that are done (`event.query()` does not wait); with `wait`, all of them; and the
+        oldest when `IN_FLIGHT` are pending."""
+        in_flight = self._in_flight
+        while in_flight:
+            meta, host, slot = in_flight[0]
+            if not slot[1].query():
+                if not (wait or len(in_flight) >= IN_FLIGHT):
+                    return
+                self.waits += 1
+                slot[1].synchronize()
+            in_flight.popleft()
+            self._slots.append(slot)
             self._finish(meta, host.tolist())
 
     def _finish(self, meta: tuple, values: list) -> None:
         """Store the step's raw values; look only at what says whether it is non-finite."""
         self.rows.append((meta, values))
-        step, _, n_norms, n_fwd, n_losses, _, _ = meta
-        if self.first_nonfinite is not None:
-            return
-        norms_sum = sum(values[:n_norms])  # NaN or Inf iff a norm is (norms are >= 0)
-        fwd = values[n_norms:n_norms + n_fwd]
-        losses = values[n_norms + n_fwd:n_norms + n_fwd + n_losses]
-        if math.isfinite(norms_sum) and math.isfinite(sum(fwd)) and math.isfinite(sum(losses)):
-            return
-        self._note_nonfinite(self._row(meta, values))
+        # Norms, output sums and losses come first: their sum is NaN or Inf iff one of them is (float32
+        # values cannot overflow a float64 sum), the rest (clip norms, scales) is not looked at here.
+        if self.first_nonfinite is None and not math.isfinite(sum(values[:meta[2] + meta[3] + meta[4]])):
+            self._note_nonfinite(self._row(meta, values))
 
     def _row(self, meta: tuple, values: list) -> dict:
         """A step as a dict: per-layer norms (position -> norm), total, loss, output flag, clips."""
@@ -510,8 +588,7 @@ class Monitor:
 
     def _end_step(self) -> None:
         self.steps += 1
-        window = max(1, self.thresholds.window)
-        if self.steps % window == 0:
+        if self._activations and self.steps % max(1, self.thresholds.window) == 0:
             for tracker in self._activations:
                 tracker.close_window(self.steps)
         for callback in list(self.on_step_end):
@@ -521,7 +598,7 @@ class Monitor:
     def flush(self) -> None:
         """Read what is still on the device, and what the unfinished step left (a crash mid-step)."""
         try:
-            self._finish_pending()
+            self._read_done(wait=True)
             if self._fwd or self._losses:
                 self._partial_steps.add(self.steps + 1)
                 self._collect(None, skipped=False)
@@ -543,7 +620,7 @@ class Monitor:
         return rows
 
     def record(self) -> dict:
-        self._finish_pending()
+        self._read_done(wait=True)
         return {
             "steps": self.steps,
             "roots": [{"name": r.name, "class": type(r.module).__name__,

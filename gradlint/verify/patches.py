@@ -43,8 +43,15 @@ def _wrap_clip_norm(original):
 
 def _wrap_clip_value(original):
     def clip_grad_value_(parameters, clip_value, *args, **kwargs):
-        result = original(parameters, clip_value, *args, **kwargs)
-        _record_clip(None, clip_value, "value")
+        outer = not _reentry["clip"]
+        _reentry["clip"] = True
+        try:
+            result = original(parameters, clip_value, *args, **kwargs)
+        finally:
+            if outer:
+                _reentry["clip"] = False
+        if outer:
+            _record_clip(None, clip_value, "value")
         return result
 
     clip_grad_value_.__wrapped__ = original
@@ -76,10 +83,13 @@ def _wrap_scaler(name, original):
 
 
 def _wrap_enter(original):
+    # Not inside the clipping functions: they run under their own no_grad every step and call no module,
+    # and each no_grad block the monitors see costs a global hook registration and removal.
     def __enter__(self):
         result = original(self)
-        for monitor in _active:
-            monitor.on_no_grad(+1)
+        if not _reentry["clip"]:
+            for monitor in _active:
+                monitor.on_no_grad(+1)
         return result
 
     return __enter__
@@ -87,8 +97,9 @@ def _wrap_enter(original):
 
 def _wrap_exit(original):
     def __exit__(self, *exc):
-        for monitor in _active:
-            monitor.on_no_grad(-1)
+        if not _reentry["clip"]:
+            for monitor in _active:
+                monitor.on_no_grad(-1)
         return original(self, *exc)
 
     return __exit__
