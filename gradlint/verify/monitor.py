@@ -5,17 +5,19 @@ step every microsecond of Python counts: this code runs cold, between the model'
 times its cost in a tight loop):
 - a forward hook on the root module(s) only: one `sum()` per output (NaN iff the output holds a NaN),
   left on the device;
-- an optimizer step pre-hook: per-parameter grad norms with one `torch._foreach_norm`, stacked with the
-  output sums, the losses and the clip norms into one vector by one `torch.stack`, read back once. On
+- an optimizer step pre-hook: per-parameter grad norms with one `torch._foreach_norm`, put with the
+  output sums, the losses and the clip norms into one vector by one `torch.stack` (one `torch.cat` on
+  CUDA, where the norms already lie in one buffer: see `_one_vector`), read back once. On
   CUDA (`async_read`) the vector goes to pinned memory by one non-blocking copy and is read when its
   event says the copy is done, a step or more later: no host sync in the default path, the device may
   run up to `IN_FLIGHT` steps behind before the monitor waits. Per-layer sums are made only when the
   record is asked for;
 - wrappers around `clip_grad_norm_`, `Tensor.backward` and `GradScaler` (see `patches`) that only keep
   references to tensors already computed;
-- forward hooks on activation modules (see `activations`): one or two reductions a call.
+- forward hooks on activation modules (see `activations`): one reduction a call (three for tanh/sigmoid).
 Forward hooks on every module run only while the roots are being found (until the first optimizer
-step) and inside `no_grad` blocks (the eval-mode check), never on training forwards.
+step) and inside the user's `no_grad` blocks (the eval-mode check; not the one inside clipping), never
+on training forwards.
 """
 
 from __future__ import annotations
