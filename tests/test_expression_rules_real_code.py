@@ -19,7 +19,7 @@ import os
 from functools import cache
 
 import pytest
-from realcode import scan
+from realcode import lint_and_fix, scan
 
 from benchmarks.corpus import CorpusUnavailable, corpus_dir
 from gradlint.engine import fix_text, lint_text
@@ -140,18 +140,7 @@ def _check_file(job: tuple[str, str]):
     root, rel = job
     with open(os.path.join(root, rel), encoding="utf-8", errors="replace") as handle:
         text = handle.read()
-    rules = list(RULES)
-    findings = [(f.location.row, f.code) for f in lint_text(text, rel, rules) if f.code in CODES]
-    problem = None
-    if findings:
-        try:
-            fixed = fix_text(text, rel, rules, unsafe=True)
-            compile(fixed.text, rel, "exec")
-            if fix_text(fixed.text, rel, rules, unsafe=True).text != fixed.text:
-                problem = "the fix is not idempotent"
-        except Exception as error:  # report every file, not only the first
-            problem = f"{type(error).__name__}: {error}"
-    return rel, findings, problem
+    return (rel, *lint_and_fix(text, rel, list(RULES), CODES))
 
 
 @cache

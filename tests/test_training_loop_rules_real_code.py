@@ -22,7 +22,7 @@ import os
 from functools import cache
 
 import pytest
-from realcode import scan
+from realcode import lint_and_fix, scan
 
 from benchmarks.corpus import CorpusUnavailable, corpus_dir
 from gradlint.engine import active_rules, fix_text, lint_text
@@ -112,18 +112,7 @@ def _check_file(job: tuple[str, str]):
     rules = list(RULES)
     if not active_rules(text, rules):
         return rel, [], None
-    findings = []
-    problem = None
-    try:
-        findings = [(f.location.row, f.code) for f in lint_text(text, rel, rules) if f.code in CODES]
-        if findings:
-            fixed = fix_text(text, rel, rules, unsafe=True)
-            compile(fixed.text, rel, "exec")
-            if fix_text(fixed.text, rel, rules, unsafe=True).text != fixed.text:
-                problem = "the fix is not idempotent"
-    except Exception as error:  # report every file, not only the first
-        problem = f"{type(error).__name__}: {error}"
-    return rel, findings, problem
+    return (rel, *lint_and_fix(text, rel, rules, CODES))
 
 
 @cache
