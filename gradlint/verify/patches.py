@@ -23,39 +23,26 @@ def _record_clip(total, max_norm, kind):
         monitor.on_clip(total, max_norm, kind)
 
 
-def _wrap_clip_norm(original):
-    def clip_grad_norm_(parameters, max_norm, *args, **kwargs):
+def _wrap_clip(original, bound_name: str, kind: str):
+    """`clip_grad_norm_` (kind "norm": it returns the total norm) or `clip_grad_value_` ("value")."""
+
+    def clip(parameters, *args, **kwargs):
         outer = not _reentry["clip"]
         _reentry["clip"] = True
         try:
-            total = original(parameters, max_norm, *args, **kwargs)
+            result = original(parameters, *args, **kwargs)
         finally:
             if outer:
                 _reentry["clip"] = False
         if outer:
-            _record_clip(total, max_norm, "norm")
-        return total
-
-    clip_grad_norm_.__wrapped__ = original
-    clip_grad_norm_.__doc__ = original.__doc__
-    return clip_grad_norm_
-
-
-def _wrap_clip_value(original):
-    def clip_grad_value_(parameters, clip_value, *args, **kwargs):
-        outer = not _reentry["clip"]
-        _reentry["clip"] = True
-        try:
-            result = original(parameters, clip_value, *args, **kwargs)
-        finally:
-            if outer:
-                _reentry["clip"] = False
-        if outer:
-            _record_clip(None, clip_value, "value")
+            bound = args[0] if args else kwargs.get(bound_name)
+            _record_clip(result if kind == "norm" else None, bound, kind)
         return result
 
-    clip_grad_value_.__wrapped__ = original
-    return clip_grad_value_
+    clip.__wrapped__ = original
+    clip.__name__ = original.__name__
+    clip.__doc__ = original.__doc__
+    return clip
 
 
 def _wrap_backward(original):
@@ -108,8 +95,8 @@ def _wrap_exit(original):
 def _targets():
     import torch.nn.utils as nn_utils
 
-    clip_norm = _wrap_clip_norm(clip_grad.clip_grad_norm_)
-    clip_value = _wrap_clip_value(clip_grad.clip_grad_value_)
+    clip_norm = _wrap_clip(clip_grad.clip_grad_norm_, "max_norm", "norm")
+    clip_value = _wrap_clip(clip_grad.clip_grad_value_, "clip_value", "value")
     yield nn_utils, "clip_grad_norm_", clip_norm
     yield clip_grad, "clip_grad_norm_", clip_norm
     yield nn_utils, "clip_grad_value_", clip_value
