@@ -186,3 +186,23 @@ def test_name_checks_accept_a_sound_fix():
     # `from m import net` may import a module instance: not reported.
     code = "from m import net\n\n\ndef run():\n    return net(1)\n"
     assert introduced_name_problems(code, code.replace("    return", "    net.eval()\n    return")) == []
+
+
+def test_a_github_snapshot_is_used_only_at_its_pinned_commit(tmp_path, monkeypatch):
+    from benchmarks.corpus import SNAPSHOTS, corpus_root
+
+    pinned = SNAPSHOTS["karpathy/nanoGPT"]
+    monkeypatch.delenv("GRADLINT_REPOS_DIR", raising=False)
+    with pytest.raises(CorpusUnavailable, match="GRADLINT_REPOS_DIR is not set"):
+        corpus_root("gh:karpathy/nanoGPT")
+    monkeypatch.setenv("GRADLINT_REPOS_DIR", str(tmp_path))
+    with pytest.raises(CorpusUnavailable, match="no snapshot of karpathy/nanoGPT"):
+        corpus_root("gh:karpathy/nanoGPT")
+    (tmp_path / "karpathy+nanoGPT").mkdir()
+    with pytest.raises(CorpusUnavailable, match="cannot tell the commit"):
+        corpus_root("gh:karpathy/nanoGPT")
+    (tmp_path / "COMMITS.txt").write_text(f"karpathy+nanoGPT {'0' * 40}\n")
+    with pytest.raises(CorpusUnavailable, match=f"is at {'0' * 40}; the verdicts are for {pinned}"):
+        corpus_root("gh:karpathy/nanoGPT")
+    (tmp_path / "COMMITS.txt").write_text(f"karpathy+minGPT {'0' * 40}\nkarpathy+nanoGPT {pinned}\n")
+    assert corpus_root("gh:karpathy/nanoGPT") == tmp_path / "karpathy+nanoGPT"
