@@ -76,7 +76,7 @@ def _lex_directive(comment: str, start: int, i: int) -> _Lexed:
         return _Lexed(start, i, None, ())
     if comment[i] != ":":
         if not comment[i].isspace():
-            raise _LexError(INVALID_SUFFIX)  # `#noqaGL001`
+            raise _LexError(INVALID_SUFFIX)  # "noqa" glued to a code
         j = _skip_space(comment, i)
         if j >= len(comment) or comment[j] != ":":
             return _Lexed(start, i, None, ())  # `# noqa because ...`
@@ -101,7 +101,7 @@ def _lex_directive(comment: str, start: int, i: int) -> _Lexed:
         if i >= len(comment) or not comment[i].isdigit():
             if joined:
                 raise _LexError(INVALID_CODE_SUFFIX)
-            break  # `# noqa: GL` or a capitalised word: no more codes
+            break  # a prefix ("GL") or a capitalised word: no more codes
         while i < len(comment) and comment[i].isdigit():
             i += 1
         codes.append((comment[code_start:i], code_start, i))
