@@ -1,6 +1,6 @@
 """The lines under the findings in the terminal formats: how many, and how to fix them.
 
-Inside a pre-commit hook the user cannot type a flag: the hint names the `gradlint-fix` hook and the
+Inside a pre-commit hook (pre-commit sets PRE_COMMIT=1) nobody can type a flag: the hint names the
 hook's `args:` instead of a command line.
 """
 
@@ -9,19 +9,22 @@ from __future__ import annotations
 from . import Report
 from .terminal import Style
 
-FIX_HOOK = "gradlint-fix"
-
 
 def plural(n: int, word: str) -> str:
     suffix = "" if n == 1 else ("es" if word.endswith("x") else "s")
     return f"{n} {word}{suffix}"
 
 
-def _hidden_note(hidden: int, report: Report, where: str) -> str:
-    fixes = plural(hidden, "hidden fix")
+def _hidden_note(hidden: int, report: Report) -> str:
     if report.pre_commit:
-        return f"{fixes} can be enabled with `args: [--unsafe-fixes]` on {where}"
-    return f"{fixes} can be enabled with the `--unsafe-fixes` option"
+        return f"{plural(hidden, 'hidden fix')} can be enabled with `args: [--fix, --unsafe-fixes]` on this hook"
+    return f"{plural(hidden, 'hidden fix')} can be enabled with the `--unsafe-fixes` option"
+
+
+def _how_to_fix(report: Report) -> str:
+    if report.pre_commit:
+        return f"`args: [--fix{', --unsafe-fixes' if report.unsafe_fixes else ''}]` on this hook"
+    return f"`gradlint fix --write{' --unsafe-fixes' if report.unsafe_fixes else ''}`"
 
 
 def summary_lines(report: Report, style: Style) -> list[str]:
@@ -38,19 +41,12 @@ def summary_lines(report: Report, style: Style) -> list[str]:
         return [style.green("All checks passed!")]
     else:
         out = [f"Found {plural(remaining, 'error')}."]
-    mark = f"[{style.cyan('*')}]"
     if report.command == "check":
-        if report.pre_commit:
-            how = f"the `{FIX_HOOK}` hook" + (" and `args: [--unsafe-fixes]`" if report.unsafe_fixes else "")
-            where = f"the `{FIX_HOOK}` hook"
-        else:
-            how = "`gradlint fix --write --unsafe-fixes`" if report.unsafe_fixes else "`gradlint fix --write`"
-            where = ""
         if fixable:
-            note = f" ({_hidden_note(hidden, report, where)})" if hidden and not report.unsafe_fixes else ""
-            out.append(f"{mark} {fixable} fixable with {how}{note}.")
+            note = f" ({_hidden_note(hidden, report)})" if hidden and not report.unsafe_fixes else ""
+            out.append(f"[{style.cyan('*')}] {fixable} fixable with {_how_to_fix(report)}{note}.")
         elif hidden:
-            out.append(f"No fixes available ({_hidden_note(hidden, report, where)}).")
+            out.append(f"No fixes available ({_hidden_note(hidden, report)}).")
     elif hidden and not report.unsafe_fixes:
-        out.append(f"No fixes applied to {plural(hidden, 'error')} ({_hidden_note(hidden, report, 'this hook')}).")
+        out.append(f"No fixes applied to {plural(hidden, 'error')} ({_hidden_note(hidden, report)}).")
     return out
