@@ -174,8 +174,8 @@ class NoqaDirectives:
 
     def __init__(self, text: str, path: str) -> None:
         self.lines: dict[int, Directive] = {}
-        self.file_all = False  # `# gradlint: noqa`
-        self.file_codes: set[str] = set()  # `# gradlint: noqa: GL001`
+        self.file_all = False  # a file-level directive without codes
+        self.file_codes: set[str] = set()  # the codes of file-level directives
         self.warnings: list[str] = []
         if not _MAYBE_NOQA.search(text):
             return
