@@ -427,7 +427,7 @@ def test_async_reads_wait_only_when_the_device_is_far_behind():
     def copy_queued(step):  # what `_read_later` leaves: a step's values behind an event
         event = FakeEvent()
         events.append(event)
-        meta = (step, [], 0, 0, 1, [], False)  # one loss value
+        meta = (step, 0, [], 0, 0, 1, [], False, False)  # one loss value
         monitor._in_flight.append((meta, torch.tensor([float(step)]), (None, event, None)))
 
     for step in range(1, IN_FLIGHT):
