@@ -5,12 +5,14 @@ Status: "ok", "warn" (worth a look, not a failure: no clipping, dead units), "fa
 healthy), "n/a" (nothing to check: no ReLU for dead units, no forward for the mode checks). A run is
 healthy when nothing fails.
 
-The loss trend rule (`loss_check`): with at least 8 finite losses in a series, let w = max(3, n // 4),
-E the median of the first w losses, L the median of the last w, and s the early noise (1.4826 times the
-median absolute deviation of the first w). The loss diverges when L - E > max(|E|, 3 s): the typical late
-loss is above its early level by more than that level itself (for a positive loss: more than doubled)
-and by more than three times the early noise. Medians make one spike count for nothing. A loss that
-never changes (every step's equal) fails too: the parameters do not move it.
+The loss trend rule (`loss_check`): with at least 8 finite losses in a series, let E be the early level
+(the smaller of the first loss and the median of the first 3: a loss that explodes at its second step is
+compared with where it started), L the median of the last w = max(3, n // 4), and s the late noise
+(1.4826 times the median absolute deviation of those last w). The loss diverges when L - E > max(|E|, 3 s):
+the typical late loss is above the early level by more than that level itself (for a positive loss: it
+more than doubled) and by more than three times its own step-to-step noise. The late median makes one
+spike count for nothing. A loss that never changes (every step's equal) fails too: the parameters do not
+move it.
 """
 
 from __future__ import annotations
@@ -420,8 +422,8 @@ def _mad(values: list[float]) -> float:
 def _trend(losses: list[float]) -> dict:
     n = len(losses)
     w = max(3, n // 4)
-    early, late = median(losses[:w]), median(losses[-w:])
-    spread = _mad(losses[:w])
+    early, late = min(losses[0], median(losses[:3])), median(losses[-w:])
+    spread = _mad(losses[-w:])
     return {"window": w, "early": early, "late": late, "noise": spread,
             "diverging": n >= 8 and late - early > max(abs(early), 3 * spread)}
 
@@ -461,8 +463,8 @@ def loss_check(record: dict) -> Check:
         if trend["diverging"]:
             worst = FAIL
             parts.append(f"{prefix}diverging: {text}")
-            details.append(f"{prefix}median of the last {trend['window']} steps {fmt(trend['late'])}, of the first "
-                           f"{trend['window']} {fmt(trend['early'])} (early noise {fmt(trend['noise'])})")
+            details.append(f"{prefix}median of the last {trend['window']} steps {fmt(trend['late'])} (noise "
+                           f"{fmt(trend['noise'])}), early level {fmt(trend['early'])}: risen by more than the early level itself")
         else:
             parts.append(text)
             if len(finite) < 8:

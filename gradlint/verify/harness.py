@@ -292,7 +292,7 @@ def run(ns) -> dict:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if tracer is not None:
             tracer.disarm()
-        monitor.flush()
+        monitor.flush(partial=record["status"] != "stopped")
         monitor.detach()
         if progress is not None:
             progress.write(f"{monitor.steps}\n")
@@ -306,12 +306,23 @@ def run(ns) -> dict:
     record["arguments"] = applied  # device/seed: passed to the script's argparse, or why not
     devices = sorted({str(p.device) for r in monitor.roots for p in r.module.parameters()})
     record["device"] = ", ".join(devices) if devices else None
-    main_file = None if ns.module else script
+    main_file = _module_file(ns.script) if ns.module else script
     record["project_files"] = project_files((main_file,) if main_file else ())
     record["main_file"] = os.path.realpath(main_file) if main_file else None
     if sources is not None:
         record["served"] = sorted(sources.served)
     return record
+
+
+def _module_file(name: str) -> Optional[str]:
+    """The file `python -m name` ran (runpy took it back out of sys.modules); its packages are imported."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
 
 
 def _terminate(signum, frame):

@@ -84,11 +84,21 @@ class PatchedSources(importlib.abc.MetaPathFinder):
     def __init__(self, sources: dict[str, str]):
         self.sources = {os.path.realpath(p): t for p, t in sources.items()}
         self.served: set[str] = set()
+        self._looking: set[str] = set()  # names being found: another finder that asks the meta path back
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname in self._looking:
+            return None
+        self._looking.add(fullname)
+        try:
+            return self._find_spec(fullname, path, target)
+        finally:
+            self._looking.discard(fullname)
 
     def install(self) -> None:
         sys.meta_path.insert(0, self)
 
-    def find_spec(self, fullname, path=None, target=None):
+    def _find_spec(self, fullname, path, target):
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue

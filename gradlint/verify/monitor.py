@@ -460,7 +460,8 @@ class Monitor:
             raise StopRun()  # the leading optimizer would go past N: every other one had its turn
         self._absorb_pending()
         self._stepping = series
-        if (args and callable(args[0])) or callable(kwargs.get("closure")):
+        # The hook's args are the step's own, the optimizer first: `step(self, closure=None)`.
+        if any(callable(a) for a in args[1:2]) or callable(kwargs.get("closure")):
             # `optimizer.step(closure)` (Lightning, LBFGS): the gradients are made inside the step, so
             # they are read after it; they are still the ones the update used.
             self._deferred = True
@@ -705,10 +706,13 @@ class Monitor:
         return [*self._activations, *self.call_sites.trackers.values()]
 
     # -- results ---------------------------------------------------------------------------------------
-    def flush(self) -> None:
-        """Read what is still on the device, and what the unfinished step left (a crash mid-step)."""
+    def flush(self, partial: bool = True) -> None:
+        """Read what is still on the device, and (with `partial`: a crash mid-step) what the unfinished step
+        left. A run stopped after N steps leaves the next step's forward: not a step, dropped."""
         try:
             self._read_done(wait=True)
+            if not partial:
+                self._fwd, self._losses, self._clips = [], [], []
             if self._pending is not None and self._stepping is None:
                 saved_max, self.max_steps = self.max_steps, None
                 try:
