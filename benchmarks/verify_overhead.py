@@ -165,7 +165,7 @@ def main() -> None:
     act_inputs = {name: torch.relu(torch.randn_like(out)) for _, name in acts}
     pieces = {
         # the step's read as the step makes it: asynchronous on CUDA (a copy, read once done)
-        "grad norms + one read": lambda: monitor._collect(optimizer),
+        "grad norms + one read": lambda: monitor._safe_collect(monitor._series_of(optimizer), optimizer),
         "root output flag": lambda: monitor._flag_output(out),
         "activation hooks": lambda: [hook(None, None, act_inputs[name]) for hook, name in acts],
     }
@@ -277,9 +277,9 @@ def fixed_cost(args, device) -> None:
         a = block(model, optimizer, batch, n, device, clock)[pick]
         monitor = attach(progress)
         step(model, optimizer, batch)  # finds the roots: not timed
-        waits -= monitor.waits
+        waits -= monitor.reads.waits
         b = block(model, optimizer, batch, n, device, clock)[pick]
-        waits += monitor.waits
+        waits += monitor.reads.waits
         monitor.flush()
         monitor.detach()
         c = block(model, optimizer, batch, n, device, clock)[pick]

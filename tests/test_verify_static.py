@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gradlint.verify import checks, command, html, report
-from gradlint.verify.patch import fix_files, keep
+from gradlint.verify.patch import attribute, fix_files, keep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,6 +123,7 @@ def test_fixed_texts_leave_the_files_and_keep_encodings(tmp_path):
 
     paths = [str(project / name) for name in ("bom.py", "clean.py", "latin.py")]
     result = fix_files(paths, cwd=str(tmp_path))
+    attribute(result)
     assert {p.name: p.read_bytes() for p in project.glob("*.py")} == before  # only read
     assert result.codes.get("GL001") == 2 and result.fixed == 2
     assert sorted(f.path for f in result.files) == ["project/bom.py", "project/latin.py"]

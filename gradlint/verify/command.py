@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from .checks import evaluate, healthy, steps_phrase
-from .patch import PatchResult, fix_files, keep, shown
+from .patch import PatchResult, attribute, fix_files, keep, shown
 from .report import patch_lines, table, verdict
 from .runner import Progress, RunSpec, run_harness
 
@@ -260,6 +260,7 @@ def run(args: argparse.Namespace) -> int:
             sources.write_text(json.dumps(patch.sources()), encoding="utf-8")
             patched = session.run_and_pinpoint("patched", sources)
             timing["patched_start_after_original_end"] = round(patched["started"] - ended, 3)
+        attribute(patch, unsafe=args.unsafe_fixes)
         if kept is not None:
             anchor = os.path.dirname(target) if not args.module else cwd
             keep(patch, kept, anchor)
@@ -379,7 +380,6 @@ def _compare(args, target: str, patch: PatchResult, original: dict, patched: dic
     from gradlint import __version__
 
     checks_o, checks_p = evaluate(original), evaluate(patched)
-    patched_ran = patched.get("status") != "skipped" or not patch.files
     decisive = patched if patched.get("status") != "skipped" or patch.files else original
     checks_d = evaluate(decisive)
     decisive_healthy = healthy(checks_d)

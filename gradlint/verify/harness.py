@@ -124,7 +124,7 @@ def new_monitor(thresholds=None, progress=None, steps: Optional[int] = None):
     from .monitor import Monitor
 
     monitor = Monitor(thresholds)
-    monitor.async_read = True  # CUDA: read each step's values once their copy is done, never stall the device
+    monitor.reads.async_read = True  # CUDA: read each step's values once their copy is done, never stall the device
     monitor.max_steps = steps
     written = [0.0]  # when the progress file was last written
 

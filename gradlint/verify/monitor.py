@@ -15,10 +15,10 @@ step every microsecond of Python counts):
   left on the device;
 - an optimizer step pre-hook: per-parameter grad norms with one `torch._foreach_norm`, put with the
   output sums, the losses and the clip norms into one vector by one `torch.stack` (one `torch.cat` on
-  CUDA, where the norms already lie in one buffer: see `_one_vector`), read back once. On CUDA
+  CUDA, where the norms already lie in one buffer: see `reads.one_vector`), read back once. On CUDA
   (`async_read`) the vector goes to pinned memory by one non-blocking copy and is read when its event
   says the copy is done: no host sync in the default path, the device may run up to `IN_FLIGHT` steps
-  behind before the monitor waits. Per-layer sums are made only when the record is asked for;
+  behind before the monitor waits (see `reads`). Per-layer sums are made only when the record is asked for;
 - wrappers around `clip_grad_norm_`, `Tensor.backward` and `GradScaler` (see `patches`) that only keep
   references to tensors already computed;
 - activation hooks and functional calls (see `activations`): one reduction a call.
@@ -30,7 +30,6 @@ inside the user's `no_grad` blocks (see `modes`), never on training forwards. Ev
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
@@ -43,9 +42,10 @@ from . import activations, hidden, patches
 from .hidden import tracing
 from .modes import ModeChecks, is_stochastic
 from .naming import clean, contains, variable_name
-from .tensors import compiled, float_tensors, number
+from .reads import DeviceReads, one_vector
+from .rows import decode, json_rows
+from .tensors import compiled, float_tensors
 
-IN_FLIGHT = 4  # CUDA reads not yet done, at most: then the monitor waits for the oldest (bounded memory)
 BACKWARD = -1  # the series index of backward steps (no optimizer)
 
 
@@ -70,22 +70,6 @@ class _Root:
         self.module, self.name = module, name
         self.stochastic = [m for m in module.modules() if is_stochastic(m)]
         self.handles: list = []
-
-
-def _one_vector(norms: list) -> Optional[torch.Tensor]:
-    """On CUDA `_foreach_norm` writes all the norms into one buffer and returns a 0-d view of each element:
-    that buffer as one vector, instead of stacking the views (a tensor made per parameter, a cost that grows
-    with the parameter count). None where the norms are tensors of their own (CPU; mixed dtypes)."""
-    first, size, n = norms[0], norms[0].element_size(), len(norms)
-    start = first.data_ptr()
-    if norms[-1].data_ptr() - start != (n - 1) * size:  # the quick test, which CPU norms fail
-        return None
-    if [t.data_ptr() for t in norms] != list(range(start, start + n * size, size)):
-        return None
-    try:  # and the N elements must lie in the first one's storage: then they are the N norms, in order
-        return first.as_strided((n,), (1,))
-    except RuntimeError:
-        return None
 
 
 class _ParamMap:
@@ -150,12 +134,8 @@ class Monitor:
         self._fwd: list[torch.Tensor] = []  # 0-d sums of the root outputs: NaN iff an output holds a NaN
         self._losses: list[torch.Tensor] = []  # 0-d, detached
         self._clips: list[tuple] = []  # (total norm or None, max_norm, scale or None, site key)
-        # On CUDA the harness reads asynchronously: the step's values are copied to pinned memory behind an
-        # event and read once the event is done, so the device never stalls for the checks.
-        self.async_read = False
-        self._in_flight: deque = deque()  # (meta, pinned host view, slot) in step order
-        self._slots: list = []  # free (pinned buffer, event, device) to reuse: no allocation per step
-        self.waits = 0  # reads that had to wait for the device (the benchmark reports them)
+        # On CUDA the harness reads asynchronously (`async_read`): see `reads`.
+        self.reads = DeviceReads(self._finish)
         self._scaled_ids: set[int] = set()
         self._scale_pending = None  # a GradScaler whose scaled loss was backpropagated but not unscaled
         self._stepping: Optional[_Series] = None  # inside an optimizer step (its closure's backwards)
@@ -560,8 +540,8 @@ class Monitor:
 
         Kept lean (this runs every step): no per-layer arithmetic here, the raw vector is stored and
         summed per layer only when the record is asked for."""
-        if self._in_flight:
-            self._read_done()
+        if self.reads.in_flight:
+            self.reads.done()
         clips, self._clips = self._clips, []
         self.call_sites.calls = 0
         if self._scaled_ids:
@@ -574,12 +554,12 @@ class Monitor:
         meta = (series.count + 1, series.index, where, len(norms), len(fwd), len(losses), clip_meta, skipped,
                 closure)
         if not norms and not extras:
-            if self._in_flight:
-                self._read_done(wait=True)  # rows stay in step order
+            if self.reads.in_flight:
+                self.reads.done(wait=True)  # rows stay in step order
             self._finish(meta, [])
             return
         try:  # one op (cat and stack promote float16/bfloat16 values to the widest dtype)
-            vector = _one_vector(norms) if norms else None
+            vector = one_vector(norms) if norms else None
             if vector is not None:
                 pack = torch.cat([vector, *[t.reshape(1) for t in extras]])
             else:
@@ -589,38 +569,12 @@ class Monitor:
             pack = torch.stack([t.to(device=device, dtype=torch.float32) for t in [*norms, *extras]])
         if pack.dtype != torch.float32:
             pack = pack.float()
-        if self.async_read and pack.is_cuda:
-            self._read_later(meta, pack)
+        if self.reads.async_read and pack.is_cuda:
+            self.reads.later(meta, pack)
         else:
-            if self._in_flight:
-                self._read_done(wait=True)  # rows stay in step order
+            if self.reads.in_flight:
+                self.reads.done(wait=True)  # rows stay in step order
             self._finish(meta, pack.tolist())
-
-    def _read_later(self, meta: tuple, pack: torch.Tensor) -> None:
-        """CUDA: one non-blocking copy into pinned memory, and an event to tell when it is done."""
-        n = pack.numel()
-        slot = self._slots.pop() if self._slots else None
-        if slot is None or slot[0].numel() < n or slot[2] != pack.device:
-            slot = (torch.empty(max(n, 64), dtype=torch.float32, pin_memory=True), torch.cuda.Event(), pack.device)
-        host = slot[0][:n]
-        host.copy_(pack, non_blocking=True)
-        slot[1].record(torch.cuda.current_stream(pack.device))  # the stream the copy was queued on
-        self._in_flight.append((meta, host, slot))
-
-    def _read_done(self, wait: bool = False) -> None:
-        """Read the copies that are done (`event.query()` does not wait); with `wait`, all of them; and the
-        oldest when `IN_FLIGHT` are pending."""
-        in_flight = self._in_flight
-        while in_flight:
-            meta, host, slot = in_flight[0]
-            if not slot[1].query():
-                if not (wait or len(in_flight) >= IN_FLIGHT):
-                    return
-                self.waits += 1
-                slot[1].synchronize()
-            in_flight.popleft()
-            self._slots.append(slot)
-            self._finish(meta, host.tolist())
 
     def _finish(self, meta: tuple, values: list) -> None:
         """Store the step's raw values; look only at what says whether it is non-finite."""
@@ -628,30 +582,7 @@ class Monitor:
         # Norms, output sums and losses come first: their sum is NaN or Inf iff one of them is (float32
         # values cannot overflow a float64 sum), the rest (clip norms, scales) is not looked at here.
         if self.first_nonfinite is None and not math.isfinite(sum(values[:meta[3] + meta[4] + meta[5]])):
-            self._note_nonfinite(self._row(meta, values))
-
-    def _row(self, meta: tuple, values: list) -> dict:
-        """A step as a dict: per-layer norms (position -> norm), total, loss, output flag, clips."""
-        step, series, where, n_norms, n_fwd, n_losses, clips_meta, skipped, closure = meta
-        squares: dict[int, float] = {}
-        for pos, v in zip(where, values[:n_norms]):
-            squares[pos] = squares.get(pos, 0.0) + v * v
-        at = n_norms
-        fwd, at = values[at:at + n_fwd], at + n_fwd
-        losses, at = values[at:at + n_losses], at + n_losses
-        clips = []
-        for has_total, max_norm, has_scale, key in clips_meta:
-            before = values[at] if has_total else None
-            at += has_total
-            scale = values[at] if has_scale else None
-            at += has_scale
-            clips.append({"before": before, "max_norm": max_norm, "scale": scale, "site": key})
-        # A closure step evaluates the loss several times: its loss is the first evaluation's.
-        loss = (losses[0] if closure else sum(losses)) if losses else None
-        return {"step": step, "series": series, "norms": {pos: math.sqrt(sq) for pos, sq in squares.items()},
-                "total": math.sqrt(sum(squares.values())) if squares else None, "loss": loss,
-                "losses": len(losses), "fwd_nan": any(math.isnan(v) for v in fwd), "clips": clips,
-                "skipped": skipped}
+            self._note_nonfinite(decode(meta, values))
 
     def _note_nonfinite(self, row: dict) -> None:
         if self.first_nonfinite is not None:
@@ -710,7 +641,7 @@ class Monitor:
         """Read what is still on the device, and (with `partial`: a crash mid-step) what the unfinished step
         left. A run stopped after N steps leaves the next step's forward: not a step, dropped."""
         try:
-            self._read_done(wait=True)
+            self.reads.done(wait=True)
             if not partial:
                 self._fwd, self._losses, self._clips = [], [], []
             if self._pending is not None and self._stepping is None:
@@ -727,22 +658,8 @@ class Monitor:
         except Exception as error:
             self.errors.append(f"flush: {type(error).__name__}: {error}")
 
-    def _json_rows(self) -> list[dict]:
-        n = len(self.layers)
-        rows = []
-        for meta, values in self.rows:
-            row = self._row(meta, values)
-            out = dict(row)
-            if (row["series"], row["step"]) in self._partial_steps and not row["norms"]:
-                out["partial"] = True
-            out["norms"] = [number(row["norms"][i]) if i in row["norms"] else None for i in range(n)]
-            out["total"], out["loss"] = number(row["total"]), number(row["loss"])
-            out["clips"] = [dict(c, before=number(c["before"]), scale=number(c["scale"])) for c in row["clips"]]
-            rows.append(out)
-        return rows
-
     def record(self) -> dict:
-        self._read_done(wait=True)
+        self.reads.done(wait=True)
         self.call_sites.rename()
         series = sorted(self._series.values(), key=lambda s: (s.index == BACKWARD, s.index))
         return {
@@ -753,7 +670,7 @@ class Monitor:
             "roots": [{"name": r.name, "class": type(r.module).__name__,
                        "parameters": sum(p.numel() for p in r.module.parameters())} for r in self.roots],
             "layers": list(self.layers),
-            "rows": self._json_rows(),
+            "rows": json_rows(self.rows, len(self.layers), self._partial_steps),
             "first_nonfinite": self.first_nonfinite,
             "forwards": {"training": self.modes.training_forwards, "no_grad": self.modes.eval_forwards},
             "eval_mode": self.modes.events(self.modes.eval_events),

@@ -26,6 +26,7 @@ class FilePatch:
     text: str  # the fixed text
     remaining: list = field(default_factory=list)  # "code line message" of what the fixes left
     encoding: str = "utf-8"
+    original: str = ""  # the text as read
 
 
 @dataclass
@@ -93,10 +94,11 @@ def _unlocked(text: str, path: str, rules, outcome, found: Counter, unsafe: bool
 
 
 def fix_files(paths: list[str], unsafe: bool = False, cwd: Optional[str] = None) -> PatchResult:
-    """The fixed text of each file in `paths` that any fix changes; the files themselves are only read."""
+    """The fixed text of each file in `paths` that any fix changes; the files themselves are only read.
+    Which findings the fixes removed is worked out later (`attribute`): the patched run need not wait."""
     import time
 
-    from gradlint.engine import fix_text, lint_text
+    from gradlint.engine import fix_text
     from gradlint.registry import all_rules
 
     start = time.perf_counter()
@@ -116,18 +118,29 @@ def fix_files(paths: list[str], unsafe: bool = False, cwd: Optional[str] = None)
             continue
         if outcome.text == text:
             continue
-        before = Counter(f.code for f in lint_text(text, real, rules))
-        after = Counter(f.code for f in outcome.remaining)
-        found = before - after
-        found.update(_unlocked(text, real, rules, outcome, found, unsafe))
-        codes = dict(sorted(found.items()))
         diff = "".join(difflib.unified_diff(text.splitlines(keepends=True), outcome.text.splitlines(keepends=True),
                                             f"a/{name}", f"b/{name}"))
-        remaining = [f"{f.code} {f.location.row}: {f.message}" for f in outcome.remaining]
-        result.files.append(FilePatch(name, real, max(outcome.fixed, sum(codes.values())), codes, diff,
-                                      outcome.text, remaining, encoding))
+        result.files.append(FilePatch(name, real, outcome.fixed, {}, diff, outcome.text, [], encoding, text))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def attribute(result: PatchResult, unsafe: bool = False) -> None:
+    """Per fixed file: the codes of the findings the fixes removed, and what they left."""
+    from gradlint.engine import fix_text, lint_text
+    from gradlint.registry import all_rules
+
+    rules = all_rules()
+    for patch in result.files:
+        text = patch.original
+        outcome = fix_text(text, patch.real, rules, {}, unsafe=unsafe)
+        before = Counter(f.code for f in lint_text(text, patch.real, rules))
+        after = Counter(f.code for f in outcome.remaining)
+        found = before - after
+        found.update(_unlocked(text, patch.real, rules, outcome, found, unsafe))
+        patch.codes = dict(sorted(found.items()))
+        patch.fixed = max(patch.fixed, sum(found.values()))
+        patch.remaining = [f"{f.code} {f.location.row}: {f.message}" for f in outcome.remaining]
 
 
 def keep(result: PatchResult, folder: Path, anchor: str) -> list[Path]:
