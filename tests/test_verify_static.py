@@ -232,3 +232,29 @@ def _one_file_patch():
     from gradlint.verify.patch import FilePatch, PatchResult
 
     return PatchResult(files=[FilePatch("proj/train.py", "proj/train.py", 1, {"GL001": 1}, "", "x = 1\n")])
+
+
+def test_a_clip_that_never_cut_is_not_claimed_as_a_fix():
+    original = checks.evaluate(record([row(1, 0.1, 0.1), row(2, 0.1, 0.1)]))
+    small = {"before": 0.14, "max_norm": 1.0, "scale": None, "site": "t.py:9"}
+    patched = checks.evaluate(record([row(1, 0.1, 0.1, [small]), row(2, 0.1, 0.1, [small])]))
+    assert {c.key: c.status for c in patched}["clipping"] == "ok"
+    verdict = report.verdict(original, patched, True, 0)
+    assert verdict["fixed"] == []
+    assert verdict["lines"][0].startswith("gradient clipping: added by the patch, but it never cut in this run")
+    identical = report.verdict(checks.evaluate(record([row(1, 150.0, 1.0)])), checks.evaluate(record([row(1, 1.0, 1.0)])),
+                               True, 0, notes=("the two runs are identical",))
+    assert identical["fixed"] == [] and identical["lines"][0] == "the two runs are identical"
+
+
+def test_constant_loss_and_zero_gradients_fail_and_a_diverging_loss_fails():
+    flat = checks.evaluate(record([row(i, 0.0, 0.0, loss=0.0) for i in range(1, 6)]))
+    found = {c.key: c for c in flat}
+    assert found["gradient_flow"].status == "fail" and found["loss"].status == "fail"
+    assert not checks.healthy(flat)
+    rising = [5.7, 213.0, 293.0, 554.0, 756.0, 835.0, 791.0, 745.0, 768.0, 654.0, 635.0, 624.0]
+    found = {c.key: c for c in checks.evaluate(record([row(i, 1.0, 1.0, loss=v) for i, v in enumerate(rising, 1)]))}
+    assert found["loss"].status == "fail" and found["loss"].data["optimizer"]["diverging"]
+    noisy = [2.3, 2.6, 2.1, 2.4, 2.2, 2.5, 2.0, 2.3, 2.2, 2.4, 1.9, 2.1]  # noise, no trend
+    found = {c.key: c for c in checks.evaluate(record([row(i, 1.0, 1.0, loss=v) for i, v in enumerate(noisy, 1)]))}
+    assert found["loss"].status == "ok"
