@@ -299,3 +299,15 @@ def test_a_watched_model_scripts_traces_and_compiles_as_the_unwatched_one():
     torch.compile(model, backend=capture)(x)
     assert len(graphs) == 2 and graphs[0] == graphs[1]  # the same graph, watched or not
     assert torch.allclose(compiled_out, model(x))
+
+
+def test_a_watched_model_exports_as_the_unwatched_one():
+    export = pytest.importorskip("torch.export")
+    model, monitor = _trained_under_monitor()
+    x = torch.randn(2, 4)
+    try:
+        watched_graph = str(export.export(model, (x,)).graph)
+    finally:
+        monitor.flush()
+        monitor.detach()
+    assert watched_graph == str(export.export(model, (x,)).graph)
