@@ -311,3 +311,24 @@ def test_a_watched_model_exports_as_the_unwatched_one():
         monitor.flush()
         monitor.detach()
     assert watched_graph == str(export.export(model, (x,)).graph)
+
+
+def test_a_backward_before_training_starts_does_not_become_a_series():
+    """A gradient check before the loop (backward, then zero_grad) looks like a hand-written step; once an
+    optimizer steps, its steps are the run's and the stop comes after N of them."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def loop():
+        model(torch.randn(2, 4)).sum().backward()  # a sanity check of the gradients
+        model.zero_grad()
+        for _ in range(50):
+            loss = model(torch.randn(8, 4)).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()  # noqa: GL005
+
+    record = watched(loop, steps=5)
+    steps = {s["kind"]: s["steps"] for s in record["series"]}
+    assert steps == {"optimizer": 5} and record["steps"] == 5 and len(record["rows"]) == 5

@@ -409,7 +409,8 @@ def _compare(args, target: str, patch: PatchResult, original: dict, patched: dic
         "command": ["gradlint", "verify", *sys.argv[sys.argv.index("verify") + 1:]] if "verify" in sys.argv else None,
         "path": args.path, "module": args.module, "script": script, "cwd": os.getcwd(),
         "steps": args.steps, "seed": original.get("seed", args.seed if args.seed is not None else 0),
-        "device": {"asked": args.device, "used": original.get("device"), "note": device_note},
+        "device": {"asked": args.device, "resolved": original.get("device_resolved"), "used": original.get("device"),
+                   "note": device_note},
         "thresholds": original.get("thresholds"), "timing": timing,
         "patch": patch.to_dict(), "original": runs["original"], "patched": runs["patched"],
         "healthy": code == EXIT_HEALTHY, "exit_code": code, "verdict": the_verdict,
@@ -435,7 +436,7 @@ def _print_text(result: dict, out, color: bool) -> None:
 
     o, p = result["original"], result["patched"]
     target = f"-m {result['module']}" if result["module"] else result["path"]
-    used = result["device"]["used"] or result["device"]["asked"]
+    used = result["device"]["used"] or result["device"]["resolved"] or result["device"]["asked"]
     print(f"gradlint verify {target}  ({used}, {result['steps']} steps, seed {result['seed']}, "
           f"torch {result.get('torch') or '?'}, gradlint {result['gradlint']})", file=out)
     if result["device"]["note"]:

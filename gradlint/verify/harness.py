@@ -221,7 +221,7 @@ def run(ns) -> dict:
         record.update(status="error", error={"type": "DeviceError",
                                              "message": "--device cuda asked for, but torch.cuda.is_available() is False"})
         return record
-    record.update(device_asked=ns.device, torch=torch.__version__)
+    record.update(device_asked=ns.device, device_resolved=device, torch=torch.__version__)
 
     progress = open(ns.progress, "a", buffering=1, encoding="utf-8") if ns.progress else None
     monitor = new_monitor(Thresholds(**json.loads(ns.thresholds)), progress, ns.steps)

@@ -271,7 +271,7 @@ def render(result: dict) -> str:
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>gradlint verify <code>{escape(result['path'])}</code></h1>",
              f"<div class='meta'>script <code>{escape(result['script'])}</code> &middot; device "
-             f"{escape(str(result['device']['used'] or result['device']['asked']))} &middot; {result['steps']} steps &middot; torch "
+             f"{escape(str(result['device']['used'] or result['device'].get('resolved') or result['device']['asked']))} &middot; {result['steps']} steps &middot; torch "
              f"{escape(str(result.get('torch')))}</div>",
              f"<div class='banner {banner_cls}'>{'<br>'.join(escape(v) for v in result['verdict']['lines'])}</div>"]
 

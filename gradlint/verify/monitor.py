@@ -329,6 +329,7 @@ class Monitor(RootDiscovery):
         if self.max_steps is not None and series.count >= self.max_steps:
             raise StopRun()  # the leading optimizer would go past N: every other one had its turn
         self._absorb_pending()
+        self._backward_steps = False  # an optimizer steps after all: the backwards are its micro-batches
         self._stepping = series
         # The hook's args are the step's own, the optimizer first: `step(self, closure=None)`.
         if any(callable(a) for a in args[1:2]) or callable(kwargs.get("closure")):
@@ -520,7 +521,8 @@ class Monitor(RootDiscovery):
                         tracker.close_window(self.steps)
         for callback in list(self.on_step_end):
             callback(self)
-        if self.max_steps is not None and all(s.count >= self.max_steps for s in self._series.values()):
+        counted = [s for s in self._series.values() if s.index != BACKWARD] or list(self._series.values())
+        if self.max_steps is not None and all(s.count >= self.max_steps for s in counted):
             raise StopRun()
 
     def _trackers(self) -> list:
@@ -552,6 +554,10 @@ class Monitor(RootDiscovery):
         self.reads.done(wait=True)
         self.call_sites.rename()
         series = sorted(self._series.values(), key=lambda s: (s.index == BACKWARD, s.index))
+        raw = self.rows
+        if any(s.index != BACKWARD for s in series):  # backwards before the optimizer stepped: not training
+            series = [s for s in series if s.index != BACKWARD]
+            raw = [(meta, values) for meta, values in raw if meta[1] != BACKWARD]
         return {
             "steps": self.steps,
             "series": [{"index": s.index, "name": s.name, "steps": s.count,
@@ -560,7 +566,7 @@ class Monitor(RootDiscovery):
             "roots": [{"name": r.name, "class": type(r.module).__name__,
                        "parameters": sum(p.numel() for p in r.module.parameters())} for r in self.roots],
             "layers": list(self.layers),
-            "rows": json_rows(self.rows, len(self.layers), self._partial_steps),
+            "rows": json_rows(raw, len(self.layers), self._partial_steps),
             "first_nonfinite": self.first_nonfinite,
             "forwards": {"training": self.modes.training_forwards, "no_grad": self.modes.eval_forwards},
             "eval_mode": self.modes.events(self.modes.eval_events),
