@@ -307,11 +307,22 @@ def run(ns) -> dict:
     devices = sorted({str(p.device) for r in monitor.roots for p in r.module.parameters()})
     record["device"] = ", ".join(devices) if devices else None
     main_file = _module_file(ns.script) if ns.module else script
-    record["project_files"] = project_files((main_file,) if main_file else ())
+    record["project_files"] = project_files((main_file,) if main_file else (), _generated_code_dirs())
     record["main_file"] = os.path.realpath(main_file) if main_file else None
     if sources is not None:
         record["served"] = sorted(sources.served)
     return record
+
+
+def _generated_code_dirs() -> tuple[str, ...]:
+    """Where torch.compile wrote the Python it generated and imported (inductor's cache), if it ran."""
+    utils = sys.modules.get("torch._inductor.runtime.cache_dir_utils")
+    if utils is None:
+        return ()
+    try:
+        return (utils.cache_dir(),)
+    except Exception:
+        return ()
 
 
 def _module_file(name: str) -> Optional[str]:

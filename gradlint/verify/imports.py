@@ -43,9 +43,10 @@ def is_project_file(path: str, library_dirs: Optional[tuple[str, ...]] = None) -
     return not any(real.startswith(d) for d in (library_dirs or _library_dirs()))
 
 
-def project_files(extra: tuple[str, ...] = ()) -> list[str]:
-    """The project files among the imported modules (and `extra`, the script), as real paths, sorted."""
-    dirs = _library_dirs()
+def project_files(extra: tuple[str, ...] = (), generated: tuple[str, ...] = ()) -> list[str]:
+    """The project files among the imported modules (and `extra`, the script), as real paths, sorted; code
+    generated under the `generated` folders (torch.compile's kernels) is not the user's."""
+    dirs = _library_dirs() + tuple(os.path.realpath(d) + os.sep for d in generated)
     found = set()
     for module in list(sys.modules.values()):
         path = getattr(module, "__file__", None)
