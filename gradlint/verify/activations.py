@@ -1,7 +1,8 @@
 """Dead and saturated units: per unit of each activation, over a window of steps.
 
 Three sources, all cheap (one reduction a call, three for the saturating kinds, kept on the device and
-combined once a window, read once when the record is made):
+combined once a window, read once when the record is made), looked at on every other step (the odd ones:
+a unit dead over a window is dead in every sampled step of it; half the cost on large activations):
 - activation modules (ReLU, GELU, tanh, sigmoid, ...): a forward hook on those modules only;
 - recurrent layers (LSTM, GRU, RNN and their cells): their hidden output h. For an LSTM h = o * tanh(c),
   for a GRU a blend of tanh candidates: a unit pinned at |h| ~ 1 has its gates and cell saturated, and
@@ -95,7 +96,7 @@ class Activation:
 
     def hook(self, monitor, recurrent: bool = False):
         def record(module, args, out):
-            if tracing() or monitor.paused or not torch.is_grad_enabled():
+            if tracing() or monitor.steps & 1 or monitor.paused or not torch.is_grad_enabled():
                 return
             if recurrent:
                 out = _hidden_output(out)

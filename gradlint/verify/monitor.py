@@ -192,7 +192,7 @@ class Monitor(RootDiscovery):
         self.modes.on_no_grad(delta)
 
     def on_activation_call(self, kind: str, function: str, out) -> None:
-        if self.roots or self._discovering:
+        if (self.roots or self._discovering) and not self.steps & 1:  # sampled: see `activations`
             self.call_sites.record(kind, function, out)
 
     # -- backward, clipping, GradScaler ----------------------------------------------------------------
