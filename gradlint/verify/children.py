@@ -264,8 +264,10 @@ def _run_instrumented(process, run) -> None:
         outcome.status = outcome.status or "finished"
     except StopRun:
         outcome.status = "stopped"
-    except (Terminated, KeyboardInterrupt):
-        outcome.status = "terminated"
+    except (Terminated, KeyboardInterrupt) as error:
+        from .harness import stopped_at
+
+        outcome.status, outcome.error = "terminated", stopped_at(error)
         raise
     except SystemExit as error:
         if outcome.status is None:
@@ -278,12 +280,14 @@ def _run_instrumented(process, run) -> None:
         outcome.status, outcome.error = "crashed", outcome.error or _error(error)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the record short
+        ended_at = time.time()
         instrumented.stop(outcome.status or "crashed")
         record = instrumented.record()
         record.update(status=outcome.status, error=outcome.error, seconds=round(time.perf_counter() - start, 3),
                       requested_steps=config.steps, seed=config.seed if config.seed is not None else 0,
-                      worker=True)
+                      worker=True, ended_at=ended_at)
         if record["status"] == "finished" and instrumented.monitor.steps == 0:
             record["status"] = "no_steps"
         instrumented.write(record)
+        signal.signal(signal.SIGTERM, previous)

@@ -445,7 +445,9 @@ def _no_verdict_reason(original: dict, patched: dict, patch: PatchResult) -> str
             return f"the {name} run never trained (no optimizer.step(), no backward followed by cleared gradients)"
         if status in ("timeout", "crashed", "error"):
             error = record.get("error") or {}
-            return f"the {name} run {'timed out' if status == 'timeout' else status}: {error.get('message', '')}".rstrip(": ")
+            on = f" on {error['rank_label']}" if error.get("rank_label") else ""
+            return (f"the {name} run {'timed out' if status == 'timeout' else status}{on}: "
+                    f"{error.get('message', '')}").rstrip(": ")
     return ""
 
 
@@ -466,7 +468,7 @@ def _print_text(result: dict, out, color: bool) -> None:
     for name, run in (("original", o), ("patched", p)):
         error = run.get("error") or {}
         if run["status"] == "crashed":
-            where = f" ({error['message'].split(':')[0]})" if error.get("rank") is not None else ""
+            where = f" ({error['rank_label']})" if error.get("rank_label") else ""
             print(f"\n{name} run crashed{where}:", file=out)
             print((error.get("traceback") or run.get("stderr_tail") or error.get("message", "")).rstrip(), file=out)
             if error.get("hint"):

@@ -107,6 +107,19 @@ def filtered_traceback(error: BaseException) -> str:
     return "".join(lines)
 
 
+def stopped_at(error: BaseException) -> dict:
+    """Where the user's code was when SIGTERM stopped it (a hang: the line it hangs on)."""
+    from .sites import is_user
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if is_user(f.filename)]
+    site = None
+    if frames:
+        frame = frames[-1]
+        site = {"file": frame.filename, "line": frame.lineno, "function": frame.name, "code": (frame.line or "").strip()}
+    where = f"at {os.path.basename(site['file'])}:{site['line']}: {site['code']}" if site else "outside the script"
+    return {"type": "Terminated", "message": f"stopped {where}", "traceback": filtered_traceback(error), "site": site}
+
+
 def seed_everything(seed: int) -> None:
     import torch
 
@@ -245,8 +258,9 @@ def run(ns, who: str) -> dict:
         record["status"] = "finished"
     except StopRun:
         record["status"] = "stopped"
-    except Terminated:
+    except Terminated as error:
         record["status"] = "terminated" if ns.ranked else "timeout"
+        record["error"] = stopped_at(error)
     except SelfLaunchingScript as error:
         record["status"] = "error"
         record["error"] = {"type": "LaunchError", "message": str(error), "traceback": None,
@@ -264,7 +278,9 @@ def run(ns, who: str) -> dict:
                            "traceback": filtered_traceback(error)}
     finally:
         elapsed = time.perf_counter() - start
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        record["ended_at"] = time.time()  # which rank's crash came first (the others' may follow from it)
+        # A second SIGTERM (torchrun passes on the one the parent sent it) must not cut the record short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         instrumented.stop(record["status"] or "crashed")
     record["seconds"] = round(elapsed, 3)
     main_file = _module_file(ns.script) if ns.module else script

@@ -69,7 +69,9 @@ def _rank_of(who: str, record: Optional[dict]) -> Optional[int]:
 
 def _member(run_dir: Path, who: str, steps_by_who: dict) -> dict:
     record = _read(run_dir / f"{who}.json")
-    return {"who": who, "rank": _rank_of(who, record), "record": record, "last_step": steps_by_who.get(who, 0)}
+    # the progress file is written every 50 ms at most: the record, when there is one, has the last count
+    last = max(steps_by_who.get(who, 0), (record or {}).get("steps", 0))
+    return {"who": who, "rank": _rank_of(who, record), "record": record, "last_step": last}
 
 
 def _trained(member: dict) -> bool:
@@ -132,27 +134,29 @@ def _single(run_dir: Path, main: dict, steps: int, timeout: float, ended_by: Opt
 def _status(members: list[dict], launcher: dict, ended_by: Optional[str], steps: int,
             timeout: float) -> tuple[str, Optional[dict], Optional[dict]]:
     """(the group's status, its error, the member the error is about)."""
-    for m in members:
-        record = m["record"]
-        if record is not None and record.get("status") in ("crashed", "error"):
-            error = dict(record.get("error") or {})
-            error["message"] = f"{m['label']}: {error.get('message', '')}"
-            error["rank"] = m["rank"]
-            return record["status"], error, m
-    where = ", ".join(f"{m['label']} at step {m['last_step']}" for m in members)
+    # The first crash is the cause: a rank whose peer died crashes too, a moment later, in its next collective.
+    crashed = sorted((m for m in members if m["record"] is not None and m["record"].get("status") in ("crashed", "error")),
+                     key=lambda m: m["record"].get("ended_at") or 0)
+    if crashed:
+        m = crashed[0]
+        error = dict(m["record"].get("error") or {}, rank=m["rank"], rank_label=m["label"])
+        if len(crashed) > 1:
+            error["then"] = [f"{o['label']}: {(o['record'].get('error') or {}).get('type')}" for o in crashed[1:]]
+        return m["record"]["status"], error, m
     if ended_by == "timeout":
+        where = "; ".join(f"{m['label']} after step {m['last_step']}, {_where(m)}" for m in members)
         behind = min(members, key=lambda m: m["last_step"])
         ahead = max(members, key=lambda m: m["last_step"])
         stuck = ("" if behind["last_step"] == ahead["last_step"] else
-                 f"; {behind['label']} fell behind: the others wait for it in a collective, or it waits for a "
-                 "collective they never entered")
+                 f" ({behind['label']} fell behind: the others wait for it in a collective, or it waits for one "
+                 "they never entered)")
         return "timeout", {"type": "Timeout", "traceback": None, "message":
-                           f"killed after {timeout:g}s with {where} (of {steps}){stuck}; the script hangs or is "
+                           f"killed after {timeout:g}s of {steps} steps{stuck}: {where}. The script hangs or is "
                            "slower than that: raise --timeout or lower --steps"}, behind
     for m in members:
         if m["record"] is None:
-            return "crashed", {"type": "Killed", "traceback": None, "rank": m["rank"], "message":
-                               f"{m['label']} ended at step {m['last_step']} without a record (killed by a "
+            return "crashed", {"type": "Killed", "traceback": None, "rank": m["rank"], "rank_label": m["label"],
+                               "message": f"it ended at step {m['last_step']} without a record (killed by a "
                                "signal, or out of memory?)"}, m
     main = launcher.get("record")
     if main is not None and main.get("status") in ("crashed", "error", "timeout"):
@@ -162,10 +166,20 @@ def _status(members: list[dict], launcher: dict, ended_by: Optional[str], steps:
         return "no_steps", None, None
     if any(s not in RAN + ("no_steps",) for s in statuses):
         odd = next(m for m in members if m["record"].get("status") not in RAN + ("no_steps",))
-        return "crashed", {"type": "Terminated", "traceback": None, "rank": odd["rank"], "message":
-                           f"{odd['label']} was stopped at step {odd['last_step']} from outside "
-                           f"({odd['record'].get('status')})"}, odd
+        return "crashed", {"type": "Terminated", "traceback": None, "rank": odd["rank"], "rank_label": odd["label"],
+                           "message": f"it was stopped from outside at step {odd['last_step']} ({_where(odd)})"}, odd
     return ("stopped" if "stopped" in statuses else "finished"), None, None
+
+
+def _where(member: dict) -> str:
+    """Where a stopped rank was: its line, or why it left no record."""
+    record = member["record"]
+    if record is None:
+        return "no record: it did not answer SIGTERM, as a rank blocked in a collective does"
+    error = record.get("error") or {}
+    if error.get("type") == "Terminated":
+        return error.get("message", "stopped")
+    return record.get("status") or "?"
 
 
 def _birth(members: list[dict]) -> Optional[dict]:

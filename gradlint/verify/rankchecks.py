@@ -56,19 +56,30 @@ def _labels(members: list[dict]) -> str:
 
 def _run(record: dict, members: list[dict]) -> Check:
     check = run_check(record)
+    label = (record.get("error") or {}).get("rank_label")
+    if label and record.get("status") in ("crashed", "error"):
+        check.summary = f"{label}: {check.summary}"
     shown = {m["label"]: (m["record"].get("status"), m["record"].get("steps", 0)) for m in members}
     dist = record.get("distributed") or {}
     backend = f", {dist['backend']}" if dist.get("backend") else ""
     head = f"{len(record['ranks'])} processes" if dist.get("world_size") is None else \
         f"world size {dist['world_size']}{backend}, {dist.get('launcher')}"
-    if len(set(shown.values())) == 1 and len(members) == len(record["ranks"]):
+    ran = all(status in ("stopped", "finished") for status, _ in shown.values())
+    if ran and len(set(shown.values())) == 1 and len(members) == len(record["ranks"]):
         check.details.append(f"{head}: all ranks agree")
     else:
         check.details.append(head)
         for m in record["ranks"]:
             r = m.get("record")
-            state = f"{r.get('status')}, {r.get('steps', 0)} steps" if r else "no record"
-            check.details.append(f"{m['label']}: {state} (last step {m['last_step']})")
+            state = f"{r.get('status')} after {r.get('steps', 0)} steps" if r else \
+                f"ended at step {m['last_step']} without a record (it did not answer SIGTERM: blocked in a collective?)"
+            error = (r or {}).get("error") or {}
+            if error.get("type") == "Terminated":
+                state += f", {error.get('message')}"
+            elif error:
+                message = error.get("message") or ""
+                state += f" ({error.get('type')}: {message[:60]}{'...' if len(message) > 60 else ''})"
+            check.details.append(f"{m['label']}: {state}")
     check.data["ranks"] = {m["label"]: {"status": (m.get("record") or {}).get("status"), "last_step": m["last_step"]}
                            for m in record["ranks"]}
     return check
@@ -82,7 +93,9 @@ def _merge(key: str, per_rank: list[tuple[dict, dict]], record: dict) -> Check:
         groups.setdefault((c.status, c.summary), []).append(m)
     if len(groups) == 1:
         _, shown = present[0]
-        return Check(key, shown.title, shown.status, shown.summary, [*shown.details, "all ranks agree"],
+        agree = "all ranks agree" if len(present) == len(record["ranks"]) else \
+            f"{_labels([m for m, _ in present])} only: the others left no record"
+        return Check(key, shown.title, shown.status, shown.summary, [*shown.details, agree],
                      dict(shown.data, ranks="agree"), shown.code)
     first = record.get("first_nonfinite") or {}
     candidates = [(m, c) for m, c in present if WORST[c.status] == worst]

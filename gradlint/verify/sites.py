@@ -22,7 +22,7 @@ def _skipped_prefixes() -> tuple[str, ...]:
     return _SKIP
 
 
-def _is_user(filename: str) -> bool:
+def is_user(filename: str) -> bool:
     if filename.startswith("<"):
         return False
     for prefix in _skipped_prefixes():
@@ -34,7 +34,7 @@ def _is_user(filename: str) -> bool:
 
 def user_frame(depth: int = 1):
     frame = sys._getframe(depth + 1)
-    while frame is not None and not _is_user(frame.f_code.co_filename):
+    while frame is not None and not is_user(frame.f_code.co_filename):
         frame = frame.f_back
     return frame
 
