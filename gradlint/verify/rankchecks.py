@@ -21,6 +21,8 @@ the margin is for reductions that are not bitwise reproducible).
 from __future__ import annotations
 
 import math
+import shutil
+import textwrap
 from typing import Optional
 
 from .checks import FAIL, NA, OK, WARN, Check, evaluate, fmt, run_check
@@ -275,8 +277,9 @@ def rank_summaries(record: dict) -> list[dict]:
     return out
 
 
-def rank_table(record: dict, width: int = 120) -> list[str]:
+def rank_table(record: dict, width: Optional[int] = None) -> list[str]:
     """The checks on which the ranks differ, one column per rank; [] when every rank agrees."""
+    width = width or min(max(shutil.get_terminal_size((120, 24)).columns, 90), 160)
     members = [m for m in record.get("ranks") or [] if m.get("record")]
     if len(members) < 2 or len(members) > 4:
         return []
@@ -293,7 +296,6 @@ def rank_table(record: dict, width: int = 120) -> list[str]:
     col = max(24, (width - first) // len(members) - 2)
     out = [f"{'check':<{first}}  " + "  ".join(f"{m['label']:<{col}}" for m in members).rstrip(),
            f"{'-' * first}  " + "  ".join("-" * col for _ in members)]
-    import textwrap
 
     for title, cells in rows:
         wrapped = []
