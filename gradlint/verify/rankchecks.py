@@ -137,6 +137,17 @@ def _differ(a, b) -> bool:
     return abs(a - b) > TOLERANCE * max(abs(a), abs(b)) and not (math.isnan(a) and math.isnan(b))
 
 
+def _pair(a, b) -> tuple[str, str]:
+    """Two values that differ, with as many digits as it takes to see that they do."""
+    if not all(isinstance(v, float) and math.isfinite(v) for v in (a, b)):
+        return fmt(a), fmt(b)
+    for digits in range(3, 13):
+        x, y = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if x != y:
+            return x, y
+    return fmt(a), fmt(b)
+
+
 def _ddp_members(members: list[dict]) -> tuple[list[dict], Optional[str]]:
     """The ranks to compare, or why there is nothing to compare."""
     if len(members) < 2:
@@ -188,6 +199,7 @@ def agreement_check(members: list[dict]) -> Check:
     if not differing:
         return Check("rank_agreement", title, FAIL, "the ranks took different numbers of optimizer steps", details, data)
     step, layer, va, m, vb = differing[0]
+    shown_a, shown_b = _pair(va, vb)
     steps = sorted({d[0] for d in differing})
     names = sorted({d[1] for d in differing})
     details += [f"differs at {len(steps)} of {len(steps_compared)} steps, in {len(names)} of {len(layers)} layers: "
@@ -196,7 +208,7 @@ def agreement_check(members: list[dict]) -> Check:
                 "never closed, require_backward_grad_sync left False), changed its gradients after it, or runs a "
                 "step ahead of the others"]
     return Check("rank_agreement", title, FAIL,
-                 f"ranks disagree from step {step}: {layer} grad norm {fmt(va)} on {lead['label']}, {fmt(vb)} on "
+                 f"ranks disagree from step {step}: {layer} grad norm {shown_a} on {lead['label']}, {shown_b} on "
                  f"{m['label']} (a desync)", details, dict(data, first_step=step, layer=layer))
 
 
@@ -232,9 +244,10 @@ def drift_check(members: list[dict]) -> Check:
                      f"all ranks agree: the {len(names)} parameter(s) DDP syncs are equal on {len(members)} ranks at "
                      f"steps {at}", data=data)
     step, name, a, m, b = first
+    shown_a, shown_b = _pair(a, b)
     listed = sorted(drifted)
     return Check("param_drift", title, FAIL,
-                 f"parameters differ across ranks from step {step}: {name} norm {fmt(a)} on {lead['label']}, {fmt(b)} "
+                 f"parameters differ across ranks from step {step}: {name} norm {shown_a} on {lead['label']}, {shown_b} "
                  f"on {m['label']} ({len(drifted)} of {len(names)} parameters)",
                  [", ".join(listed[:LISTED]) + (" ..." if len(listed) > LISTED else ""),
                   "DDP gives every rank rank 0's parameters when it wraps the model, and equal gradients keep them "
