@@ -221,3 +221,102 @@ def test_the_fixture_on_cuda():
     assert nonfinite["data"]["rank"] == 1 and "model.py:15" in nonfinite["summary"]
     assert result["original"]["device"].startswith("cuda")
     assert proc.returncode == 0 and result["verdict"]["status"] == "healthy"
+
+
+# -- gradlint.watch and the Lightning callback under DDP -------------------------------------------------
+
+WATCHED = '''
+    import json
+    import sys
+
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    import torch.nn.functional as F
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import gradlint
+
+
+    def main(rank, port, out):
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+        torch.manual_seed(0)
+        model = DDP(nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3)))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        generator = torch.Generator().manual_seed(rank)
+        with gradlint.watch(model, optimizer) as health:
+            for step in range(1, 9):
+                x, y = torch.randn(8, 6, generator=generator), torch.randint(3, (8,), generator=generator)
+                if rank == 1 and step == 4:
+                    x[0] = float("nan")  # a corrupt reading in rank 1's batch
+                loss = F.cross_entropy(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump(health.summary(), f)
+        dist.destroy_process_group()
+
+
+    if __name__ == "__main__":
+        mp.spawn(main, args=(int(sys.argv[1]), sys.argv[2]), nprocs=2)
+'''
+
+
+def test_watch_under_ddp_reports_the_merged_view_on_every_rank(tmp_path):
+    folder = write(tmp_path, "watched.py", WATCHED)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "watched.py", str(free_port()), "summary"], cwd=folder, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((folder / "summary.0").read_text())
+    found = {c["key"]: c for c in summary["checks"]}
+    assert summary["ranks"] == 2 and not summary["healthy"]
+    assert found["nonfinite"]["summary"].startswith("rank 1: NaN at step 4, before the model")
+    assert found["rank_agreement"]["status"] == "ok" and found["param_drift"]["status"] == "ok"
+    assert json.loads((folder / "summary.1").read_text())["checks"] == summary["checks"]  # gathered on every rank
+
+
+LIGHTNING = '''
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    import lightning as L
+    from gradlint.verify.lightning import GradlintCallback
+
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+            self.unused = nn.Linear(16, 3)  # no rank ever calls it
+
+        def training_step(self, batch, index):
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+    if __name__ == "__main__":
+        torch.manual_seed(0)
+        data = torch.utils.data.TensorDataset(torch.randn(64, 6), torch.randint(3, (64,)))
+        trainer = L.Trainer(strategy="ddp_find_unused_parameters_true", accelerator="cpu", devices=2, max_steps=6,
+                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                            enable_model_summary=False, callbacks=[GradlintCallback()])
+        trainer.fit(Model(), torch.utils.data.DataLoader(data, batch_size=8))
+'''
+
+
+def test_the_lightning_callback_under_ddp_prints_the_merged_view_once(tmp_path):
+    pytest.importorskip("lightning")
+    folder = write(tmp_path, "fit.py", LIGHTNING)
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=str(free_port()))
+    proc = subprocess.run([sys.executable, "fit.py"], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("gradlint health: 6 step(s), 2 ranks") == 1  # rank 0 prints, for all
+    assert "all ranks agree: the gradients DDP syncs (3 layer(s)) have the same norm on 2 ranks" in proc.stdout
+    assert "2 parameter(s) got no gradient on any rank in any step: unused.bias, unused.weight" in proc.stdout

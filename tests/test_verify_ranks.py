@@ -68,7 +68,7 @@ def test_a_desync_is_named_with_its_step_layer_and_ranks(tmp_path):
                                "rank1": rank_record(1, norms=[0.5, 0.5, 0.61, 0.7])})
     check = by_key(checks_of(record))["rank_agreement"]
     assert check.status == "fail"
-    assert check.summary == "ranks disagree from step 3: fc grad norm 0.5 on rank 0, 0.61 on rank 1 (a desync)"
+    assert check.summary == "ranks disagree from step 3: fc gradient norm 0.5 on rank 0, 0.61 on rank 1 (a desync)"
     assert check.data["differing"] == 2 and check.data["first_step"] == 3
 
 

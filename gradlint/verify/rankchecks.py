@@ -40,13 +40,19 @@ def checks_of(record: dict) -> list[Check]:
     checks = [_run(record, members)]
     if record.get("status") in ("error", "skipped") or not any((m["record"].get("rows")) for m in members):
         return checks
-    per_rank = [(m, {c.key: c for c in evaluate(m["record"])}) for m in members]
-    keys = list(dict.fromkeys(k for _, by_key in per_rank for k in by_key if k != "run"))
-    for key in keys:
-        checks.append(_merge(key, per_rank, record))
-    trained = [m for m in members if m["record"].get("rows")]
-    checks += [agreement_check(trained), drift_check(trained), unused_check(trained)]
-    return checks
+    per_rank = [(m, evaluate(m["record"])) for m in members]
+    return checks + merged_checks(per_rank, record.get("first_nonfinite"), len(record["ranks"]))
+
+
+def merged_checks(per_rank: list[tuple[dict, list[Check]]], first: Optional[dict], processes: int) -> list[Check]:
+    """Each check merged over the ranks (`per_rank`: a member and its own checks), then the checks across
+    ranks. A member is `{"label", "rank", "record"}`; the record needs only what the cross-rank checks read
+    (`rows`, `layers`, `synced`, `synced_layers`, `checksums`, `never_graded`, `steps`)."""
+    by_key = [(m, {c.key: c for c in checks}) for m, checks in per_rank]
+    keys = list(dict.fromkeys(k for _, found in by_key for k in found if k != "run"))
+    merged = [_merge(key, by_key, first or {}, processes) for key in keys]
+    trained = [m for m, _ in per_rank if m["record"].get("rows")]
+    return merged + [agreement_check(trained), drift_check(trained), unused_check(trained)]
 
 
 def _labels(members: list[dict]) -> str:
@@ -87,7 +93,7 @@ def _run(record: dict, members: list[dict]) -> Check:
     return check
 
 
-def _merge(key: str, per_rank: list[tuple[dict, dict]], record: dict) -> Check:
+def _merge(key: str, per_rank: list[tuple[dict, dict]], first: dict, processes: int) -> Check:
     present = [(m, by_key[key]) for m, by_key in per_rank if key in by_key]
     worst = max(WORST[c.status] for _, c in present)
     groups: dict[tuple, list] = {}
@@ -95,11 +101,10 @@ def _merge(key: str, per_rank: list[tuple[dict, dict]], record: dict) -> Check:
         groups.setdefault((c.status, c.summary), []).append(m)
     if len(groups) == 1:
         _, shown = present[0]
-        agree = "all ranks agree" if len(present) == len(record["ranks"]) else \
+        agree = "all ranks agree" if len(present) == processes else \
             f"{_labels([m for m, _ in present])} only: the others left no record"
         return Check(key, shown.title, shown.status, shown.summary, [*shown.details, agree],
                      dict(shown.data, ranks="agree"), shown.code)
-    first = record.get("first_nonfinite") or {}
     candidates = [(m, c) for m, c in present if WORST[c.status] == worst]
     shown_member, shown = next(((m, c) for m, c in candidates if key == "nonfinite" and m["rank"] == first.get("rank")),
                                candidates[0])
@@ -186,11 +191,12 @@ def agreement_check(members: list[dict]) -> Check:
                 vb = b[j] if j is not None and j < len(b) else None
                 if _differ(va, vb):
                     differing.append((key[1], layer, va, m, vb))
-    data = {"layers": len(layers), "steps": len(steps_compared), "differing": len(differing), "steps_per_rank": counts}
+    count = lead["record"].get("synced_count", len(layers))
+    data = {"layers": count, "steps": len(steps_compared), "differing": len(differing), "steps_per_rank": counts}
     uneven = len(set(counts.values())) > 1
     if not differing and not uneven:
         return Check("rank_agreement", title, OK,
-                     f"all ranks agree: the gradient norms of the {len(layers)} layer(s) DDP syncs are equal on "
+                     f"all ranks agree: the gradients DDP syncs ({count} layer(s)) have the same norm on "
                      f"{len(members)} ranks at all {len(steps_compared)} steps", data=data)
     details = []
     if uneven:
@@ -202,13 +208,13 @@ def agreement_check(members: list[dict]) -> Check:
     shown_a, shown_b = _pair(va, vb)
     steps = sorted({d[0] for d in differing})
     names = sorted({d[1] for d in differing})
-    details += [f"differs at {len(steps)} of {len(steps_compared)} steps, in {len(names)} of {len(layers)} layers: "
+    details += [f"differs at {len(steps)} of {len(steps_compared)} steps, in {len(names)} of {len(layers)} layer(s): "
                 f"{', '.join(names[:LISTED])}{' ...' if len(names) > LISTED else ''}",
                 "after DDP's all-reduce every rank holds the same gradients: a rank skipped it (a no_sync window "
                 "never closed, require_backward_grad_sync left False), changed its gradients after it, or runs a "
                 "step ahead of the others"]
     return Check("rank_agreement", title, FAIL,
-                 f"ranks disagree from step {step}: {layer} grad norm {shown_a} on {lead['label']}, {shown_b} on "
+                 f"ranks disagree from step {step}: {layer} gradient norm {shown_a} on {lead['label']}, {shown_b} on "
                  f"{m['label']} (a desync)", details, dict(data, first_step=step, layer=layer))
 
 

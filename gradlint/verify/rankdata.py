@@ -26,6 +26,7 @@ import torch
 from .naming import clean
 
 EVERY = 10  # steps between two parameter checksums
+KEPT = 64  # checksums kept at most: past that, every other one is dropped (the first and the last stay)
 
 
 def current_rank() -> Optional[int]:
@@ -111,6 +112,11 @@ class RankData:
             if not self.checksums or self.checksums[-1]["step"] != steps:
                 self._checksum(steps)
 
+    def last_checksum(self) -> None:
+        """A checksum of the parameters as the last step left them (the watch ends: `gradlint.watch`)."""
+        if self.synced and self.monitor.steps and (not self.checksums or self.checksums[-1]["step"] != self.monitor.steps):
+            self._checksum(self.monitor.steps)
+
     def _identify(self) -> None:
         """At the first step the process group and the DDP modules exist: which parameters DDP syncs."""
         self._identified = True
@@ -142,6 +148,8 @@ class RankData:
             norms = torch._foreach_norm(params)
             values = torch.stack([n.float().to(norms[0].device) for n in norms]).tolist()
             self.checksums.append({"step": step, "values": values})
+            if len(self.checksums) > KEPT:  # a long run: memory and the summary stay bounded
+                self.checksums = self.checksums[:-1:2] + self.checksums[-1:]
         except Exception as error:
             self.errors.append(f"parameter checksum at step {step}: {type(error).__name__}: {error}")
             self.synced = []

@@ -10,6 +10,8 @@
 The same monitor as `gradlint verify` (one device read a step), hooked on the given model and
 optimizer(s) instead of found globally. On the first non-finite step the model's forward and backward
 are replayed in process under the op-level tracer (see `replay`), before the step's update is applied.
+Under DDP (several ranks in a process group) each rank watches its own steps and, when the watch stops,
+the ranks' summaries are gathered once (see `gather`): rank 0's `summary()` and report are the merged view.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ class Health:
         self.monitor = Monitor(thresholds)
         self.pinpoint = pinpoint
         self._replay = None
+        self.rank_data = None
+        self.ranks: Optional[list] = None  # every rank's summary, under DDP (see `gather`)
 
     def start(self) -> "Health":
         self.monitor.attach(self.model, self.optimizers)
+        self._attach_rank_data()
         if self.pinpoint:
             from .replay import ForwardReplay
 
@@ -38,36 +43,58 @@ class Health:
             self._replay.attach()
         return self
 
-    def stop(self) -> None:
+    def _attach_rank_data(self) -> None:
+        from .rankdata import RankData
+
+        self.rank_data = RankData(self.monitor)
+        self.rank_data.attach()
+
+    def stop(self, gather: bool = True) -> None:
+        """`gather=False`: no rank summaries gathered (this rank is leaving on an exception: the others,
+        still training, would never meet it in the gather)."""
         if self._replay is not None:
             self._replay.detach()
         if self.monitor.attached:
             self.monitor.flush()
             self.monitor.detach()
+            self.rank_data.last_checksum()
+            self.rank_data.detach()
+            if gather:
+                from . import gather as ranks
+
+                self.ranks = ranks.gather(self.record())  # every rank stops: the one collective of the watch
 
     def __enter__(self) -> "Health":
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        self.stop(gather=exc[0] is None)
 
     # -- results ---------------------------------------------------------------------------------------
     def record(self) -> dict:
         record = self.monitor.record()
         record["status"] = "finished" if self.monitor.steps else "no_steps"
         record["trace"] = self._replay.result if self._replay is not None else None
+        if self.rank_data is not None:
+            record.update(self.rank_data.record())
         return record
 
     def summary(self) -> dict:
         record = self.record()
         checks = evaluate(record)[1:]  # no "run" row: the loop is the user's
+        if self.ranks:
+            from .gather import merged
+
+            checks = merged(self.ranks)
         return {"healthy": healthy(checks), "steps": record["steps"], "checks": [c.to_dict() for c in checks],
+                "ranks": len(self.ranks) if self.ranks else None, "rank": record.get("rank"),
                 "first_nonfinite": record["first_nonfinite"], "trace": record["trace"],
                 "layers": record["layers"], "grad_norms": [r["norms"] for r in record["rows"]],
                 "loss": [r["loss"] for r in record["rows"]]}
 
     def report(self) -> str:
-        lines = [f"gradlint health: {self.monitor.steps} step(s)"]
+        ranks = f", {len(self.ranks)} ranks" if self.ranks else ""
+        lines = [f"gradlint health: {self.monitor.steps} step(s){ranks}"]
         for check in self.summary()["checks"]:
             status = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "n/a": "n/a"}.get(check["status"], "")
             lines.append(f"  {status:<4} {check['title']:<20} {check['summary']}")
