@@ -173,8 +173,7 @@ SPAWNED_DESYNC = '''
                 x, y = torch.randn(8, 6, generator=generator), torch.randint(3, (8,), generator=generator)
                 loss = F.cross_entropy(model(x), y)
                 optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                loss.backward(){clip}
                 optimizer.step()
 
 
@@ -191,9 +190,14 @@ SPAWNED_DESYNC = '''
 '''
 
 
+CLIP = "\n                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)"
+
+
 @pytest.mark.parametrize("how", ["spawn", "fork"])
 def test_workers_a_script_starts_are_checked_and_stopped(tmp_path, how):
-    folder = write(tmp_path / how, "train.py", SPAWNED_DESYNC)
+    # spawned workers are new interpreters: the patched run must serve them its fixed __main__ (GL005's clip)
+    clip = "" if how == "spawn" else CLIP
+    folder = write(tmp_path / how, "train.py", SPAWNED_DESYNC.replace("{clip}", clip))
     proc = verify("train.py", "--steps", "5", "--json", "--", how, free_port(), cwd=folder)
     result = result_of(proc)
     original = result["original"]
@@ -205,6 +209,10 @@ def test_workers_a_script_starts_are_checked_and_stopped(tmp_path, how):
     assert found["unused_params"]["status"] == "warn"
     assert found["unused_params"]["data"]["parameters"] == ["unused_head.bias", "unused_head.weight"]
     assert proc.returncode == 1 and result["verdict"]["status"] == "unhealthy"
+    if how == "spawn":
+        clipping = checks(result["patched"])["clipping"]
+        assert clipping["status"] == "ok" and "clipped in 5 of 5 steps" in clipping["summary"]  # on both ranks
+        assert result["patched"]["served"] == ["train.py"]
     assert not processes_in(folder)
 
 

@@ -70,8 +70,9 @@ def _run(record: dict, members: list[dict]) -> Check:
     shown = {m["label"]: (m["record"].get("status"), m["record"].get("steps", 0)) for m in members}
     dist = record.get("distributed") or {}
     backend = f", {dist['backend']}" if dist.get("backend") else ""
-    head = f"{len(record['ranks'])} processes" if dist.get("world_size") is None else \
-        f"world size {dist['world_size']}{backend}, {dist.get('launcher')}"
+    launcher = "torchrun" if dist.get("launcher") == "torchrun" else "workers the script started"
+    head = f"{len(record['ranks'])} processes, {launcher}" if dist.get("world_size") is None else \
+        f"world size {dist['world_size']}{backend}, {launcher}"
     ran = all(status in ("stopped", "finished") for status, _ in shown.values())
     if ran and len(set(shown.values())) == 1 and len(members) == len(record["ranks"]):
         check.details.append(f"{head}: all ranks agree")

@@ -158,7 +158,7 @@ class RankData:
         group = self.group or _group()
         rank = group["rank"] if group else current_rank()
         env_world = os.environ.get("WORLD_SIZE")
-        names = {id(p): n for _, r in self._named_roots() for n, p in r}
+        names = self._parameter_names()
         never = self.monitor.params_never_graded()
         return {
             "rank": rank,
@@ -174,7 +174,12 @@ class RankData:
             "rank_errors": self.errors,
         }
 
-    def _named_roots(self):
-        for root in self.monitor.roots:
-            prefix = root.name if len(self.monitor.roots) > 1 else ""
-            yield root, [(".".join(x for x in (prefix, clean(n)) if x), p) for n, p in root.module.named_parameters()]
+    def _parameter_names(self) -> dict[int, str]:
+        """id(parameter) -> its name as the user wrote the model (with the root's name when there are several)."""
+        roots = self.monitor.roots
+        names: dict[int, str] = {}
+        for root in roots:
+            prefix = root.name if len(roots) > 1 else ""
+            for name, p in root.module.named_parameters():
+                names.setdefault(id(p), ".".join(x for x in (prefix, clean(name)) if x))
+        return names
