@@ -24,8 +24,6 @@ import sys
 import time
 from typing import Optional
 
-_HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # gradlint's parent
-
 _state: dict = {"current": None, "config": None, "saved": [], "ranked": False, "owner": None,
                 "child_path": None}  # child_path: the folder gradlint is imported from, if not installed
 

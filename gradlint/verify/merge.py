@@ -75,10 +75,12 @@ def _member(run_dir: Path, who: str, steps_by_who: dict) -> dict:
 
 
 def _trained(member: dict) -> bool:
+    """A worker that is one of the training processes (not a pool worker, a Manager's server, ...): it took
+    steps, or it crashed as a rank of a process group."""
     record = member["record"]
     if record is None:
-        return True  # killed before it could write one: it is part of the group all the same
-    return record.get("steps", 0) > 0 or record.get("status") in ("crashed", "timeout", "terminated")
+        return member["last_step"] > 0  # killed before it could write one, after it had trained
+    return record.get("steps", 0) > 0 or (record.get("status") == "crashed" and record.get("rank") is not None)
 
 
 def collect(run_dir: Path, ranked: bool, steps: int, timeout: float, ended_by: Optional[str],
@@ -107,10 +109,10 @@ def collect(run_dir: Path, ranked: bool, steps: int, timeout: float, ended_by: O
         return record
     members.sort(key=lambda m: (m["rank"] is None, m["rank"] if m["rank"] is not None else 0, m["who"]))
     for m in members:  # a worker outside any process group is named by its process id
-        if m["rank"] is None:
-            m["label"] = f"process {m['who'].replace('child', 'pid ')}"
-        else:
+        if m["rank"] is not None:
             m["label"] = f"rank {m['rank']}"
+        else:
+            m["label"] = "the main process" if m["who"] == "main" else f"process {m['who'].replace('child', '')}"
     return _merged(run_dir, members, launcher, ranked, steps, timeout, ended_by)
 
 
