@@ -20,11 +20,12 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import libcst as cst
 
 from .context import FileContext, FullModuleRequired
-from .diagnostics import SYNTAX_ERROR, Edit, Finding, Fix, Location, file_error
+from .diagnostics import Edit, Finding, Fix, Location
 from .edits import diff_edits
 from .noqa import NoqaMap
 from .regions import reduce_source
 from .rule import FixPlan, Report, Rule
+from .syntax import python_syntax
 from .walk import Dispatcher
 
 MAX_FIX_ROUNDS = 10
@@ -51,22 +52,14 @@ class _Analysis:
         return mapped
 
 
-def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding, None]:
-    """`ast.parse(text)`; None for syntax newer than this Python that LibCST reads; else an E999 Finding."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ast.parse(text, filename=path)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
-        try:
-            cst.parse_module(text)
-            return None
-        except Exception:
-            pass
-        if isinstance(error, SyntaxError):
-            return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.msg}", error.lineno or 1,
-                              error.offset or 1)
-        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error}")
+def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding]:
+    """`ast.parse(text)`, or the E999 finding CPython's refusal gives (see `syntax`): LibCST's native parser
+    never sees what CPython refused."""
+    return python_syntax(text, path)
+
+
+class LibCSTCannotParse(Exception):
+    """Valid Python (CPython parsed it) that LibCST's parser refuses: the file is not checked."""
 
 
 def active_rules(text: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
@@ -102,11 +95,9 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
                 pass  # parse the whole file below
     try:
         module = cst.parse_module(text)
-    except (cst.ParserSyntaxError, RecursionError, ValueError) as error:
-        if isinstance(error, cst.ParserSyntaxError):
-            return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.message.rstrip('.')}",
-                              error.editor_line, error.editor_column)
-        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {error}")
+    except (cst.ParserSyntaxError, ValueError) as error:  # CPython parsed it: a limit of LibCST's parser
+        detail = error.message.rstrip(".") if isinstance(error, cst.ParserSyntaxError) else str(error)
+        raise LibCSTCannotParse(f"LibCST cannot parse this file, which Python accepts: {detail}") from None
     return _Analysis(module, _run_rules(module, path, rules, options, partial=False), text, import_row)
 
 

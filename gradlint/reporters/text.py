@@ -6,7 +6,7 @@ import os
 import sys
 from collections import Counter
 
-from . import Report
+from . import Report, printable
 
 
 def _colors() -> bool:
@@ -35,7 +35,8 @@ def render(report: Report) -> str:
         for f in findings:
             mark = f" {cyan('[*]')}" if f.fixable(report.unsafe_fixes) else ""
             code = f"{red(f.code)} " if f.code else ""
-            lines.append(f"{bold(f.filename)}:{f.location.row}:{f.location.column}: {code}{f.message}{mark}")
+            lines.append(f"{bold(printable(f.filename))}:{f.location.row}:{f.location.column}: {code}"
+                         f"{printable(f.message)}{mark}")
     if report.quiet:
         return "\n".join(lines)
     lines.extend(_summary(report))
