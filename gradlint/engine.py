@@ -124,7 +124,7 @@ def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Option
 def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[Finding, Report]]:
     """Each unsuppressed report as a Finding (rows of the file), beside the report it came from.
 
-    `edits=False` skips computing each fix's edits (a whole-module rewrite and a diff apiece): `fix_text`
+    `edits=False` skips computing each fix's edits (one rewrite of the module for all of them): `fix_text`
     applies the plans themselves."""
     ctx = analysis.ctx
     if not ctx.reports:
@@ -133,18 +133,13 @@ def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[
     noqa = NoqaMap(analysis.source)
     row = analysis.file_row
     findings = []
-    for report in ctx.reports:
+    kept = [r for r in ctx.reports if not _suppressed(r, positions, noqa)]
+    fixes = _fixes(analysis, [r.fix for r in kept]) if edits else None
+    for index, report in enumerate(kept):
         span = positions[report.node]
-        rows = [span.start.line]
-        if report.statement is not None:
-            statement = positions[report.statement]
-            rows.append(statement.start.line)
-            if isinstance(report.statement, cst.SimpleStatementLine):
-                rows.append(statement.end.line)
-        if noqa.suppresses(report.rule.code, rows):
-            continue
-        if edits:
-            fix = _fix_of(analysis, report.fix)
+        rows = _statement_rows(report, positions)
+        if fixes is not None:
+            fix = fixes[index]
         else:
             fix = Fix(report.fix.applicability, report.fix.message) if report.fix is not None else None
         findings.append((Finding(
@@ -154,6 +149,42 @@ def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[
             fix=fix, rule_name=report.rule.name,
             noqa_rows=tuple(sorted({row(r) for r in rows}))), report))
     return findings
+
+
+def _statement_rows(report: Report, positions) -> list[int]:
+    rows = [positions[report.node].start.line]
+    if report.statement is not None:
+        statement = positions[report.statement]
+        rows.append(statement.start.line)
+        if isinstance(report.statement, cst.SimpleStatementLine):
+            rows.append(statement.end.line)
+    return rows
+
+
+def _suppressed(report: Report, positions, noqa: NoqaMap) -> bool:
+    return noqa.suppresses(report.rule.code, _statement_rows(report, positions))
+
+
+def _fixes(analysis: _Analysis, plans: Sequence[Optional[FixPlan]]) -> list[Optional[Fix]]:
+    """Every report's Fix with its edits, from one rewrite of the module (see `fix_edits`)."""
+    from .fix_edits import plan_edits
+
+    present = [i for i, plan in enumerate(plans) if plan is not None]
+    if not present:
+        return [None] * len(plans)
+    edits = plan_edits(
+        analysis.module, analysis.ctx.positions(), analysis.source, [plans[i] for i in present],
+        analysis.import_row, expected=lambda together: apply_plans(analysis.module, together, analysis.import_row),
+        alone=lambda plan: _fix_of(analysis, plan))
+    out: list[Optional[Fix]] = [None] * len(plans)
+    for i, plan_result in zip(present, edits):
+        if isinstance(plan_result, Fix) or plan_result is None:
+            out[i] = plan_result  # computed alone
+        elif plan_result:
+            out[i] = Fix(plans[i].applicability, plans[i].message, tuple(
+                Edit(e.content, Location(analysis.file_row(e.location.row), e.location.column),
+                     Location(analysis.file_row(e.end_location.row), e.end_location.column)) for e in plan_result))
+    return out
 
 
 def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:

@@ -134,6 +134,8 @@ def _check_file(job: Job) -> Outcome:
         return Outcome(findings=[file_error(IO_ERROR, job.display, f"Failed to read {job.display}: {error}")])
     encoding_error = declared_encoding_error(source.raw)
     if encoding_error is not None:
+        if source.bom:
+            encoding_error += " (the file starts with a UTF-8 byte order mark but declares another encoding)"
         return Outcome(findings=[file_error(SYNTAX_ERROR, job.display, f"SyntaxError: {encoding_error}")],
                        digest=digest(source.raw))
     rules = _rules_for(job)
@@ -152,6 +154,9 @@ def _check_file(job: Job) -> Outcome:
         fixed = fix_text(source.text, job.display, rules, _WORKER["options"], unsafe=_WORKER["unsafe"])
     except LibCSTCannotParse as error:
         return Outcome(error=f"{job.display}: not checked: {error}")
+    except RecursionError:
+        return Outcome(error=f"{job.display}: not checked: nested too deeply for LibCST's tree "
+                             f"(over {sys.getrecursionlimit()} levels), though Python accepts it")
     except FixBrokeCode as error:
         outcome.error = (f"{job.display}: a fix produced code that does not parse; file left as it was "
                          f"(please report this): {error}")
