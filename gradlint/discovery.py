@@ -287,7 +287,8 @@ def discover(paths: Sequence[str], excluder: Excluder, force_exclude: bool = Fal
 def _walk(path: Path, excluder: Excluder, found: Discovery, add, links: list) -> None:
     root = Path(os.path.abspath(path))
     real_root = os.path.realpath(path)
-    stack = [(path, _git_chain(root))]
+    # Only folders with a .gitignore are kept in a chain (a path 5 000 folders deep stays linear).
+    stack = [(path, [d for d in _git_chain(root) if excluder.respect_gitignore and excluder.gitignore_for(d)])]
     while stack:
         directory, dir_chain = stack.pop()
         try:
@@ -305,7 +306,8 @@ def _walk(path: Path, excluder: Excluder, found: Discovery, add, links: list) ->
                             or excluder.user_excluded(absolute, True)
                             or excluder.git_ignored(absolute, True, dir_chain)):
                         continue
-                    subdirs.append((entry_path, [*dir_chain, absolute]))
+                    has_rules = excluder.respect_gitignore and excluder.gitignore_for(absolute) is not None
+                    subdirs.append((entry_path, [*dir_chain, absolute] if has_rules else dir_chain))
                     continue
                 if entry.name.startswith(".") and is_temp_file(entry.name):
                     temps.append(entry.name)
