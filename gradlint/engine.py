@@ -172,6 +172,8 @@ def _fixes(analysis: _Analysis, plans: Sequence[Optional[FixPlan]]) -> list[Opti
     present = [i for i, plan in enumerate(plans) if plan is not None]
     if not present:
         return [None] * len(plans)
+    if analysis.module.code != analysis.source:  # LibCST lost text: no edits may be derived from it
+        return [Fix(p.applicability, p.message) if p is not None else None for p in plans]
     edits = plan_edits(
         analysis.module, analysis.ctx.positions(), analysis.source, [plans[i] for i in present],
         analysis.import_row, expected=lambda together: apply_plans(analysis.module, together, analysis.import_row),
