@@ -291,7 +291,7 @@ class FixOutcome:
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
              unsafe: bool = False) -> FixOutcome:
     """Apply fixes, re-parse, repeat until nothing changes (at most MAX_FIX_ROUNDS rounds)."""
-    initial = lint_text(text, path, rules, options)
+    initial = lint_text(text, path, rules, options, edits=False)  # counted only: no edits needed
     current = text
     for _ in range(MAX_FIX_ROUNDS):
         tree = _python_syntax(current, path)
@@ -309,5 +309,5 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             break
         _assert_parses(after)
         current = after
-    remaining = lint_text(current, path, rules, options) if current != text else initial
+    remaining = lint_text(current, path, rules, options)
     return FixOutcome(current, max(0, len(initial) - len(remaining)), remaining)

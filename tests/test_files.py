@@ -238,3 +238,16 @@ def test_mode_is_kept_through_a_fix(tmp_path, gradlint):
     path.chmod(0o751)
     gradlint(tmp_path, "fix", "--write", ".")
     assert stat.S_IMODE(path.stat().st_mode) == 0o751 and path.read_text() == FIXED
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_and_the_walk_goes_on(tmp_path):
+    (tmp_path / "closed").mkdir()
+    (tmp_path / "closed" / "m.py").write_text(PLAIN)
+    (tmp_path / "open.py").write_text(PLAIN)
+    (tmp_path / "closed").chmod(0)
+    try:
+        code, out, err = run_cli(tmp_path, "check", "--no-cache", ".", without_override=True)
+    finally:
+        (tmp_path / "closed").chmod(0o755)
+    assert code == 2 and "open.py:1:5: GL001" in out
+    assert err == "error: closed: cannot list this folder (Permission denied); not checked\n"
