@@ -189,8 +189,9 @@ def _row_edits(old: _Text, new: _Text, group: list) -> list[Edit]:
     c, d = min(i[2] for i in group), max(i[3] for i in group)
     first_row = old.location(a).row
     old_start, old_end = old.starts[first_row - 1], _row_end(old, b)
-    new_start = c - (a - old_start)  # the row's text before the change is the same in both
-    new_end = _row_end(new, d)
+    # Whole rows on both sides: a replaced node's own parentheses lie outside its span, and may move
+    # into (or out of) the replacement, but they stay on its rows.
+    new_start, new_end = new.starts[new.location(c).row - 1], _row_end(new, d)
     out = []
     for e in diff_edits(old.text[old_start:old_end], new.text[new_start:new_end]):
         out.append(Edit(e.content, Location(e.location.row + first_row - 1, e.location.column),
