@@ -309,5 +309,5 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             break
         _assert_parses(after)
         current = after
-    remaining = lint_text(current, path, rules, options)
+    remaining = lint_text(current, path, rules, options) if current != text else initial  # (then without edits)
     return FixOutcome(current, max(0, len(initial) - len(remaining)), remaining)
