@@ -132,6 +132,7 @@ def _open_folder(folder: Path, create: bool) -> Optional[int]:
     created = False
     if create:
         try:
+            os.makedirs(folder.parent, exist_ok=True)
             os.mkdir(folder, 0o755)
             created = True
         except FileExistsError:
