@@ -170,11 +170,15 @@ def test_verify_started_inside_torchrun_is_explained():
     assert "--nnodes 1 only" in distributed_options.problem(_args(nnodes=2), {})
 
 
-def test_a_script_that_expects_torchrun_gets_a_hint():
+def test_the_launch_a_script_expects_is_hinted():
     crash = {"error": {"type": "KeyError", "message": "'LOCAL_RANK'"}}
-    assert "--nproc-per-node" in distributed_options.hint(crash, None)
-    assert distributed_options.hint(crash, 2) is None
-    assert distributed_options.hint({"error": {"type": "KeyError", "message": "'lr'"}}, None) is None
+    single = _args(nproc_per_node=None, steps=30, script_args=["2", "1"])
+    assert "add --nproc-per-node N" in distributed_options.hint(crash, single)
+    assert distributed_options.hint(crash, _args(nproc_per_node=2)) is None
+    assert distributed_options.hint({"error": {"type": "KeyError", "message": "'lr'"}}, single) is None
+    spawns = {"error": {"type": "LaunchError", "message": "the script starts its own workers"}}
+    assert distributed_options.hint(spawns, _args(nproc_per_node=2, steps=30, script_args=["2", "1"])) == \
+        "gradlint verify train.py --steps 30 -- 2 1"
 
 
 def test_inside_torchrun_only_the_first_rank_speaks(gradlint, tmp_path, monkeypatch):

@@ -414,7 +414,7 @@ def _compare(args, target: str, patch: PatchResult, original: dict, patched: dic
             "distributed": record.get("distributed"), "ranks": rank_summaries(record),
             "rank_table": rank_table(record),
         }
-        launcher_hint = distributed_options.hint(record, getattr(args, "nproc_per_node", None))
+        launcher_hint = distributed_options.hint(record, args)
         if launcher_hint and runs[name]["error"]:
             runs[name]["error"] = dict(runs[name]["error"], hint=launcher_hint)
     device_note = _device_note(args, original)
@@ -446,8 +446,8 @@ def _no_verdict_reason(original: dict, patched: dict, patch: PatchResult) -> str
         if status in ("timeout", "crashed", "error"):
             error = record.get("error") or {}
             on = f" on {error['rank_label']}" if error.get("rank_label") else ""
-            return (f"the {name} run {'timed out' if status == 'timeout' else status}{on}: "
-                    f"{error.get('message', '')}").rstrip(": ")
+            what = {"timeout": "timed out", "error": "could not start"}.get(status, status)
+            return f"the {name} run {what}{on}: {error.get('message', '')}".rstrip(": ")
     return ""
 
 

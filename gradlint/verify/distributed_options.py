@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 from typing import Optional
 
 # What torchrun (torch.distributed.run) sets in each process it starts.
@@ -50,11 +51,17 @@ def problem(args: argparse.Namespace, environ=None) -> Optional[str]:
     return None
 
 
-def hint(record: dict, nproc: Optional[int]) -> Optional[str]:
-    """A crash that says the script expects a launcher verify was not told to be."""
+def hint(record: dict, args: argparse.Namespace) -> Optional[str]:
+    """What to run instead, when the run says the launch was not the one the script expects: a script that
+    reads torchrun's variables without --nproc-per-node, one that spawns its own workers with it."""
+    error = record.get("error") or {}
+    nproc = getattr(args, "nproc_per_node", None)
+    if error.get("type") == "LaunchError":
+        target = f"-m {args.module}" if args.module else args.path
+        tail = f" -- {shlex.join(args.script_args)}" if getattr(args, "script_args", None) else ""
+        return f"gradlint verify {target} --steps {args.steps}{tail}"
     if nproc is not None:
         return None
-    error = record.get("error") or {}
     message = f"{error.get('type', '')}: {error.get('message', '')}"
     expects = any(f"'{name}'" in message for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR")) and \
         error.get("type") == "KeyError"

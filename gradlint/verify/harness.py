@@ -263,8 +263,7 @@ def run(ns, who: str) -> dict:
         record["error"] = stopped_at(error)
     except SelfLaunchingScript as error:
         record["status"] = "error"
-        record["error"] = {"type": "LaunchError", "message": str(error), "traceback": None,
-                           "hint": f"gradlint verify {ns.script if not ns.module else '-m ' + ns.script} -- ARGS"}
+        record["error"] = {"type": "LaunchError", "message": str(error), "traceback": None}
     except SystemExit as error:
         if error.code in (None, 0):
             record["status"] = "finished"
