@@ -124,9 +124,11 @@ def _single(run_dir: Path, main: dict, steps: int, timeout: float, ended_by: Opt
             "type": "HarnessError", "message": f"the run ended (exit status {exit_status}) without a record",
             "traceback": None}}
     if ended_by == "timeout":
+        stopped = record.get("error") or {}
+        where = f" ({stopped['message']})" if stopped.get("type") == "Terminated" else ""
         record["status"] = "timeout"
         record["error"] = {"type": "Timeout", "traceback": None, "message":
-                           f"killed after {timeout:g}s at step {main['last_step']} of {steps}: "
+                           f"killed after {timeout:g}s at step {main['last_step']} of {steps}{where}: "
                            "the script hangs or is slower than that; raise --timeout or lower --steps"}
     record["stdout_tail"] = tail(run_dir / "main.stdout")
     record["stderr_tail"] = tail(run_dir / "main.stderr")
