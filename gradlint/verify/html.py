@@ -23,6 +23,7 @@ from .checks import FAIL, NA, OK, WARN, fmt
 COLORS = {"original": "#d9480f", "patched": "#1971c2"}
 WIDTH = {"original": 3.0, "patched": 1.6}  # where both runs draw the same line, the original shows around it
 STATUS_CLASS = {OK: "ok", WARN: "warn", FAIL: "fail", NA: "na", "info": "info"}
+KINDS = {"nan": "NaN", "inf": "Inf"}
 TOP_LAYERS = 8  # per-layer lines: the layers with the largest gradient norms; all of them one click away
 
 CSS = """
@@ -164,7 +165,7 @@ def _origin(run: dict, name: str) -> str:
         extra = ""
         if trace.get("parameters"):
             extra = "<div>parameters: " + ", ".join(f"<code>{escape(p)}</code>" for p in trace["parameters"]) + "</div>"
-        return (f"<div class='origin' data-run='{name}'><h3>{name}: {escape(trace['kind'].upper())} at step {step}, "
+        return (f"<div class='origin' data-run='{name}'><h3>{name}: {KINDS.get(trace['kind'], 'NaN')} at step {step}, "
                 f"{escape(trace['phase'])}</h3>{rich(trace.get('note') or '')}{extra}</div>")
     site = trace.get("site") or {}
     module = trace.get("module")
@@ -175,7 +176,7 @@ def _origin(run: dict, name: str) -> str:
     if chain:
         calls = ("<div class='label'>the calls from the training step</div><ol class='chain'>" + "".join(
             f"<li>{_where(c)}: <code>{escape(c.get('code') or '')}</code></li>" for c in chain) + "</ol>")
-    return (f"<div class='origin' data-run='{name}'><h3>{name}: {escape(trace['kind'].upper().replace('NAN', 'NaN'))} "
+    return (f"<div class='origin' data-run='{name}'><h3>{name}: {KINDS.get(trace['kind'], 'NaN')} "
             f"at step {step}, {escape(trace['phase'])}: <code>{escape(str(trace['op']))}</code> {inside}</h3>"
             f"<div>at {_where(site)}</div>{_context(site)}<div>{rich(trace.get('note') or '')}</div>{calls}"
             f"{_tensors(trace.get('tensors') or [])}{_rules(trace.get('rules'))}</div>")

@@ -66,6 +66,11 @@ class StopRun(BaseException):
     """Raised from a hook to end a run after N steps; `except Exception` in user code lets it pass."""
 
 
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf reached the training step (`gradlint.watch(..., on_nonfinite="raise")`, the Lightning
+    callback): raised before the step's update, with where it came from in the message."""
+
+
 class _ParamMap:
     """Parameters and their layer positions, cached (rebuilt when the parameter count changes)."""
 
@@ -381,7 +386,7 @@ class Monitor(RootDiscovery):
             fwd, losses = self._fwd, self._losses
             self._fwd, self._losses = [], []
             self._collect_values(series, norms, where, fwd, losses, skipped, closure)
-        except StopRun:
+        except (StopRun, NonFiniteError):
             raise
         except Exception as error:  # a check must never break the user's step
             self.errors.append(f"step {series.count + 1}: {type(error).__name__}: {error}")
