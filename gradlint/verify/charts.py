@@ -87,13 +87,21 @@ class Axis:
             return [(float(self.base) ** e, f"{self.base}{str(e).translate(SUPERSCRIPT)}" if self.base != 10
                      else f"1e{e}") for e in range(first, last + 1) if (e - first) % every == 0]
         step = nice((self.hi - self.lo) / max(1, most - 1))
-        if integer:
+        if integer:  # steps: the first one, then round numbers (1, 5, 10, 15)
             step = max(1.0, round(step))
-        v, out = math.ceil(self.lo / step - 1e-9) * step, []
-        while v <= self.hi + 1e-9:
-            out.append((v, fmt(v) if not integer else str(int(round(v)))))
-            v += step
-        return out
+            first = math.ceil(self.lo - 1e-9)
+            rest = math.floor((first + step / 2) / step + 1) * step
+            return [(float(first), str(first))] + [(float(v), str(int(v))) for v in
+                                                   _range(rest, self.hi + 1e-9, step)]
+        return [(v, fmt(v)) for v in _range(math.ceil(self.lo / step - 1e-9) * step, self.hi + 1e-9, step)]
+
+
+def _range(start: float, stop: float, step: float) -> list[float]:
+    out, v = [], start
+    while v <= stop:
+        out.append(v)
+        v += step
+    return out
 
 
 def nice(x: float) -> float:

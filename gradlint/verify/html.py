@@ -51,7 +51,7 @@ pre{background:#f8f9fa;padding:10px;border-radius:6px;overflow:auto}
 figure.chart{margin:0;min-width:0}figure.chart figcaption{font-weight:600;font-size:13px;margin-bottom:2px}
 figure.chart>svg{display:block}
 .legend{font-size:12px;color:#495057;margin-top:4px}.legend .item{display:inline-block;margin:0 14px 2px 0;
-white-space:nowrap}.legend .swatch{vertical-align:middle;margin-right:4px}.legend .sym{font-weight:700;
+max-width:100%;overflow-wrap:anywhere}.legend .swatch{vertical-align:middle;margin-right:4px}.legend .sym{font-weight:700;
 margin-right:4px}.legend .box{display:inline-block;width:12px;height:12px;vertical-align:middle;margin-right:4px;
 box-sizing:border-box}
 svg text{font:11px system-ui,sans-serif;fill:#495057}svg text.axis-label{fill:#212529;font-weight:600}
