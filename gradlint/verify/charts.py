@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 from .checks import fmt
 
+MAX_LABEL = 700  # px of a heat map's layer names, at most (100 characters)
 CHAR = 7.0  # px a character of the 11 px chart font takes, at most (DejaVu Sans digits are 7 px)
 # viridis, 6 stops
 RAMP = [(68, 1, 84), (65, 68, 135), (42, 120, 142), (34, 168, 132), (122, 209, 81), (253, 231, 37)]
@@ -128,7 +129,8 @@ def ring() -> str:
 
 
 def legend_html(series: Sequence[Series], extra: Sequence = ()) -> str:
-    items = [f'<span class="item">{_swatch(s.color, s.dash)}{escape(s.name)}</span>' for s in series if s.legend]
+    items = [f'<span class="item">{_swatch(s.color, s.dash)}{escape(s.name)}</span>' for s in series
+             if s.legend and len(s.x)]  # a run that did not run has no line to name
     items += [f'<span class="item">{symbol}{escape(text)}</span>' for symbol, text in extra]
     return f'<div class="legend">{"".join(items)}</div>' if items else ""
 
@@ -260,13 +262,15 @@ def ramp(t: float) -> str:
 def heatmap(key: str, title: str, layers: list[str], steps: list[int], rows: list[list], lo: float, hi: float,
             mark: Optional[int], skipped: Sequence = (), width: int = 540) -> str:
     """A figure: one row per layer, one column per step, colour the log10 of the norm on a shared scale;
-    red: NaN/Inf; grey: a step the GradScaler skipped; a black frame: the first non-finite step."""
+    red: NaN/Inf; grey: a step the GradScaler skipped; a black frame: the first non-finite step. Long layer
+    names make it wider than `width` (see `heatmap_width`)."""
     if not steps or not layers:
         return figure(key, title, f'<div class="empty">{escape(title)}: no gradient was recorded</div>', "")
     longest = max(text_width(n) for n in layers)
-    label_w = min(longest, width * 0.45) + 28
-    cell_w = max(1.5, min(16.0, (width - label_w - 12) / len(steps)))
-    cell_h = max(2.0, min(13.0, 420 / len(layers)))
+    label_w = min(longest, MAX_LABEL) + 28  # the whole name; past MAX_LABEL, its end (the full one on hover)
+    width = max(width, label_w + 12 + min(300, 8 * len(steps)))
+    cell_w = max(1.5, min(40.0, (width - label_w - 12) / len(steps)))
+    cell_h = max(14.0 if len(layers) <= 80 else 2.0, min(18.0, 420 / len(layers)))  # up to 80 layers: all named
     top = 6
     plot_h = cell_h * len(layers)
     height = top + plot_h + 44
@@ -274,7 +278,7 @@ def heatmap(key: str, title: str, layers: list[str], steps: list[int], rows: lis
     span = max(hi_l - lo_l, 1e-9)
     svg_w = label_w + cell_w * len(steps) + 12
     parts = [f'<svg width="{svg_w:.0f}" height="{height:.0f}" role="img" aria-label="{escape(title)}">']
-    every = max(1, math.ceil(12 / cell_h))
+    every = max(1, math.ceil(14 / cell_h))  # a label a row where rows are 14 px or more apart
     room = int((label_w - 28) / CHAR)
     for j, name in enumerate(layers):
         if j % every == 0:
@@ -306,27 +310,38 @@ def heatmap(key: str, title: str, layers: list[str], steps: list[int], rows: lis
                      f'stroke="#000" stroke-width="1.2"><title>first non-finite step ({mark})</title></rect>')
     base = top + plot_h
     most = max(2, int(cell_w * len(steps) / (text_width(str(steps[-1])) + 16)))
-    axis = Axis(0, max(1, len(steps) - 1), None, 1, 0, False)
-    for v, _ in axis.ticks(min(most, 7), integer=True):
-        i = int(v)
-        if 0 <= i < len(steps):
+    column = {step: i for i, step in enumerate(steps)}
+    axis = Axis(steps[0], max(steps[-1], steps[0] + 1), None, 1, 0, False)
+    for v, _ in axis.ticks(min(most, 7), integer=True):  # the step numbers of the line charts: 1, 5, 10
+        i = column.get(int(v))
+        if i is not None:
             x = label_w + cell_w * (i + 0.5)
             parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{base}" y2="{base + 4}" stroke="#adb5bd"/>'
                          f'<text class="tick" x="{x:.1f}" y="{base + 16}" text-anchor="middle">{steps[i]}</text>')
     parts.append(f'<text class="axis-label x" x="{label_w + cell_w * len(steps) / 2:.1f}" y="{height - 6:.0f}" '
                  f'text-anchor="middle">step</text><text class="axis-label y" x="0" y="0" text-anchor="middle" '
                  f'transform="translate(12 {top + plot_h / 2:.1f}) rotate(-90)">layer</text></svg>')
-    return figure(key, title, "".join(parts), color_key(lo, hi))
+    bad = any(not finite(v) for row in rows for v in row or [] if v is not None)
+    return figure(key, title, "".join(parts), color_key(lo, hi, bad, bool(skipped), mark is not None))
 
 
-def color_key(lo: float, hi: float) -> str:
+def heatmap_width(layers: list[str], n_steps: int, width: int = 540) -> float:
+    """How wide `heatmap` draws these layers: wider than a grid column, the page puts the two runs one above
+    the other."""
+    return max(width, min(max(map(text_width, layers), default=0), MAX_LABEL) + 40 + min(300, 8 * n_steps))
+
+
+def color_key(lo: float, hi: float, nonfinite: bool = True, skipped: bool = True, mark: bool = True) -> str:
     gradient = ", ".join(ramp(i / (len(RAMP) - 1)) for i in range(len(RAMP)))
-    return (f'<div class="legend"><span class="item"><span class="box" style="width:160px;background:'
-            f'linear-gradient(90deg, {gradient})"></span>gradient norm, {escape(fmt(lo))} to {escape(fmt(hi))} '
-            f'(log scale)</span><span class="item"><span class="box" style="background:#e03131"></span>NaN / Inf'
-            f'</span><span class="item"><span class="box" style="background:#dee2e6"></span>skipped by the GradScaler'
-            f'</span><span class="item"><span class="box" style="border:1.5px solid #000"></span>first non-finite '
-            f'step</span></div>')
+    items = [f'<span class="box" style="width:160px;background:linear-gradient(90deg, {gradient})"></span>gradient '
+             f'norm, {escape(fmt(lo))} to {escape(fmt(hi))} (log scale)']
+    if nonfinite:
+        items.append('<span class="box" style="background:#e03131"></span>NaN / Inf')
+    if skipped:
+        items.append('<span class="box" style="background:#dee2e6"></span>skipped by the GradScaler')
+    if mark:
+        items.append('<span class="box" style="border:1.5px solid #000"></span>first non-finite step')
+    return '<div class="legend">' + "".join(f'<span class="item">{item}</span>' for item in items) + "</div>"
 
 
 def palette(n: int) -> list[str]:

@@ -17,7 +17,7 @@ import shlex
 from html import escape
 from typing import Optional
 
-from .charts import Series, figure, finite, heatmap, line_chart, num, palette, value_range
+from .charts import Series, figure, finite, heatmap, heatmap_width, line_chart, num, palette, value_range
 from .checks import FAIL, NA, OK, WARN, fmt
 
 COLORS = {"original": "#d9480f", "patched": "#1971c2"}
@@ -48,6 +48,7 @@ border-radius:3px}pre code{background:none;padding:0}
 pre{background:#f8f9fa;padding:10px;border-radius:6px;overflow:auto}
 .add{color:#2b8a3e}.del{color:#c92a2a}.hunk{color:#5f3dc4}
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:16px}
+.stack{display:grid;grid-template-columns:1fr;gap:16px}
 figure.chart{margin:0;min-width:0}figure.chart figcaption{font-weight:600;font-size:13px;margin-bottom:2px}
 figure.chart>svg{display:block}
 .legend{font-size:12px;color:#495057;margin-top:4px}.legend .item{display:inline-block;margin:0 14px 2px 0;
@@ -326,8 +327,10 @@ def _layers(runs) -> str:
         return ""
     lo, hi = max(min(values), 1e-12), max(values)
     hi = hi if hi > lo else lo * 10
+    steps_n = max((len(run.get("norm_steps") or []) for _, run in runs), default=0)
+    wide = heatmap_width(layers, steps_n) > 560  # long names: the runs one above the other
     parts = ["<h2>Per-layer gradient norm</h2><div class='explain'>one row per layer (the module that owns the "
-             "parameters), one column per step</div><div class='grid'>"]
+             f"parameters), one column per step</div><div class='{'stack' if wide else 'grid'}'>"]
     for name, run in runs:
         steps = run.get("norm_steps") or []
         skipped = {s for s, flag in zip((run.get("series") or {}).get("step") or [],
