@@ -20,11 +20,12 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import libcst as cst
 
 from .context import FileContext, FullModuleRequired
-from .diagnostics import SAFE, SYNTAX_ERROR, Edit, Finding, Fix, Location, file_error
+from .diagnostics import SAFE, Edit, Finding, Fix, Location
 from .edits import apply_edits, diff_edits
 from .noqa import NoqaDirectives, removal_edit, unused_codes
 from .regions import reduce_source
 from .rule import FixPlan, Report, Rule
+from .syntax import python_syntax
 from .walk import Dispatcher
 
 MAX_FIX_ROUNDS = 10
@@ -51,22 +52,14 @@ class _Analysis:
         return mapped
 
 
-def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding, None]:
-    """`ast.parse(text)`; None for syntax newer than this Python that LibCST reads; else an E999 Finding."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ast.parse(text, filename=path)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
-        try:
-            cst.parse_module(text)
-            return None
-        except Exception:
-            pass
-        if isinstance(error, SyntaxError):
-            return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.msg}", error.lineno or 1,
-                              error.offset or 1)
-        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error}")
+def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding]:
+    """`ast.parse(text)`, or the E999 finding CPython's refusal gives (see `syntax`): LibCST's native parser
+    never sees what CPython refused."""
+    return python_syntax(text, path)
+
+
+class LibCSTCannotParse(Exception):
+    """Valid Python (CPython parsed it) that LibCST's parser refuses: the file is not checked."""
 
 
 def active_rules(text: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
@@ -108,11 +101,9 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
                 pass  # parse the whole file below
     try:
         module = cst.parse_module(text)
-    except (cst.ParserSyntaxError, RecursionError, ValueError) as error:
-        if isinstance(error, cst.ParserSyntaxError):
-            return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.message.rstrip('.')}",
-                              error.editor_line, error.editor_column)
-        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {error}")
+    except (cst.ParserSyntaxError, ValueError) as error:  # CPython parsed it: a limit of LibCST's parser
+        detail = error.message.rstrip(".") if isinstance(error, cst.ParserSyntaxError) else str(error)
+        raise LibCSTCannotParse(f"LibCST cannot parse this file, which Python accepts: {detail}") from None
     return _Analysis(module, _run_rules(module, path, rules, options, partial=False), text, import_row)
 
 
@@ -179,7 +170,7 @@ def _findings(analysis: _Analysis, path: str, directives: NoqaDirectives,
               edits: bool = True) -> list[tuple[Finding, Report]]:
     """Each unsuppressed report as a Finding (rows of the file), beside the report it came from.
 
-    `edits=False` skips computing each fix's edits (a whole-module rewrite and a diff apiece): `fix_text`
+    `edits=False` skips computing each fix's edits (one rewrite of the module for all of them): `fix_text`
     applies the plans themselves."""
     ctx = analysis.ctx
     if not ctx.reports:
@@ -187,18 +178,13 @@ def _findings(analysis: _Analysis, path: str, directives: NoqaDirectives,
     positions = ctx.positions()
     row = analysis.file_row
     findings = []
-    for report in ctx.reports:
+    kept = [report for report in ctx.reports if not _suppressed(report, positions, directives, row)]
+    fixes = _fixes(analysis, [r.fix for r in kept]) if edits else None
+    for index, report in enumerate(kept):
         span = positions[report.node]
-        rows = [span.start.line]
-        if report.statement is not None:
-            statement = positions[report.statement]
-            rows.append(statement.start.line)
-            if isinstance(report.statement, cst.SimpleStatementLine):
-                rows.append(statement.end.line)
-        if directives.suppresses(report.rule.code, [row(r) for r in rows]):
-            continue
-        if edits:
-            fix = _fix_of(analysis, report.fix)
+        rows = _statement_rows(report, positions)
+        if fixes is not None:
+            fix = fixes[index]
         else:
             fix = Fix(report.fix.applicability, report.fix.message) if report.fix is not None else None
         findings.append((Finding(
@@ -208,6 +194,44 @@ def _findings(analysis: _Analysis, path: str, directives: NoqaDirectives,
             fix=fix, rule_name=report.rule.name,
             noqa_rows=tuple(sorted({row(r) for r in rows}))), report))
     return findings
+
+
+def _statement_rows(report: Report, positions) -> list[int]:
+    rows = [positions[report.node].start.line]
+    if report.statement is not None:
+        statement = positions[report.statement]
+        rows.append(statement.start.line)
+        if isinstance(report.statement, cst.SimpleStatementLine):
+            rows.append(statement.end.line)
+    return rows
+
+
+def _suppressed(report: Report, positions, directives: NoqaDirectives, row) -> bool:
+    return directives.suppresses(report.rule.code, [row(r) for r in _statement_rows(report, positions)])
+
+
+def _fixes(analysis: _Analysis, plans: Sequence[Optional[FixPlan]]) -> list[Optional[Fix]]:
+    """Every report's Fix with its edits, from one rewrite of the module (see `fix_edits`)."""
+    from .fix_edits import plan_edits
+
+    present = [i for i, plan in enumerate(plans) if plan is not None]
+    if not present:
+        return [None] * len(plans)
+    if analysis.module.code != analysis.source:  # LibCST lost text: no edits may be derived from it
+        return [Fix(p.applicability, p.message) if p is not None else None for p in plans]
+    edits = plan_edits(
+        analysis.module, analysis.ctx.positions(), analysis.source, [plans[i] for i in present],
+        analysis.import_row, expected=lambda together: apply_plans(analysis.module, together, analysis.import_row),
+        alone=lambda plan: _fix_of(analysis, plan))
+    out: list[Optional[Fix]] = [None] * len(plans)
+    for i, plan_result in zip(present, edits):
+        if isinstance(plan_result, Fix) or plan_result is None:
+            out[i] = plan_result  # computed alone
+        elif plan_result:
+            out[i] = Fix(plans[i].applicability, plans[i].message, tuple(
+                Edit(e.content, Location(analysis.file_row(e.location.row), e.location.column),
+                     Location(analysis.file_row(e.end_location.row), e.end_location.column)) for e in plan_result))
+    return out
 
 
 def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
@@ -313,7 +337,7 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
              unsafe: bool = False) -> FixOutcome:
     """Apply fixes, re-parse, repeat until nothing changes (at most MAX_FIX_ROUNDS rounds); then drop the
     noqa codes that silence nothing (GL100, when selected), which no rewrite changes."""
-    initial = lint_text(text, path, rules, options)
+    initial = lint_text(text, path, rules, options, edits=False)  # counted only: no edits needed
     current = text
     for _ in range(MAX_FIX_ROUNDS):
         tree = _python_syntax(current, path)

@@ -7,18 +7,20 @@ finding. `text` is the name `concise` had before; ruff removed its own `text` fo
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
 from ..diagnostics import Finding
-from .terminal import in_pre_commit, use_color
+from .terminal import in_pre_commit, printable, use_color
 
 FORMATS = ("full", "concise", "json", "json-lines", "junit", "gitlab", "pylint", "sarif", "github")
 ALIASES = {"text": "concise"}
 # The formats that show each fix's edits: the runner computes edits only for these (a rewrite per fix).
 FORMATS_WITH_EDITS = frozenset({"full", "json", "json-lines"})
 DOCS_URL = "https://github.com/gradlint/gradlint/blob/main/docs/rules.md#{name}-{code}"
+LONGEST_PATH_SHOWN = 300
 
 
 @dataclass
@@ -32,6 +34,22 @@ class Report:
     quiet: bool = False
     color: bool = field(default_factory=use_color)  # `use_color(args.color)`; by default from stdout and env
     pre_commit: bool = field(default_factory=in_pre_commit)  # hints name hooks, not flags
+
+
+def shorten(path: str) -> str:
+    """A path too long to read (5 000 nested folders) shown by its ends."""
+    if len(path) <= LONGEST_PATH_SHOWN:
+        return path
+    keep = LONGEST_PATH_SHOWN // 2 - 10
+    return f"{path[:keep]}...({len(path) - 2 * keep} characters)...{path[-keep:]}"
+
+
+_LONG_WORD = re.compile(r"\S{%d,}" % (LONGEST_PATH_SHOWN + 1))
+
+
+def one_line(message: str) -> str:
+    """An error or warning as one readable line: escaped, with very long paths shortened."""
+    return _LONG_WORD.sub(lambda m: shorten(m.group()), printable(message))
 
 
 def rule_url(code: str, name: str) -> Optional[str]:
