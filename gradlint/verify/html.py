@@ -261,7 +261,9 @@ def _optimizer_charts(runs) -> str:
 
 
 def _top_layers(runs, limit: int) -> list[int]:
-    """Indices of the layers with the largest gradient norms in either run (a layer with a NaN/Inf first)."""
+    """Indices of the layers with the largest gradient norms in either run: a layer with a NaN/Inf first, then
+    by the largest finite norm."""
+    nonfinite: set[int] = set()
     best: dict[int, float] = {}
     for _, run in runs:
         for row in run.get("layer_norms") or []:
@@ -269,9 +271,12 @@ def _top_layers(runs, limit: int) -> list[int]:
                 f = num(v)
                 if f is None:
                     continue
-                score = math.inf if not math.isfinite(f) else f
-                best[j] = max(best.get(j, -1.0), score)
-    return sorted(best, key=lambda j: -best[j])[:limit]
+                best.setdefault(j, -1.0)
+                if math.isfinite(f):
+                    best[j] = max(best[j], f)
+                else:
+                    nonfinite.add(j)
+    return sorted(best, key=lambda j: (j not in nonfinite, -best[j]))[:limit]
 
 
 def _layer_lines(runs, layers: list[str], chosen: list[int], key: str, y_label: str, values, extra=None) -> str:

@@ -124,12 +124,19 @@ class UpdateStats:
                         delta_sq[pos] += f * d * d
                         weight_sq[pos] += f * w * w
                         seen.add(pos)
-                ratios = [number(math.sqrt(delta_sq[i]) / math.sqrt(weight_sq[i]))
-                          if i in seen and weight_sq[i] > 0 else None for i in range(n_layers)]
+                ratios = [_ratio(delta_sq[i], weight_sq[i]) if i in seen else None for i in range(n_layers)]
                 out["ratio"].append({"series": series, "step": step, "ratios": ratios})
         except Exception as error:
             out["errors"].append(f"updates record: {type(error).__name__}: {error}")
         return out
+
+
+def _ratio(delta_sq: float, weight_sq: float):
+    from .tensors import number
+
+    if not math.isfinite(delta_sq + weight_sq):
+        return "nan"  # the update or the weights are already non-finite: a cross on the chart
+    return number(math.sqrt(delta_sq / weight_sq)) if weight_sq > 0 else None
 
 
 def _read(tensors: list) -> list:
