@@ -73,15 +73,12 @@ def active_rules(text: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
     return [rule for rule in rules if rule.may_match(text)]
 
 
-class _ImportTracker:
-    def __init__(self, ctx: FileContext) -> None:
-        self.visit_Import = self.visit_ImportFrom = ctx.visit_import
-
-
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], options: Options,
-               partial: bool, rows: Optional[list] = None) -> FileContext:
-    ctx = FileContext(module, path, partial=partial, options=options, rows=rows)
-    visitors = [_ImportTracker(ctx), *(rule(ctx) for rule in rules)]
+               partial: bool, rows: Optional[list] = None, tree: Optional[ast.Module] = None,
+               text: Optional[str] = None) -> FileContext:
+    ctx = FileContext(module, path, partial=partial, options=options, rows=rows, tree=tree, text=text)
+    enter, leave = ctx.walk_hooks()
+    visitors = [enter, *(rule(ctx) for rule in rules), leave]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
     return ctx
 
@@ -96,7 +93,8 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         if reduction is not None and reduced_import_row is not None:
             try:
                 module = cst.parse_module(reduction.text)
-                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows)
+                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, tree=tree,
+                                 text=text)
                 return _Analysis(module, ctx, reduction.text, reduced_import_row, reduction.rows)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below
@@ -107,7 +105,8 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.message.rstrip('.')}",
                               error.editor_line, error.editor_column)
         return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {error}")
-    return _Analysis(module, _run_rules(module, path, rules, options, partial=False), text, import_row)
+    ctx = _run_rules(module, path, rules, options, partial=False, tree=tree, text=text)
+    return _Analysis(module, ctx, text, import_row)
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
@@ -227,7 +226,9 @@ def _import_row(text: str, tree: Optional[ast.Module]) -> int:
 
 def _insert_imports(code: str, row: int, lines: Sequence[str]) -> str:
     rows = _ROW.findall(code)
-    present = {r.strip() for r in rows}
+    # Only an import of the leading block makes ours redundant: one indented under `if TYPE_CHECKING:`
+    # or `try:`, or further down the file, may not run before the code that needs it.
+    present = {r.strip() for r in rows[:row] if not r[:1].isspace()}
     new = [line for line in dict.fromkeys(lines) if line not in present]
     if not new:
         return code

@@ -129,8 +129,10 @@ class Rule:
         default the statement the walk is in; a rule judging a routine as it leaves it names its own)."""
         self.ctx.add_report(Report(self, node, message, fix), statement)
 
-    def reference(self, qualified: str) -> Reference:
-        return self.ctx.reference(qualified)
+    def reference(self, qualified: str, at: Optional["cst.CSTNode"] = None) -> Reference:
+        """How a fix spells `qualified` where the walk is (or at `at`), and the import it needs: see
+        `FileContext.reference`. Put `ref.expr` in the replacement and pass `references=[ref]`."""
+        return self.ctx.reference(qualified, at)
 
     def replace(self, node: "cst.CSTNode", replacement: Union["cst.CSTNode", Any], *, message: str,
                 safe: bool = True, references: Sequence[Reference] = ()) -> FixPlan:

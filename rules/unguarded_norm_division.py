@@ -403,7 +403,7 @@ class UnguardedNormDivision(LocalsRule):
         return True
 
     def _torch_module(self) -> bool:
-        targets = self.ctx.imports.bindings.values()
+        targets = self.ctx.imported_modules()
         if any(t == "torch" or t.startswith("torch.") for t in targets):
             return True
         return not any(t.startswith(NON_TORCH_PREFIXES) for t in targets)
