@@ -24,6 +24,7 @@ class FileContext:
         them: LibCST may have parsed only part of the file); without them, `module` must be whole."""
         self.module = module
         self.path = path
+        self.text = text  # the whole file's source, when given
         self.partial = partial
         self.reports: list[Report] = []
         self._options = options
@@ -73,6 +74,11 @@ class FileContext:
     @property
     def statement(self) -> Optional[cst.CSTNode]:
         return self._statements[-1] if self._statements else None
+
+    @property
+    def statements(self) -> tuple:
+        """The statements the walk is in, outermost first (functions, `if`s, loops, ..., the innermost)."""
+        return tuple(self._statements)
 
     def add_report(self, report: Report, statement: Optional[cst.CSTNode] = None) -> None:
         report.statement = statement if statement is not None else self.statement

@@ -27,7 +27,7 @@ from .regions import reduce_source
 from .rule import FixPlan, Report, Rule
 from .walk import Dispatcher
 
-MAX_FIX_ROUNDS = 10
+EXTRA_FIX_ROUNDS = 3  # rounds beyond one per initial finding
 Options = Mapping[str, Mapping[str, Any]]
 NO_OPTIONS: Options = MappingProxyType({})
 
@@ -165,7 +165,7 @@ def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[
 
 
 def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
-    if plan is None:
+    if plan is None or not keeps_comments(plan):
         return None
     try:
         after = apply_plans(analysis.module, [plan], analysis.import_row)
@@ -181,15 +181,68 @@ def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
 # -- applying fixes ---------------------------------------------------------------------------------
 
 class _Apply(cst.CSTTransformer):
+    """Replaces nodes, innermost first: a replacement built around an original node that holds a fix of
+    its own (`inner.clamp(...)` around an einsum whose operand is fixed too) gets the fixed node, so that
+    nested findings are all fixed in one pass."""
+
     def __init__(self, changes: dict) -> None:
         super().__init__()
         self._changes = changes
+        self._done: dict = {}  # id(original node) -> (original node, what it became)
 
     def on_leave(self, original_node, updated_node):
         entry = self._changes.get(id(original_node))
-        if entry is not None and entry[0] is original_node:
+        if entry is None or entry[0] is not original_node:
+            return updated_node
+        replacement = entry[1]
+        if self._done:
+            replacement = _Substitute(self._done).into(replacement)
+        self._done[id(original_node)] = (original_node, replacement)
+        return replacement
+
+
+class _Substitute(cst.CSTTransformer):
+    def __init__(self, done: dict) -> None:
+        super().__init__()
+        self._done = done
+
+    def into(self, replacement):
+        if isinstance(replacement, cst.FlattenSentinel):
+            return cst.FlattenSentinel([node.visit(self) for node in replacement.nodes])
+        return replacement.visit(self) if isinstance(replacement, cst.CSTNode) else replacement
+
+    def on_leave(self, original_node, updated_node):
+        entry = self._done.get(id(original_node))
+        if entry is not None and entry[0] is original_node and isinstance(entry[1], cst.CSTNode):
             return entry[1]
         return updated_node
+
+
+def _comments(node) -> list[str]:
+    """The comments inside a node (or the nodes of a FlattenSentinel), in order."""
+    nodes = list(node.nodes) if isinstance(node, cst.FlattenSentinel) else \
+        [node] if isinstance(node, cst.CSTNode) else []
+    out = []
+    while nodes:
+        item = nodes.pop()
+        if isinstance(item, cst.Comment):
+            out.append(item.value)
+        nodes.extend(item.children)
+    return sorted(out)
+
+
+def keeps_comments(plan: FixPlan) -> bool:
+    """Whether every comment of the code a plan replaces is still in what replaces it."""
+    for original, replacement in plan.changes.values():
+        before = _comments(original)
+        if not before:
+            continue
+        after = _comments(replacement)
+        for comment in before:
+            if comment not in after:
+                return False
+            after.remove(comment)
+    return True
 
 
 _ROW = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
@@ -267,10 +320,14 @@ class FixOutcome:
 
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
              unsafe: bool = False) -> FixOutcome:
-    """Apply fixes, re-parse, repeat until nothing changes (at most MAX_FIX_ROUNDS rounds)."""
+    """Apply fixes, re-parse, repeat until nothing changes.
+
+    Nested fixes are applied together (see `_Apply`), so one round usually suffices; a fix that makes a
+    new finding needs another. Each round must fix something, so the rounds are bounded by the findings
+    (and a few more for findings that fixes create)."""
     initial = lint_text(text, path, rules, options)
     current = text
-    for _ in range(MAX_FIX_ROUNDS):
+    for _ in range(len(initial) + EXTRA_FIX_ROUNDS):
         tree = _python_syntax(current, path)
         if isinstance(tree, Finding):
             break
@@ -278,7 +335,7 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         if isinstance(analysis, Finding):
             break
         plans = [report.fix for finding, report in _findings(analysis, path, edits=False)
-                 if finding.fixable(unsafe)]
+                 if finding.fixable(unsafe) and keeps_comments(report.fix)]
         if not plans:
             break
         after = apply_plans(analysis.module, plans, analysis.import_row)

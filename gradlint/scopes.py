@@ -25,10 +25,18 @@ class LocalsRule(Rule):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self._scopes: list[dict] = [{}]
+        self._annotations: list[dict] = [{}]
 
     def value_of(self, name: str) -> Optional[cst.BaseExpression]:
         value = self._scopes[-1].get(name)
         return None if value is _UNKNOWN else value
+
+    def annotation_of(self, name: str) -> Optional[cst.BaseExpression]:
+        """The annotation of the current function's parameter `name` (`x: torch.Tensor`), if any and
+        if nothing rebound it."""
+        if name in self._scopes[-1]:
+            return None
+        return self._annotations[-1].get(name)
 
     def _bind(self, target: cst.BaseExpression, value) -> None:
         scope = self._scopes[-1]
@@ -48,9 +56,14 @@ class LocalsRule(Rule):
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
         self._scopes.append({})
+        params = node.params
+        self._annotations.append({p.name.value: p.annotation.annotation
+                                  for p in (*params.posonly_params, *params.params, *params.kwonly_params)
+                                  if p.annotation is not None})
 
     def leave_FunctionDef(self, node: cst.FunctionDef) -> None:
         self._scopes.pop()
+        self._annotations.pop()
 
     def visit_Lambda(self, node: cst.Lambda) -> None:
         # A lambda's parameters shadow outer names for its body.

@@ -118,8 +118,8 @@ class UnclampedEinsumChain(LocalsRule):
     summary = "An einsum of another einsum's unbounded result (products of products overflow)"
     triggers = ((r"einsum[\s\S]*?einsum", r"einsum\s+as\b"),)
     options = (
-        Option("bound", 1e4, "The fix clamps each inner operand to (-bound, bound)."),
-        Option("min-factors", 3, "Activations a chain must multiply to be reported."),
+        Option("bound", 1e4, "The fix clamps each inner operand to (-bound, bound).", above=0),
+        Option("min-factors", 3, "Activations a chain must multiply to be reported.", at_least=2),
     )
 
     VALID = [
