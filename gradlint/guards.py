@@ -118,7 +118,7 @@ def _stands_for(expr: cst.BaseExpression, matches: Matches) -> bool:
 
 # -- control flow around a statement ---------------------------------------------------------------------
 
-def _blocks(statement) -> Iterator[tuple[Sequence, bool, Optional[cst.BaseExpression]]]:
+def blocks(statement) -> Iterator[tuple[Sequence, bool, Optional[cst.BaseExpression]]]:
     """(statements, branch, test) for each block of a compound statement: branch True for the part that
     runs when `test` holds, False for an `else`, None for a block with no test."""
     if isinstance(statement, (cst.If, cst.While)):
@@ -155,7 +155,7 @@ def guarded_by_control_flow(statements: Sequence[cst.CSTNode], node: cst.CSTNode
                 contains(orelse.body, node):
             return implies_nonzero(last.test, matches, False, literal)
     for outer, inner in zip(statements, statements[1:]):
-        for block, branch, test in _blocks(outer):
+        for block, branch, test in blocks(outer):
             if not any(s is inner for s in block):
                 continue
             if test is not None and implies_nonzero(test, matches, branch, literal):
@@ -306,20 +306,33 @@ def _rebinds(statement, name: str) -> bool:
     return False
 
 
-def statements_after(function: cst.CSTNode, statement: cst.CSTNode) -> list:
-    """The statements of `function`'s body that come after `statement` in source order (nested ones
-    flattened, nested functions and classes left out)."""
+def flat_statements(function: cst.CSTNode) -> list[tuple[cst.CSTNode, tuple]]:
+    """(statement, branches) for every statement of `function`'s body in source order, nested ones
+    flattened (nested functions and classes left out): `branches` names the `if`/`else` arms around it,
+    as (id of the `if`, arm) pairs, so that code in two arms of one `if` is known never to run together."""
     ordered: list = []
 
-    def block(body) -> None:
+    def block(body, branches: tuple) -> None:
         for stmt in body:
-            ordered.append(stmt)
+            ordered.append((stmt, branches))
             if isinstance(stmt, (cst.FunctionDef, cst.ClassDef)):
                 continue
-            for inner, _, _ in _blocks(stmt):
-                block(inner)
+            for arm, (inner, _, _) in enumerate(blocks(stmt)):
+                block(inner, (*branches, (id(stmt), arm)) if isinstance(stmt, cst.If) else branches)
 
-    block(function.body.body if isinstance(function.body, cst.BaseSuite) else ())
+    block(function.body.body if isinstance(function.body, cst.BaseSuite) else (), ())
+    return ordered
+
+
+def exclusive(a: tuple, b: tuple) -> bool:
+    """Whether code in `if` arms `a` and code in arms `b` (see `flat_statements`) never both run."""
+    arms = dict(a)
+    return any(key in arms and arms[key] != arm for key, arm in b)
+
+
+def statements_after(function: cst.CSTNode, statement: cst.CSTNode) -> list:
+    """The statements of `function`'s body that come after `statement` in source order."""
+    ordered = [stmt for stmt, _ in flat_statements(function)]
     for index, stmt in enumerate(ordered):
         if stmt is statement:
             return ordered[index + 1:]
@@ -351,50 +364,3 @@ def grad_off_around(statements: Sequence[cst.CSTNode], resolve: Callable) -> boo
         if isinstance(statement, cst.FunctionDef):
             return any(turns_grad_off(d.decorator, resolve) for d in statement.decorators)
     return False
-
-
-# -- call sites -------------------------------------------------------------------------------------------
-
-class CallSite:
-    __slots__ = ("call", "statements", "selectors")
-
-    def __init__(self, call: cst.Call, statements: list, selectors: list) -> None:
-        self.call = call
-        self.statements = statements  # enclosing statements, outermost first
-        self.selectors = selectors  # enclosing where/masked_fill/if-expressions, outermost first
-
-    @property
-    def function(self) -> Optional[cst.FunctionDef]:
-        return next((s for s in reversed(self.statements) if isinstance(s, cst.FunctionDef)), None)
-
-
-def call_sites(module: cst.Module, names: set, resolve: Callable) -> dict:
-    """name -> [CallSite] for every call `name(...)` of a plain name in `names` in the module."""
-    out: dict = {name: [] for name in names}
-    statements: list = []
-    selectors: list = []
-
-    def visit(item) -> None:
-        is_statement = isinstance(item, (cst.SimpleStatementLine, cst.BaseCompoundStatement))
-        is_selector = selector(item, resolve) is not None
-        if is_statement:
-            statements.append(item)
-        if is_selector:
-            selectors.append(item)
-        if isinstance(item, cst.Call) and isinstance(item.func, cst.Name) and item.func.value in out:
-            out[item.func.value].append(CallSite(item, list(statements), list(selectors)))
-        for name in child_fields(type(item)):
-            value = getattr(item, name)
-            if isinstance(value, cst.CSTNode):
-                visit(value)
-            elif isinstance(value, (list, tuple)):
-                for child in value:
-                    if isinstance(child, cst.CSTNode):
-                        visit(child)
-        if is_statement:
-            statements.pop()
-        if is_selector:
-            selectors.pop()
-
-    visit(module)
-    return out

@@ -3,7 +3,8 @@
 ``n = x.norm(dim=-1, keepdim=True)`` then ``x / n``: the division's denominator is the norm. The walk
 visits statements in source order, so the last assignment seen is the one in effect; a name that is
 mutated in place (``n.clamp_(min=eps)``, ``n[n == 0] = 1``, ``n += eps``) or bound in a way we do not
-follow (loop targets, tuple unpacking, parameters) has no known value, so rules stay silent about it.
+follow (loop targets, parameters, unpacking anything but a call) has no known value, so rules stay
+silent about it. ``v, i = x.topk(k)`` binds ``v`` to ``x.topk(k)[0]`` (a node made for the analysis).
 Assignments take effect when the walk leaves them: in `n = n.unsqueeze(0)` the right side still sees the
 old `n`. A value may mention its own name; rules that follow names bound their depth.
 """
@@ -43,8 +44,11 @@ class LocalsRule(Rule):
         if isinstance(target, cst.Name):
             scope[target.value] = value
         elif isinstance(target, (cst.Tuple, cst.List)):
-            for element in target.elements:
-                self._bind(element.value, _UNKNOWN)
+            # `values, indices = x.topk(k)`: each name holds an item of the call's result.
+            unpacked = isinstance(value, cst.Call) and not any(
+                isinstance(e, cst.StarredElement) for e in target.elements)
+            for index, element in enumerate(target.elements):
+                self._bind(element.value, _item(value, index) if unpacked else _UNKNOWN)
         elif isinstance(target, cst.StarredElement):
             self._bind(target.value, _UNKNOWN)
         elif isinstance(target, cst.Subscript):
@@ -105,3 +109,8 @@ class LocalsRule(Rule):
         if (isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name)
                 and func.attr.value.endswith("_") and not func.attr.value.startswith("__")):
             self._scopes[-1][func.value.value] = _UNKNOWN
+
+
+def _item(value: cst.BaseExpression, index: int) -> cst.Subscript:
+    """`value[index]`, a node made for the analysis only: it is not in the module."""
+    return cst.Subscript(value=value, slice=[cst.SubscriptElement(slice=cst.Index(value=cst.Integer(str(index))))])

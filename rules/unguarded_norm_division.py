@@ -1,22 +1,21 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
 from typing import Optional
 
 import libcst as cst
 
+from gradlint.calls import call_sites
 from gradlint.guards import (
-    call_sites,
     enclosing_selectors,
     grad_off_around,
     guarded_by_control_flow,
     selected_guard,
+    selector,
     statements_after,
     uses_all_selected,
 )
 from gradlint.nodes import (
-    arg,
     arg_value,
     format_number,
     is_name,
@@ -30,47 +29,15 @@ from gradlint.nodes import (
     root_name,
     same_code,
 )
+from gradlint.norms import DIVIDE_FUNCTIONS, DIVIDE_METHODS, NORM_FUNCTIONS, Denominators, Unguarded, input_of
+from gradlint.provenance import Provenance
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.scopes import LocalsRule
 from gradlint.tensors import TensorEvidence
 
-# qualified name -> (input keyword, p keyword); all take (input, p, dim, keepdim) positionally.
-NORM_FUNCTIONS = {
-    "torch.norm": ("input", "p"),
-    "torch.functional.norm": ("input", "p"),
-    "torch.linalg.norm": ("A", "ord"),
-    "torch.linalg.vector_norm": ("x", "ord"),
-    "torch.linalg.matrix_norm": None,  # a norm, but never over one dimension
-}
-STD_FUNCTIONS = {"torch.std"}
-VAR_FUNCTIONS = {"torch.var"}
-SQRT_FUNCTIONS = {"torch.sqrt"}
-RSQRT_FUNCTIONS = {"torch.rsqrt"}
-REDUCE_FUNCTIONS = {"torch.sum", "torch.mean", "torch.nansum", "torch.nanmean"}
-SQUARE_FUNCTIONS = {"torch.square"}
-CLAMP_FUNCTIONS = {"torch.clamp", "torch.clip"}
-DIVIDE_FUNCTIONS = {"torch.div", "torch.divide", "torch.true_divide"}
-DIVIDE_METHODS = {"div", "div_", "divide", "divide_", "true_divide", "true_divide_"}
-# Methods that keep a zero a zero: the guard question passes through them to their receiver.
-TRANSPARENT_METHODS = {
-    "unsqueeze", "squeeze", "view", "view_as", "reshape", "reshape_as", "expand", "expand_as", "flatten",
-    "unflatten", "permute", "transpose", "t", "contiguous", "detach", "clone", "float", "double", "half",
-    "bfloat16", "to", "type", "type_as", "repeat", "repeat_interleave",
-}
 P_DEFAULTS = (2.0,)
 EPS_LIKE = re.compile(r"eps|epsilon", re.IGNORECASE)
 LARGEST_EPS = 1e-3  # a constant added to a sqrt up to this is an eps; a larger one is a term of its own
-MAX_DEPTH = 8
-
-
-@dataclass(frozen=True)
-class Unguarded:
-    kind: str  # "norm", "std", "var", "sqrt", "sqrt+term", "rsqrt"
-    node: cst.BaseExpression  # the norm/std/var/sqrt call (maybe bound elsewhere); "sqrt+term": the sum
-    factor: Optional[cst.BaseExpression] = None  # the expression of the denominator that carries it
-    inner: Optional[cst.BaseExpression] = None  # sqrt's argument
-    term: Optional[cst.BaseExpression] = None  # "sqrt+term": what is added outside the sqrt
-    compound: bool = False  # reached through a name bound to an operation on it (`n = a.norm() ** 2`)
 
 
 class UnguardedNormDivision(LocalsRule):
@@ -215,6 +182,25 @@ class UnguardedNormDivision(LocalsRule):
               "class Kron(torch.optim.Optimizer):\n    @torch.no_grad()\n    def step(self):\n"
               "        return _norm_lower_bound(self.Q)\n",
               note="timm's optim/kron.py: the caller masks a zero input, and only no_grad code calls it"),
+        Valid("import torch\n\n\ndef route(router_logits, top_k):\n"
+              "    router_logits = torch.nn.functional.softmax(router_logits, dim=1)\n"
+              "    top_value, top_index = torch.topk(router_logits, top_k, dim=-1)\n"
+              "    return top_value / torch.norm(top_value, p=1, dim=-1, keepdim=True), top_index\n",
+              note="transformers' DBRX router: the largest probabilities never sum to 0"),
+        Valid("import math\nimport torch\nfrom torch import nn\n\n\ndef init_pe(config):\n"
+              "    if config.positional_encoding_type == 'random':\n"
+              "        pe = nn.Parameter(torch.randn(config.num_patches, config.d_model))\n"
+              "    else:\n        pe = torch.zeros(config.num_patches, config.d_model)\n"
+              "        position = torch.arange(0, config.num_patches).unsqueeze(1)\n"
+              "        div_term = torch.exp(torch.arange(0, config.d_model, 2) * -(math.log(10000.0) / config.d_model))\n"
+              "        pe[:, 0::2] = torch.sin(position * div_term)\n"
+              "        pe[:, 1::2] = torch.cos(position * div_term)\n"
+              "        pe = pe - pe.mean()\n        pe = pe / (pe.std() * 10)\n    return pe\n",
+              note="transformers' PatchTST: the std of a sin/cos table built from sizes"),
+        Valid("import torch\n\n\ndef denoise(self, x, noise_level, update):\n    sigma_data = self.sigma_data\n"
+              "    sigma_data_sq = sigma_data * sigma_data\n    noise_level_sq = noise_level * noise_level\n"
+              "    return x + (sigma_data * noise_level) / torch.sqrt(sigma_data_sq + noise_level_sq) * update\n",
+              note="transformers' ESMFold2: the constant square through a name"),
     ]
     INVALID = [
         Invalid(
@@ -329,12 +315,21 @@ class UnguardedNormDivision(LocalsRule):
             "import torch\n\n\ndef unit(x):\n    n = torch.linalg.vector_norm(x)\n    if n > -1:\n"
             "        x = x / n.clamp_min(1e-6)\n    return x\n",
             note="a test that does not exclude zero is no guard"),
+        Invalid(
+            "import torch\n\n\ndef unit_rows(x, n):\n    table = torch.zeros(n, x.shape[-1])\n    table[:] = x\n"
+            "    return table / table.norm(dim=-1, keepdim=True)\n",
+            "import torch\n\n\ndef unit_rows(x, n):\n    table = torch.zeros(n, x.shape[-1])\n    table[:] = x\n"
+            "    return torch.nn.functional.normalize(table, dim=-1, eps=1e-6)\n",
+            note="a table filled from an input is data"),
     ]
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self._tensors = TensorEvidence(ctx.resolve, self.value_of, self.annotation_of)
-        self._pending: list = []  # findings that only callers elsewhere in the module can clear
+        self._norms = Denominators(ctx.resolve, self.value_of)
+        self._provenance = Provenance(ctx.resolve)
+        self._callers: dict = {}  # module-level function name -> its call sites in the module
+        self._grad_off: dict = {}  # module-level function name -> every call runs without gradients
 
     # -- visits --------------------------------------------------------------------------------------
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
@@ -342,7 +337,7 @@ class UnguardedNormDivision(LocalsRule):
             self._check(node, node.right, numerator=node.left)
         elif isinstance(node.operator, cst.Multiply):
             for side in (node.left, node.right):
-                found = self._rsqrt(side)
+                found = self._norms.rsqrt(side)
                 if found is not None:
                     self._consider(node, side, [found], None)
                     return
@@ -363,200 +358,11 @@ class UnguardedNormDivision(LocalsRule):
         if denominator is not None:
             self._check(node, denominator, numerator=None)
 
-    def leave_Module(self, node: cst.Module) -> None:
-        if self._pending:
-            self._settle_pending(node)
-
     # -- classification ------------------------------------------------------------------------------
     def _check(self, site: cst.CSTNode, denominator: cst.BaseExpression, numerator) -> None:
-        factors = self._factors(denominator)
+        factors = self._norms.factors(denominator)
         if factors and self._is_torch(factors, numerator):
             self._consider(site, denominator, factors, numerator)
-
-    def _factors(self, expr: cst.BaseExpression, depth: int = 0) -> list[Unguarded]:
-        """The unguarded factors of a denominator: `a.norm() * b.norm()` has two, `-2 * n ** 2` one (`n`)."""
-        if depth > MAX_DEPTH:
-            return []
-        if isinstance(expr, cst.BinaryOperation):
-            op = expr.operator
-            if isinstance(op, cst.Multiply):
-                return self._factors(expr.left, depth + 1) + self._factors(expr.right, depth + 1)
-            if isinstance(op, cst.Divide):
-                return self._factors(expr.left, depth + 1)
-            if isinstance(op, cst.Power):
-                return self._factors(expr.left, depth + 1) if (number(expr.right) or 0) > 0 else []
-        if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
-            return self._factors(expr.expression, depth + 1)
-        found = self._classify(expr, depth)
-        return [replace(found, factor=expr)] if found is not None else []
-
-    def _classify(self, expr: cst.BaseExpression, depth: int = 0) -> Optional[Unguarded]:
-        if depth > MAX_DEPTH:
-            return None
-        if isinstance(expr, cst.Name):
-            value = self.value_of(expr.value)
-            if value is None:
-                return None
-            if isinstance(value, (cst.BinaryOperation, cst.UnaryOperation)):
-                found = self._sqrt_plus_term(value, depth + 1)
-                if found is not None:
-                    return found
-                inner = self._factors(value, depth + 1)
-                return replace(inner[0], compound=True) if inner else None
-            return self._classify(value, depth + 1)
-        if isinstance(expr, cst.Subscript):
-            return self._classify(expr.value, depth + 1)
-        if isinstance(expr, cst.BinaryOperation):
-            return self._sqrt_plus_term(expr, depth)
-        if isinstance(expr, cst.Call):
-            return self._classify_call(expr, depth)
-        return None
-
-    def _sqrt_plus_term(self, expr: cst.BaseExpression, depth: int) -> Optional[Unguarded]:
-        """`sqrt(sum_sq) + eps`: the term keeps the value from 0, but not sqrt's gradient."""
-        if not isinstance(expr, cst.BinaryOperation) or not isinstance(expr.operator, cst.Add):
-            return None
-        for side, other in ((expr.left, expr.right), (expr.right, expr.left)):
-            inner = self._classify(side, depth + 1)
-            if inner is not None and inner.kind == "sqrt" and inner.node is side:
-                return Unguarded("sqrt+term", expr, inner=inner.inner, term=other)
-        return None  # `norm + eps`: a guard
-
-    def _classify_call(self, call: cst.Call, depth: int) -> Optional[Unguarded]:
-        qualified = self.ctx.resolve(call.func)
-        if qualified is not None:
-            if qualified in NORM_FUNCTIONS:
-                return Unguarded("norm", call)
-            if qualified in STD_FUNCTIONS:
-                return Unguarded("std", call)
-            if qualified in VAR_FUNCTIONS:
-                return Unguarded("var", call)
-            if qualified in SQRT_FUNCTIONS:
-                inner = arg_value(call, 0, "input")
-                return Unguarded("sqrt", call, inner=inner) if self._sum_of_squares(inner, depth) else None
-            if qualified in CLAMP_FUNCTIONS:
-                if self._has_min(call, offset=1):
-                    return None
-                inner = arg_value(call, 0, "input")
-                return self._classify(inner, depth + 1) if inner is not None else None
-            return None
-        mc = method_call(call)
-        if mc is None:
-            return None
-        receiver, name = mc
-        if name == "norm" and self._is_tensor_norm(call, receiver):
-            return Unguarded("norm", call)
-        if name in ("std", "var") and not is_name(receiver, "self", "cls"):
-            return Unguarded(name, call)
-        if name == "sqrt" and self._sum_of_squares(receiver, depth):
-            return Unguarded("sqrt", call, inner=receiver)
-        if name in ("clamp", "clip", "clamp_", "clip_"):
-            return None if self._has_min(call, offset=0) else self._classify(receiver, depth + 1)
-        if name in TRANSPARENT_METHODS:
-            return self._classify(receiver, depth + 1)
-        return None
-
-    def _rsqrt(self, expr: cst.BaseExpression) -> Optional[Unguarded]:
-        if not isinstance(expr, cst.Call):
-            return None
-        qualified = self.ctx.resolve(expr.func)
-        if qualified in RSQRT_FUNCTIONS:
-            inner = arg_value(expr, 0, "input")
-        elif qualified is None and (mc := method_call(expr)) and mc[1] == "rsqrt":
-            inner = mc[0]
-        else:
-            return None
-        return Unguarded("rsqrt", expr, factor=expr, inner=inner) if self._sum_of_squares(inner, 0) else None
-
-    def _sum_of_squares(self, expr: Optional[cst.BaseExpression], depth: int) -> bool:
-        if expr is None or depth > MAX_DEPTH:
-            return False
-        if isinstance(expr, cst.Name):
-            value = self.value_of(expr.value)
-            return value is not None and self._sum_of_squares(value, depth + 1)
-        if self._square(expr, depth):
-            return True
-        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
-            # `noise * noise + sigma * sigma` with `sigma` a constant is never 0: not a finding.
-            return (self._sum_of_squares(expr.left, depth + 1) and self._sum_of_squares(expr.right, depth + 1)
-                    and not self._constant_square(expr.left) and not self._constant_square(expr.right))
-        if not isinstance(expr, cst.Call):
-            return False
-        qualified = self.ctx.resolve(expr.func)
-        if qualified in REDUCE_FUNCTIONS:
-            return self._square(arg_value(expr, 0, "input"), depth + 1)
-        if qualified in VAR_FUNCTIONS:
-            return True
-        if qualified is None and (mc := method_call(expr)):
-            receiver, name = mc
-            if name in ("sum", "mean", "nansum", "nanmean"):
-                return self._square(receiver, depth + 1)
-            if name == "var":
-                return True
-            if name in TRANSPARENT_METHODS:
-                return self._sum_of_squares(receiver, depth + 1)
-        return False
-
-    def _square(self, expr: Optional[cst.BaseExpression], depth: int) -> bool:
-        if expr is None or depth > MAX_DEPTH:
-            return False
-        if isinstance(expr, cst.Name):
-            value = self.value_of(expr.value)
-            return value is not None and self._square(value, depth + 1)
-        if isinstance(expr, cst.BinaryOperation):
-            if isinstance(expr.operator, cst.Power):
-                return number(expr.right) == 2
-            if isinstance(expr.operator, cst.Multiply):
-                return same_code(expr.left, expr.right)
-            return False
-        if isinstance(expr, cst.Call):
-            qualified = self.ctx.resolve(expr.func)
-            if qualified in SQUARE_FUNCTIONS:
-                return True
-            if qualified == "torch.pow":
-                return number(arg_value(expr, 1, "exponent")) == 2
-            if qualified is None and (mc := method_call(expr)):
-                receiver, name = mc
-                if name == "square":
-                    return True
-                if name == "pow":
-                    return number(arg_value(expr, 0, "exponent")) == 2
-                if name in TRANSPARENT_METHODS or name == "abs":
-                    return self._square(receiver, depth + 1)
-        return False
-
-    def _constant_square(self, expr: cst.BaseExpression) -> bool:
-        """The square of a number, of a `self.` attribute or of an UPPER_CASE name (directly or through a
-        local name): a constant, likely > 0."""
-        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Power, cst.Multiply)):
-            base = expr.left
-        elif isinstance(expr, cst.Call) and (mc := method_call(expr)) and mc[1] in ("pow", "square"):
-            base = mc[0]
-        else:
-            return False
-        if isinstance(base, cst.Name) and not base.value.isupper():
-            base = self.value_of(base.value) or base
-        if number(base) is not None:
-            return True
-        if isinstance(base, cst.Attribute) and is_name(base.value, "self"):
-            return True
-        return isinstance(base, cst.Name) and base.value.isupper()
-
-    @staticmethod
-    def _has_min(call: cst.Call, offset: int) -> bool:
-        low = arg_value(call, offset, "min")
-        return low is not None and not is_name(low, "None") and number(low) != 0
-
-    @staticmethod
-    def _is_tensor_norm(call: cst.Call, receiver: cst.BaseExpression) -> bool:
-        if is_name(receiver, "self", "cls"):
-            return False  # `self.norm(x)`: a LayerNorm called norm
-        first = arg(call, 0)
-        if first is not None and root_name(receiver) == "self":
-            p = first.value
-            # `self.encoder.norm(h)` is a submodule; `self.weight.norm(2, dim=1)` is a tensor norm
-            return number(p) is not None or isinstance(p, (cst.SimpleString, cst.Call))
-        return True
 
     def _is_torch(self, factors: list[Unguarded], numerator) -> bool:
         """Whether the division is torch's: the module (or the function) imports torch, or the values
@@ -574,6 +380,8 @@ class UnguardedNormDivision(LocalsRule):
             return any(self._stands_for(expr, f) for f in factors)
 
         statements = self.ctx.statements
+        if all(self._never_zero(f, statements) for f in factors):
+            return
         if guarded_by_control_flow(statements, site, matches, self._literal):
             return
         resolve = self.ctx.resolve
@@ -586,14 +394,27 @@ class UnguardedNormDivision(LocalsRule):
         masked = guard == "mask"
         if masked and grad_off_around(statements, resolve):
             return
-        message = self._message(denominator, factors[0], masked)
-        fix = self._fix(site, denominator, factors, numerator)
         function = self._module_function(statements)
         if function is not None and self._called_in_module(function.name.value):
-            self.require_full_module()  # the callers may guard it, or turn gradients off
-            self._pending.append((function.name.value, masked, site, message, fix, self.ctx.statement))
-            return
-        self.report(site, message, fix=fix)
+            self.require_full_module()  # its callers may guard the input, or turn gradients off
+            name = function.name.value
+            if masked and self._grad_off_in_callers(name):
+                return
+            if self._callers_guard(name):
+                return
+        self.report(site, self._message(denominator, factors[0], masked),
+                    fix=self._fix(site, denominator, factors, numerator))
+
+    def _never_zero(self, found: Unguarded, statements) -> bool:
+        """The value the norm (or std, var, sum of squares) is taken of cannot make it 0: probabilities,
+        or a table built from constants (no input decides whether it is degenerate)."""
+        source = found.inner if found.kind in ("sqrt", "sqrt+term", "rsqrt") else input_of(found.node, self.ctx.resolve)
+        if source is None:
+            return False
+        if found.kind == "norm" and self._norms.never_zero(source):
+            return True
+        function = next((s for s in reversed(statements) if isinstance(s, cst.FunctionDef)), None)
+        return self._provenance.from_constants(source, function, self.ctx.statement)
 
     def _stands_for(self, expr: cst.BaseExpression, found: Unguarded) -> bool:
         """Whether `expr` is the guarded value: the factor itself, its norm call, or a name holding it."""
@@ -639,50 +460,45 @@ class UnguardedNormDivision(LocalsRule):
             return True
         return len(re.findall(rf"(?<![\w.]){re.escape(name)}\s*\(", text)) > 1  # more than its `def`
 
-    def _settle_pending(self, module: cst.Module) -> None:
-        resolve = self.ctx.resolve
-        sites = call_sites(module, {p[0] for p in self._pending}, resolve)
-        cache: dict = {}
+    # -- what callers do -----------------------------------------------------------------------------
+    def _calls_of(self, name: str) -> list:
+        if name not in self._callers:
+            resolve = self.ctx.resolve
+            found = call_sites(self.ctx.module, {name}, keep=lambda node: selector(node, resolve) is not None)
+            self._callers[name] = found[name]
+        return self._callers[name]
 
-        def grad_off(function_name: str, depth: int = 0) -> bool:
-            """Every call of the module-level function runs with gradients off."""
-            if function_name in cache:
-                return cache[function_name]
-            cache[function_name] = False  # a cycle proves nothing
-            if function_name not in sites:
-                sites.update(call_sites(module, {function_name}, resolve))
-            calls = sites[function_name]
-            result = bool(calls) and depth < 6 and all(
-                grad_off_around(c.statements, resolve) or (
-                    (caller := self._module_function(c.statements)) is not None
-                    and grad_off(caller.name.value, depth + 1))
-                for c in calls)
-            cache[function_name] = result
-            return result
+    def _grad_off_in_callers(self, name: str, depth: int = 0) -> bool:
+        """Every call of the module-level function `name` runs with gradients off (directly, or in a
+        function whose every call does)."""
+        if name not in self._grad_off:
+            self._grad_off[name] = False  # a cycle proves nothing
+            calls = self._calls_of(name)
+            self._grad_off[name] = bool(calls) and depth < 6 and all(self._grad_off_at(c, depth) for c in calls)
+        return self._grad_off[name]
 
-        def caller_guards(call) -> bool:
-            roots = {root_name(a.value) for a in call.call.args} - {None}
+    def _grad_off_at(self, call, depth: int = 0) -> bool:
+        if grad_off_around(call.statements, self.ctx.resolve):
+            return True
+        caller = self._module_function(call.statements)
+        return caller is not None and self._grad_off_in_callers(caller.name.value, depth + 1)
 
-            def matches(expr) -> bool:
-                return root_name(expr) in roots
+    def _callers_guard(self, name: str) -> bool:
+        """Every call passes a value the caller tested for zero (`if n > 0: f(x, n)`,
+        `torch.where(n > 0, f(x, n), n)` without gradients): the degenerate input never reaches it."""
+        calls = self._calls_of(name)
+        return bool(calls) and all(self._caller_guards(call) for call in calls)
 
-            if guarded_by_control_flow(call.statements, call.call, matches):
-                return True
-            guard = selected_guard(call.selectors, call.call, matches, resolve)
-            if guard == "flow":
-                return True
-            if guard != "mask":
-                return False
-            caller = self._module_function(call.statements)
-            return grad_off_around(call.statements, resolve) or (caller is not None and grad_off(caller.name.value))
+    def _caller_guards(self, call) -> bool:
+        roots = {root_name(a.value) for a in call.call.args} - {None}
 
-        for name, masked, site, message, fix, statement in self._pending:
-            calls = sites.get(name, [])
-            if masked and grad_off(name):
-                continue
-            if calls and all(caller_guards(c) for c in calls):
-                continue
-            self.report(site, message, fix=fix, statement=statement)
+        def matches(expr) -> bool:
+            return root_name(expr) in roots
+
+        if guarded_by_control_flow(call.statements, call.call, matches):
+            return True
+        guard = selected_guard(call.enclosing, call.call, matches, self.ctx.resolve)
+        return guard == "flow" or (guard == "mask" and self._grad_off_at(call))
 
     # -- reporting and fixes -------------------------------------------------------------------------
     def _message(self, denominator, found: Unguarded, masked: bool) -> str:
