@@ -102,7 +102,10 @@ class UnguardedNormDivision(LocalsRule):
       could raise on a NumPy array or a Python float, and the fix is unsafe;
     - the rewrite keeps every comment of the expression (else `F.normalize` gives way to the clamp).
     The eps the fix passes is still non-zero in float16 and bfloat16 (`F.normalize`'s default, 1e-12,
-    rounds to 0 in float16). The clamp on a variance is unsafe: a variance below eps is a standard
+    rounds to 0 in float16). A product or power of guarded norms (`eps ** 2`) underflows in float16, as a
+    product of two healthy norms of 1e-4 already does in the original: compute such norms in float32
+    (autocast does). Each safe fix is run under torch by the tests, on ordinary inputs (equal results and
+    gradients) and on zero inputs (finite). The clamp on a variance is unsafe: a variance below eps is a standard
     deviation below sqrt(eps) (1e-3), which quiet but healthy inputs reach. Moving (or adding) eps inside
     a square root is unsafe: `sqrt(s + eps)` differs from `sqrt(s)` wherever `s` is below about eps, that is
     for norms up to `sqrt(eps)`, so quiet but non-zero inputs change too. eps is moved inside only when
@@ -316,9 +319,9 @@ class UnguardedNormDivision(LocalsRule):
             "        x = x / n.clamp_min(1e-6)\n    return x\n",
             note="a test that does not exclude zero is no guard"),
         Invalid(
-            "import torch\n\n\ndef unit_rows(x, n):\n    table = torch.zeros(n, x.shape[-1])\n    table[:] = x\n"
+            "import torch\n\n\ndef unit_rows(x):\n    table = torch.zeros(x.shape)\n    table[:] = x\n"
             "    return table / table.norm(dim=-1, keepdim=True)\n",
-            "import torch\n\n\ndef unit_rows(x, n):\n    table = torch.zeros(n, x.shape[-1])\n    table[:] = x\n"
+            "import torch\n\n\ndef unit_rows(x):\n    table = torch.zeros(x.shape)\n    table[:] = x\n"
             "    return torch.nn.functional.normalize(table, dim=-1, eps=1e-6)\n",
             note="a table filled from an input is data"),
     ]
