@@ -42,6 +42,9 @@ TRANSPARENT_METHODS = {
     "bfloat16", "to", "type", "type_as", "repeat", "repeat_interleave",
 }
 SOFTMAX_FUNCTIONS = {"torch.softmax", "torch.nn.functional.softmax", "torch.special.softmax"}
+RANDOM_FUNCTIONS = {"torch.randn", "torch.randn_like", "torch.rand", "torch.rand_like", "torch.normal"}
+PARAMETERS_TO_VECTOR = "torch.nn.utils.parameters_to_vector"
+CONCATENATIONS = {"torch.cat", "torch.concat", "torch.concatenate", PARAMETERS_TO_VECTOR}
 MAX_DEPTH = 8
 
 
@@ -249,7 +252,9 @@ class Denominators:
 
     def never_zero(self, expr: Optional[cst.BaseExpression], depth: int = 0) -> bool:
         """A value whose norm cannot be 0: probabilities (a softmax sums to 1, so its largest entry is at
-        least 1/n) and their largest entries (`probs.topk(k)[0]`, `probs.max(-1).values`)."""
+        least 1/n) and their largest entries (`probs.topk(k)[0]`, `probs.max(-1).values`); random samples
+        (`torch.randn(...)`: all zero with probability 0); a model's whole parameter vector
+        (`torch.cat([p.view(-1) for p in model.parameters()])`: initialisations are random)."""
         if expr is None or depth > MAX_DEPTH:
             return False
         if isinstance(expr, cst.Name):
@@ -259,8 +264,12 @@ class Denominators:
             return largest is not None and self.never_zero(largest, depth + 1)
         if not isinstance(expr, cst.Call):
             return False
-        if self._resolve(expr.func) in SOFTMAX_FUNCTIONS:
+        qualified = self._resolve(expr.func)
+        if qualified in SOFTMAX_FUNCTIONS or qualified in RANDOM_FUNCTIONS:
             return True
+        if qualified in CONCATENATIONS:
+            return _over_parameters(arg_value(expr, 0, "tensors" if qualified != PARAMETERS_TO_VECTOR else
+                                              "parameters"))
         mc = method_call(expr)
         if mc is None or self._resolve(expr.func) is not None:
             return False
@@ -292,3 +301,11 @@ def input_of(call: cst.BaseExpression, resolve: Callable) -> Optional[cst.BaseEx
         return arg_value(call, 0, keywords[0] if keywords else "input")
     mc = method_call(call)
     return mc[0] if mc is not None else None
+
+
+def _over_parameters(expr) -> bool:
+    """`model.parameters()`, or a comprehension over it (`[p.view(-1) for p in model.parameters()]`)."""
+    if isinstance(expr, (cst.ListComp, cst.GeneratorExp)):
+        expr = expr.for_in.iter if expr.for_in.inner_for_in is None else None
+    mc = method_call(expr) if expr is not None else None
+    return mc is not None and mc[1] == "parameters" and not expr.args

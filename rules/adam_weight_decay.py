@@ -58,7 +58,8 @@ class AdamWeightDecay(LocalsRule):
     Set `report-non-literal = false` to report only literal values. Not reported, because the call cannot
     be proved to use a non-zero coupled decay: a `**kwargs` splat (it may carry `weight_decay` or
     `decoupled_weight_decay=True`), `decoupled_weight_decay=<expression>`, a negative literal (Adam
-    raises on it).
+    raises on it), and a value the program itself calls an L2 penalty (`weight_decay=args.l2`,
+    `weight_decay=cfg.l2_reg`: a paper's "L2 regularisation with Adam", which is what it asks for).
 
     Scope: only `torch.optim.Adam`, as the issue asks. `NAdam` and `RAdam` have the same coupled default
     but their fix is a flag (`decoupled_weight_decay=True`), not a class, and their published recipes use
@@ -125,6 +126,12 @@ class AdamWeightDecay(LocalsRule):
         Valid("import functools\nimport torch\nmake = functools.partial(torch.optim.Adam, lr=1e-3)\n"),
         Valid("from functools import partial\nimport torch\n"
               "make = partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05)\n"),
+        Valid("import argparse\nfrom torch.optim import Adam\n\n\ndef main(model):\n"
+              "    parser = argparse.ArgumentParser()\n"
+              "    parser.add_argument('--l2', type=float, default=5e-4, help='weight decay')\n"
+              "    args = parser.parse_args()\n"
+              "    return Adam(model.parameters(), lr=0.005, weight_decay=args.l2)\n",
+              note="pytorch/examples' GAT: the paper's L2 penalty with Adam, asked for by name"),
     ]
     INVALID = [
         Invalid(
@@ -246,6 +253,8 @@ class AdamWeightDecay(LocalsRule):
                     decays.append(("param group ", value))
         reported = None
         for where, value in decays:
+            if _named_l2(value):
+                continue  # the program calls it an L2 penalty: coupled L2 is what it asks for
             literal = self._literal(value)
             if literal is not None and literal <= 0:
                 continue
@@ -309,6 +318,12 @@ class AdamWeightDecay(LocalsRule):
         shown = _code(new_adam)
         return self.replace(call, new_call, safe=False, references=references,
                             message=f"Use `{shown}` (retune weight_decay: AdamW's decay is scaled by lr)")
+
+
+def _named_l2(value: cst.BaseExpression) -> bool:
+    """`args.l2`, `l2_penalty`, `cfg.l2_reg`: a name whose own words say L2."""
+    name = value.attr.value if isinstance(value, cst.Attribute) else value.value if isinstance(value, cst.Name) else ""
+    return "l2" in name.lower().split("_")
 
 
 def _argument(args: list, position: int | None, keyword: str) -> cst.Arg | None:

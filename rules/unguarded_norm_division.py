@@ -204,6 +204,14 @@ class UnguardedNormDivision(LocalsRule):
               "    sigma_data_sq = sigma_data * sigma_data\n    noise_level_sq = noise_level * noise_level\n"
               "    return x + (sigma_data * noise_level) / torch.sqrt(sigma_data_sq + noise_level_sq) * update\n",
               note="transformers' ESMFold2: the constant square through a name"),
+        Valid("import torch\n\n\ndef make_inputs(batch, dim, generator):\n"
+              "    img = torch.randn(batch, dim, generator=generator)\n"
+              "    return img / img.norm(dim=-1, keepdim=True)\n",
+              note="open_clip's tests: random samples are never all zero"),
+        Valid("import torch\n\n\ndef change_ratio(model, before):\n    with torch.no_grad():\n"
+              "        initial = torch.cat([p.view(-1) for p in model.parameters()])\n"
+              "    return torch.norm(initial - before) / torch.norm(initial)\n",
+              note="Lightning's test helpers: a model's whole parameter vector"),
     ]
     INVALID = [
         Invalid(
