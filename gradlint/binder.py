@@ -20,7 +20,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, NamedTuple, Optional
 
 import libcst as cst
 
@@ -30,11 +30,10 @@ IMPORT, OTHER, DELETE = "import", "other", "delete"
 FROM_START = -1  # order of parameters and comprehension targets: bound before any statement runs
 LATE = 1 << 30  # order of a module name rebound through `global` in some function: at an unknown time
 
-_GLOBAL = re.compile(r"\bglobal\b")
+_GLOBAL = re.compile(r"^[ \t]*global[ \t]+\w", re.MULTILINE)  # a `global` statement, not the word
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):  # a tuple: files bind thousands of names, and this is made for each
     kind: str  # IMPORT, OTHER or DELETE
     target: Optional[str] = None  # for IMPORT: the qualified name bound (`torch.nn.functional`)
     order: int = FROM_START  # takes effect for uses ordered after this (rows or statement numbers)
@@ -132,7 +131,7 @@ class _ModuleBinder:
 
     def __init__(self, text: str) -> None:
         self.out = Bindings()
-        self._walrus = ":=" in text
+        self._walrus_rows = _walrus_rows(text)  # only statements spanning one are searched for a walrus
 
     def block(self, body: list, runtime: bool = True, fallback: frozenset = frozenset()) -> None:
         for stmt in body:
@@ -202,7 +201,8 @@ class _ModuleBinder:
                         if isinstance(name, str):
                             self.bind(name, case.pattern.end_lineno or end, runtime, fallback)
                 self.block(case.body, runtime, fallback)
-        if self._walrus and not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        if self._walrus_rows and not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                and any(stmt.lineno <= row <= end for row in self._walrus_rows):
             for node in _module_expressions(stmt):
                 if isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
                     self.bind(node.target.id, end, runtime, fallback)
@@ -224,7 +224,7 @@ def _module_expressions(stmt):
 def module_bindings(tree: ast.Module, text: str) -> Bindings:
     binder = _ModuleBinder(text)
     binder.block(tree.body)
-    if _GLOBAL.search(text):  # `global torch` in a function may rebind the module's name at any time
+    if "global" in text and _GLOBAL.search(text):  # `global torch` in a function may rebind it any time
         for node in ast.walk(tree):
             if isinstance(node, ast.Global):
                 for name in node.names:
@@ -400,3 +400,34 @@ def scope_bindings(node, walrus: bool) -> Bindings:
             binder.targets(comp.target, FROM_START)
             comp = comp.inner_for_in
     return binder.out
+
+
+_DEF = re.compile(r"[ \t]*(?:async[ \t]+)?def[ \t]+(\w+)")
+
+
+def walrus_functions(text: str) -> set:
+    """Names of the functions whose rows hold a `:=`: the only ones whose scope a walrus may bind a name
+    in. For each such row, the nearest `def` above it that is indented less (a `:=` in a docstring or a
+    comment only costs a search of that function)."""
+    if ":=" not in text:
+        return set()
+    lines = text.split("\n")
+    found = set()
+    for row in _walrus_rows(text):
+        line = lines[row - 1]
+        indent = len(line) - len(line.lstrip())
+        for above in range(row - 2, -1, -1):
+            match = _DEF.match(lines[above])
+            if match and len(lines[above]) - len(lines[above].lstrip()) < indent:
+                found.add(match.group(1))
+                break
+    return found
+
+
+def _walrus_rows(text: str) -> list[int]:
+    """The 1-based rows that hold `:=`."""
+    rows, start = [], text.find(":=")
+    while start != -1:
+        rows.append(text.count("\n", 0, start) + 1)
+        start = text.find(":=", start + 2)
+    return rows

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ast
+import weakref
 from typing import Any, Mapping, Optional
 
 import libcst as cst
 
-from .binder import module_bindings
+from .binder import module_bindings, walrus_functions
 from .names import CLASS, COMPREHENSION, FUNCTION, LAMBDA, MODULE, NameResolver, Scope
 from .rule import Reference, Report, Rule
 
@@ -31,10 +32,11 @@ class FileContext:
         self._statements: list[cst.CSTNode] = []
         self._positions = None  # PositionProvider results, resolved on first use
         self._rows = rows  # reduced row -> the file's row (None: the module is the whole file)
-        self._walrus = ":=" in (text if text is not None else "") if tree is not None else True
+        # Functions whose rows hold a `:=`: only their scopes are searched for walrus bindings.
+        self._walrus = walrus_functions(text or "") if tree is not None else None
         if tree is not None:
             module_scope = Scope(MODULE, module, None, bindings=module_bindings(tree, text or ""),
-                                 row_of=self._row_of_statement)
+                                 row_of=_weak(self._row_of_statement))
         else:
             module_scope = Scope(MODULE, module, None, walrus=True)
         self.names = NameResolver(module_scope)
@@ -63,7 +65,9 @@ class FileContext:
         return _ScopeEnter(self), _ScopeLeave(self)
 
     def _open(self, kind: str, node) -> None:
-        self._scope = Scope(kind, node, self._scope, walrus=self._walrus)
+        walrus = self._walrus is None or (
+            bool(self._walrus) and (not isinstance(node, cst.FunctionDef) or node.name.value in self._walrus))
+        self._scope = Scope(kind, node, self._scope, walrus=walrus)
         self._scope_of_node[id(node)] = self._scope
 
     def _close(self, node) -> None:
@@ -156,6 +160,13 @@ class FileContext:
             return self.line_of(statement)
         except KeyError:
             return None
+
+
+def _weak(method):
+    """A bound method that keeps no reference to its object (the module's scope must not keep the file's
+    context, and with it the parsed module, alive: reference counting then frees them at once)."""
+    ref = weakref.WeakMethod(method)
+    return lambda *args: ref()(*args)
 
 
 class _ScopeEnter:

@@ -47,11 +47,14 @@ class MixingWeights:
     """`local(expr)` and `in_module(expr, functions)` for a rule: `value_of(name)` is the local value a
     name holds (or None); `functions` are the functions around `expr`, outermost first."""
 
-    def __init__(self, ctx, value_of: Callable[[str], Optional[cst.BaseExpression]]) -> None:
+    def __init__(self, ctx, value_of: Callable[[str], Optional[cst.BaseExpression]],
+                 rebound: Callable[[str], bool] = lambda name: False) -> None:
         self._ctx = ctx
         self._value_of = value_of
+        self._rebound = rebound  # the function binds the name itself: not (or no longer) a parameter
         self._functions: dict = {}  # id(def) -> every return mixes
         self._attributes: dict = {}  # attribute name -> every write mixes
+        self._calls: Optional[dict] = None  # module-level function name -> its call sites
 
     def local(self, expr: Optional[cst.BaseExpression]) -> bool:
         """Mixes, by the expression itself or the local names it is bound to."""
@@ -68,10 +71,12 @@ class MixingWeights:
             if not isinstance(expr, cst.Name) or self._value_of(expr.value) is None:
                 break
             expr = self._value_of(expr.value)
-        if isinstance(expr, cst.Name):
-            return bool(functions) and _parameter(functions[-1], expr.value) is not None
-        if isinstance(expr, cst.Call):
-            return isinstance(expr.func, cst.Name)
+        if isinstance(expr, cst.Name):  # a parameter of a module-level function: its calls may tell
+            return bool(functions) and not self._rebound(expr.value) and \
+                _parameter(functions[-1], expr.value) is not None and \
+                module_function(self._ctx.module, functions[-1].name.value) is functions[-1]
+        if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Name):  # a helper not parsed yet
+            return self._ctx.partial and self._find_function(expr.func.value, functions) is None
         return _self_attribute(expr) is not None
 
     def _mixes(self, expr, depth: int, functions: Optional[tuple], local_names: bool = True) -> bool:
@@ -90,7 +95,8 @@ class MixingWeights:
             value = self._value_of(expr.value) if local_names else None
             if value is not None:
                 return recurse(value)
-            return bool(functions) and self._parameter_mixes(functions[-1], expr.value)
+            return bool(functions) and local_names and not self._rebound(expr.value) and \
+                self._parameter_mixes(functions[-1], expr.value)
         if isinstance(expr, cst.BinaryOperation):
             return self._normalised(expr, depth, local_names)
         if functions is not None and (attribute := _self_attribute(expr)) is not None:
@@ -145,7 +151,7 @@ class MixingWeights:
         if _parameter(function, name) is None or module_function(self._ctx.module, function.name.value) \
                 is not function:
             return False  # only a module-level function's calls are found by name
-        calls = call_sites(self._ctx.module, {function.name.value})[function.name.value]
+        calls = self._calls_of(function.name.value)
         if not calls:
             return False
         for call in calls:
@@ -158,14 +164,7 @@ class MixingWeights:
     def _function_returns(self, name: str, functions: tuple) -> bool:
         """The function `name` means here (a def nested in an enclosing function, else the module's)
         returns a mixing value from every `return`."""
-        function = None
-        for outer in reversed(functions):
-            function = next((s for s in outer.body.body if isinstance(s, cst.FunctionDef)
-                             and s.name.value == name), None) if isinstance(outer.body, cst.IndentedBlock) else None
-            if function is not None:
-                break
-        if function is None:
-            function = module_function(self._ctx.module, name)
+        function = self._find_function(name, functions)
         if function is None:
             return False
         key = id(function)
@@ -173,6 +172,22 @@ class MixingWeights:
             self._functions[key] = False  # recursion proves nothing
             self._functions[key] = self._returns_mixing(function, (*functions, function))
         return self._functions[key]
+
+    def _find_function(self, name: str, functions: Sequence[cst.FunctionDef]) -> Optional[cst.FunctionDef]:
+        """The def `name` means here: nested in an enclosing function, else at module level."""
+        for outer in reversed(functions):
+            if isinstance(outer.body, cst.IndentedBlock):
+                found = next((s for s in outer.body.body if isinstance(s, cst.FunctionDef)
+                              and s.name.value == name), None)
+                if found is not None:
+                    return found
+        return module_function(self._ctx.module, name)
+
+    def _calls_of(self, name: str) -> list:
+        if self._calls is None:  # one walk finds the calls of every module-level function
+            names = {s.name.value for s in self._ctx.module.body if isinstance(s, cst.FunctionDef)}
+            self._calls = call_sites(self._ctx.module, names)
+        return self._calls.get(name, [])
 
     def _attribute_mixes(self, attribute: str) -> bool:
         if attribute not in self._attributes:

@@ -126,7 +126,7 @@ class NameResolver:
             if not live:
                 return None
         target = _agreed(live)
-        if target is not None or not immediate:
+        if target is not None or not immediate or not any(b.kind == IMPORT for b in live):
             return target
         # Bound several ways and used right here: the last binding before the use is the one in effect.
         use = owner.order_of(statement)

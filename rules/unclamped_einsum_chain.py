@@ -280,7 +280,7 @@ class UnclampedEinsumChain(LocalsRule):
         super().__init__(ctx)
         self._operands: dict[int, tuple] = {}  # id(einsum call) -> (functions around it, [(kind, node)])
         self._traced: dict[int, tuple] = {}  # id(bound value) -> (value, einsum it carries or None)
-        self._mixing = MixingWeights(ctx, self.value_of)
+        self._mixing = MixingWeights(ctx, self.locals.value_of, self.locals.rebound)
 
     # -- bindings: remember what a value carries when it is bound, before its name changes meaning -----
     def leave_Assign(self, node: cst.Assign) -> None:

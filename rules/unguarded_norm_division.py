@@ -336,8 +336,8 @@ class UnguardedNormDivision(LocalsRule):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self._tensors = TensorEvidence(ctx.resolve, self.value_of, self.annotation_of)
-        self._norms = Denominators(ctx.resolve, self.value_of)
+        self._tensors = TensorEvidence(ctx.resolve, self.locals.value_of, self.locals.annotation_of)
+        self._norms = Denominators(ctx.resolve, self.locals.value_of)
         self._provenance = Provenance(ctx.resolve)
         self._callers: dict = {}  # module-level function name -> its call sites in the module
         self._grad_off: dict = {}  # module-level function name -> every call runs without gradients

@@ -171,3 +171,9 @@ def test_module_level_shadowing_of_torch_is_seen(shadow):
     code = f"import torch\n{shadow}\n\n\ndef f(x):\n    return torch.norm(x)\n"
     assert resolved(code) == [m for m in resolved(code) if not m.startswith("torch.norm")] + [
         "torch.norm -> None"]
+
+
+def test_a_walrus_binds_in_the_enclosing_function():
+    code = ("import torch\n\n\ndef f(xs):\n    ys = [torch for x in xs if (torch := x)]\n"
+            "    return torch.norm(xs)\n")
+    assert resolved(code)[-1] == "torch.norm -> None"
