@@ -65,8 +65,9 @@ class MixingWeights:
         return self._mixes(expr, 0, tuple(functions))
 
     def needs_module(self, expr: cst.BaseExpression, functions: Sequence[cst.FunctionDef]) -> bool:
-        """Whether the module could say more than the expression: a parameter of the function it is in,
-        a call of a function by name, or a `self.` attribute."""
+        """Whether LibCST must see the whole module to judge the expression: a parameter of the
+        module-level function it is in (its calls), a call of a function this part does not define, or a
+        `self.` attribute (its writes)."""
         for _ in range(MAX_DEPTH):
             if not isinstance(expr, cst.Name) or self._value_of(expr.value) is None:
                 break

@@ -323,10 +323,10 @@ class UnclampedEinsumChain(LocalsRule):
         if not chained or self._degree(node, module=False) < minimum:
             return
         if self._may_be_lookups(node):
-            self.require_full_module()  # a parameter or a helper's result may be a one-hot lookup
-            if self._degree(node, module=True) < minimum:
-                return
-        self._report(node, chained, self._degree(node, module=True))
+            self.require_full_module()  # a parameter or a helper elsewhere may be a one-hot lookup
+        degree = self._degree(node, module=True)
+        if degree >= minimum:
+            self._report(node, chained, degree)
 
     def _degree(self, call: cst.Call, module: bool, depth: int = 0) -> int:
         """How many activations the einsum multiplies: its inner einsums' own count, plus each operand
