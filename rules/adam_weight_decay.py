@@ -61,7 +61,7 @@ class AdamWeightDecay(LocalsRule):
     raises on it), and a value the program itself calls an L2 penalty (`weight_decay=args.l2`,
     `weight_decay=cfg.l2_reg`: a paper's "L2 regularisation with Adam", which is what it asks for).
 
-    Scope: only `torch.optim.Adam`, as the issue asks. `NAdam` and `RAdam` have the same coupled default
+    Scope: only `torch.optim.Adam`. `NAdam` and `RAdam` have the same coupled default
     but their fix is a flag (`decoupled_weight_decay=True`), not a class, and their published recipes use
     the coupled form on purpose; `Adamax` has no decoupled variant to rewrite to; `SparseAdam` has no
     weight decay; subclasses of Adam are user classes whose constructor the rule cannot see. Each would be
