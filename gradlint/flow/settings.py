@@ -1,0 +1,147 @@
+"""What a file declares the user can set, and whether anything reads it: a `--clip-grad` option that no
+code applies is the author saying "clip" to a loop that does not.
+
+A *setting* is an `argparse` option (`add_argument("--clip-grad", ...)`, read as `args.clip_grad`), a
+parameter of a routine, an attribute a method stores (`self.grad_clip = grad_clip`), or a field of a class
+(a dataclass or config class). It is *read* when its name is read anywhere in the file (as an attribute for
+options, attributes and fields, as a name in its routine for a parameter) or appears as a string
+(`getattr(args, "clip_grad")`, `cfg["clip_grad"]`). When the options object is spread (`vars(args)`,
+`asdict(cfg)`, `args.__dict__`), any option may be read elsewhere: none is dead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Optional
+
+import libcst as cst
+
+from .events import CALL, Routine
+
+# Names that say "gradient clipping": `clip_grad`, `grad_clip`, `max_grad_norm`, `gradient_clipping`,
+# `clip_grad_norm`, `clip_norm`, a bare `clip`. (`clip_ratio`, `clip_range`: PPO's objective, not gradients.)
+_CLIP_SETTING = re.compile(
+    r"^(?:(?=.*grad)(?=.*(?:clip|max_norm|max_grad)).*|clip|clip_norm|clipnorm|clip_value|clipvalue|max_norm)$")
+_SPREADS = frozenset({"vars", "asdict", "__dict__", "to_dict", "as_dict", "_asdict", "OmegaConf", "dict"})
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # the name code reads it by (`clip_grad` for `--clip-grad`)
+    kind: str  # option | parameter | attribute | field
+    node: cst.CSTNode  # where it is declared
+    routine: Optional[Routine]  # for a parameter, its routine
+
+
+def is_clip_setting(name: str) -> bool:
+    return bool(_CLIP_SETTING.match(name.lower().lstrip("-").replace("-", "_")))
+
+
+class Settings:
+    def __init__(self, analysis) -> None:
+        self.an = analysis
+        self._dead: Optional[list] = None
+
+    def dead_clip_settings(self) -> list:
+        """The gradient-clipping settings of the file that nothing reads."""
+        if self._dead is None:
+            self._dead = self._find()
+        return self._dead
+
+    def _find(self) -> list:
+        routines = self.an.all_routines()
+        attr_reads: set = set()
+        strings: Counter = Counter()
+        spread = False
+        for r in routines:
+            attr_reads |= r.attr_reads
+            strings.update(r.strings)
+            spread |= bool((r.reads | r.attr_reads) & _SPREADS)
+        for value in _class_level_strings(self.an.ctx.module):
+            strings[value] += 1
+        dead = []
+        for setting in self._declared(routines):
+            if setting.kind == "parameter":
+                r = setting.routine
+                if setting.name in r.reads or "locals" in r.reads:
+                    continue
+            else:
+                if setting.name in attr_reads or spread and setting.kind == "option":
+                    continue
+                own = 1 if setting.kind == "option" and _dest_keyword(setting.node) == setting.name else 0
+                if strings[setting.name] > own:
+                    continue
+            dead.append(setting)
+        return dead
+
+    def _declared(self, routines: list) -> list:
+        out = []
+        for r in routines:
+            for e in r.of(CALL):
+                if e.extra.get("method") == "add_argument":
+                    name = _option_dest(e.node)
+                    if name and is_clip_setting(name):
+                        out.append(Setting(name, "option", e.node, None))
+            for name in r.params:
+                if is_clip_setting(name) and name not in ("self", "cls"):
+                    out.append(Setting(name, "parameter", r.node, r))
+            for a in r.events:
+                if a.kind == "assign" and a.key and a.key.startswith("self.") and a.key.count(".") == 1:
+                    attr = a.key.split(".", 1)[1]
+                    if is_clip_setting(attr):
+                        out.append(Setting(attr, "attribute", a.node, r))
+        for stmt in self.an.ctx.module.body:
+            if isinstance(stmt, cst.ClassDef) and isinstance(stmt.body, cst.IndentedBlock):
+                for inner in stmt.body.body:
+                    if isinstance(inner, cst.SimpleStatementLine):
+                        for small in inner.body:
+                            target = small.target if isinstance(small, cst.AnnAssign) else (
+                                small.targets[0].target if isinstance(small, cst.Assign) and small.targets else None)
+                            if isinstance(target, cst.Name) and is_clip_setting(target.value):
+                                out.append(Setting(target.value, "field", small, None))
+        return out
+
+
+def _option_dest(call: cst.Call) -> Optional[str]:
+    dest = _dest_keyword(call)
+    if dest:
+        return dest
+    names = [a.value.evaluated_value for a in call.args
+             if a.keyword is None and isinstance(a.value, cst.SimpleString)
+             and isinstance(a.value.evaluated_value, str)]
+    long = [n for n in names if n.startswith("--")]
+    chosen = long[0] if long else (names[0] if names else None)
+    return chosen.lstrip("-").replace("-", "_") if chosen else None
+
+
+def _dest_keyword(call: cst.Call) -> Optional[str]:
+    for a in call.args:
+        if a.keyword is not None and a.keyword.value == "dest" and isinstance(a.value, cst.SimpleString):
+            value = a.value.evaluated_value
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _class_level_strings(module: cst.Module) -> list:
+    out = []
+    for stmt in module.body:
+        if isinstance(stmt, cst.ClassDef) and isinstance(stmt.body, cst.IndentedBlock):
+            for inner in stmt.body.body:
+                if isinstance(inner, cst.SimpleStatementLine):
+                    out.extend(n.evaluated_value for n in _strings(inner) if isinstance(n.evaluated_value, str))
+    return out
+
+
+def _strings(node) -> list:
+    from .events import children
+
+    out, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, cst.SimpleString):
+            out.append(n)
+        else:
+            stack.extend(children(n))
+    return out
