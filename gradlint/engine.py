@@ -79,8 +79,11 @@ class _ImportTracker:
 
 
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], options: Options,
-               partial: bool, rows: Optional[list] = None) -> FileContext:
+               partial: bool, rows: Optional[list] = None, outline: Optional[ast.Module] = None) -> FileContext:
     ctx = FileContext(module, path, partial=partial, options=options, rows=rows)
+    # The whole file's `ast` tree when LibCST parsed only some regions: what the file declares elsewhere
+    # (a class's bases and methods) can be read there without parsing it all again.
+    ctx.outline = outline
     visitors = [_ImportTracker(ctx), *(rule(ctx) for rule in rules)]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
     return ctx
@@ -96,7 +99,7 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         if reduction is not None and reduced_import_row is not None:
             try:
                 module = cst.parse_module(reduction.text)
-                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows)
+                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, outline=tree)
                 return _Analysis(module, ctx, reduction.text, reduced_import_row, reduction.rows)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below

@@ -12,12 +12,28 @@ from gradlint.flow.base import (
     framework_eval_hook,
     in_module_class,
     manages_training,
+    trains_anywhere,
 )
 from gradlint.flow.calls import bind_arguments, enclosing_class, key_in_callee
-from gradlint.flow.events import ASSIGN, CALL, EXIT, TRAIN, Event, Region, Routine, obj_key, root_of
+from gradlint.flow.events import (
+    ASSIGN,
+    BACKWARD,
+    CALL,
+    EXIT,
+    STEP,
+    TRAIN,
+    Event,
+    Region,
+    Routine,
+    children,
+    last_segment,
+    obj_key,
+    root_of,
+)
 from gradlint.flow.facts import LOADER
 from gradlint.flow.forwards import fed_by, forward_candidates, names_in
 from gradlint.flow.modes import ENTRY, UNSEEN, simulate
+from gradlint.flow.outline import Outline
 from gradlint.nodes import root_name
 from gradlint.rule import Invalid, Valid
 
@@ -82,17 +98,19 @@ class EvalWithoutEvalMode(RoutineRule):
     ```
 
     ## Fix safety
-    The fix inserts `model.eval()` before the no_grad block (first in a decorated routine), on an object the
-    facts prove to be a module, so the call exists. It only changes the mode of a model that was in
-    training mode while it was evaluated, and that change is the fix. It is safe when, on every path, no
-    training can follow the inserted call in eval mode: every backward and optimizer step of the routine
-    after it is preceded by a `.train()` (a validation pass inside the training loop with `model.train()` at
-    the top of the epoch), and the model does not leave the routine in eval mode towards code that may
-    train it: a model built in the routine that does not escape it, a script, or a helper whose callers, all
-    in this file, restore `.train()` before training (for `self.model`: every method of the class that
-    trains it calls `.train()` first). Otherwise the fix is unsafe (a helper with no caller in this file
-    may be called from another module that trains afterwards; GL006 then asks for the `.train()`). No fix
-    when the model is bound inside the no_grad block.
+    The fix puts the model in eval mode before the no_grad block (first in a decorated routine), on an object
+    the facts prove to be a module, so the call exists. It changes the forward of an evaluation that ran in
+    training mode, which is the defect, and nothing else when no training can run in the eval mode it sets.
+    It inserts a bare `model.eval()` where that is proven: on every path, every backward and optimizer step
+    after it is preceded by a `.train()` (a validation inside the epoch loop with `model.train()` at its top),
+    and the model does not leave the routine in eval mode towards code that may train it (a model built in
+    the routine that does not escape it, a script, a helper whose callers, all in this file, restore
+    `.train()` before training; for `self.model`, every method of the class that trains it calls `.train()`
+    first). Otherwise, when every run of the `with` block reaches its end, it saves and restores the mode:
+    `was_training = model.training; model.eval(); with torch.no_grad(): ...; model.train(was_training)`, so
+    whatever runs after the block sees the mode it saw before (safe). Otherwise (a decorated routine, a
+    `return` inside the block) the bare `model.eval()` is unsafe: a caller in another module may train
+    afterwards (GL006 then asks for the `.train()`). No fix when the model is bound inside the block.
 
     ## Options
     None.
@@ -462,11 +480,14 @@ class EvalWithoutEvalMode(RoutineRule):
             "            optimizer.zero_grad()\n"
             "            model(x, y).backward()\n"
             "            optimizer.step()\n"
+            "        was_training = model.training\n"
             "        model.eval()\n"
             "        with torch.no_grad():\n"
             "            for x, y in val_loader:\n"
-            "                val = model(x, y)\n",
-            unsafe=True, note="the next epoch would train in eval mode: unsafe (GL006 then asks for train())"),
+            "                val = model(x, y)\n"
+            "        model.train(was_training)\n",
+            note="a bare eval() would leave the next epoch training in eval mode: the fix restores the mode "
+                 "after the block"),
         Invalid(
             "import torch\n\nmodel.train()\nfor epoch in range(500):\n"
             "    loss = loss_fn(model(X_train), y_train)\n"
@@ -480,10 +501,12 @@ class EvalWithoutEvalMode(RoutineRule):
             "    optimizer.zero_grad()\n"
             "    loss.backward()\n"
             "    optimizer.step()\n"
+            "    was_training = model.training\n"
             "    model.eval()\n"
             "    with torch.no_grad():\n"
-            "        val_loss = loss_fn(model(X_val), y_val)\n",
-            unsafe=True, note="full-batch script: validation after the step is no part of the training step"),
+            "        val_loss = loss_fn(model(X_val), y_val)\n"
+            "    model.train(was_training)\n",
+            note="full-batch script: validation after the step is no part of the training step; restored"),
         Invalid(
             "import torch\nfrom torch import inference_mode\n\n\nclass Runner:\n"
             "    def __init__(self, model, train_loader, val_loader):\n"
@@ -593,6 +616,16 @@ class EvalWithoutEvalMode(RoutineRule):
         if not r.regions:
             return
         candidates = [(e, keys) for e in r.events if e.no_grad is not None and (keys := forward_candidates(r, e))]
+        # Before asking for the whole file: an evaluation runs in a loop, a module's own method calling its
+        # sub-modules is none, and `self.helper(...)` calls a method (read on this routine and the outline).
+        cls = enclosing_class(r)
+        outline = Outline(self.ctx) if cls is not None and self.ctx.partial else None
+        module_class = outline.is_module_class(cls.name.value) if outline is not None else None
+        methods = (outline.methods(cls.name.value) or set()) if outline is not None else set()
+        candidates = [(e, [(k, m) for k, m in keys if not _self_method(k, methods)]) for e, keys in candidates
+                      if self._may_evaluate(r, e)]
+        candidates = [(e, keys) for e, keys in candidates if keys and not (
+            module_class and all(root_of(k) in ("self", "cls") or _self_derived(r, k) for k, _ in keys))]
         if not candidates:
             return
         facts = self.facts  # from here on the verdict reads the whole file
@@ -627,6 +660,15 @@ class EvalWithoutEvalMode(RoutineRule):
             self._report(r, e, key, region, trained)
 
     # -- verdict ---------------------------------------------------------------------------------------
+    def _may_evaluate(self, r: Routine, e: Event) -> bool:
+        """What `_evaluation` needs, on syntax: a loop whose data reaches the forward, or a loop around it
+        with a backward or a step."""
+        if not e.place.loops:
+            return False
+        if any(fed_by(r, loop, e) for loop in e.place.loops):
+            return True
+        return any(x.inside(loop) and x.kind in (BACKWARD, STEP) for loop in e.place.loops for x in r.events)
+
     def _training_step(self, r: Routine, e: Event, region: Region) -> bool:
         """Is this no_grad forward part of a training iteration (teacher, target network, RL rollout,
         feature cache)? It is when a backward, an optimizer step or a training routine of this file runs
@@ -640,27 +682,32 @@ class EvalWithoutEvalMode(RoutineRule):
 
     def _evaluation(self, r: Routine, e: Event, key: str) -> bool:
         """A pass over data (a loop whose data reaches the forward), or a forward of the model that a loop
-        around it trains (full-batch validation)."""
+        around it trains with a backward or a step of its own (full-batch validation)."""
         for loop in e.place.loops:
             if fed_by(r, loop, e):
                 return True
-        for loop in e.place.loops:
-            if not any(t.inside(loop) for t in self.modes.training_events(r)):
+        aliases = r.aliases(key)
+        for loop in reversed(e.place.loops):  # the innermost loop around the forward that trains
+            if not any(t.inside(loop) and t.kind != CALL for t in self.modes.training_events(r)):
                 continue
-            aliases = r.aliases(key)
-            if any(x.inside(loop) and x.no_grad is None and any(k in aliases for k, _ in forward_candidates(r, x))
-                   for x in r.of(CALL)):
-                return True
+            trained = [x for x in r.of(CALL) if x.inside(loop) and x.no_grad is None
+                       and any(k in aliases for k, _ in forward_candidates(r, x))]
+            # A loop over epochs (full-batch training): its no_grad forward is a validation. In a loop over
+            # batches, a no_grad forward that does not take the batch is a side computation (a GAN's
+            # samples from fixed noise), not an evaluation pass.
+            return bool(trained) and not any(fed_by(r, loop, x) for x in trained)
         return False
 
     def _in_scope(self, r: Routine, e: Event, modes: frozenset) -> bool:
-        """Training and evaluation code: a file that trains or switches modes somewhere, or a pass over a
-        DataLoader built here with a model built here in training mode (`may_match` checks the same on the
-        text). Inference libraries leave the mode to their caller."""
+        """Training and evaluation code. A model whose mode comes from code we cannot see (a parameter of a
+        helper with no caller here, a model an imported function built) is in scope where the file trains
+        (a backward, an optimizer step, a `.train()`); a model built here in training mode, where the file
+        switches modes somewhere or the pass runs over a DataLoader built here (`may_match` checks the same
+        on the text). Inference libraries leave the mode to their caller."""
+        if UNSEEN in modes:  # a mode we cannot see: only code that trains owns it
+            return trains_anywhere(self.analysis)
         if manages_training(self.analysis):
             return True
-        if any(mode != "train" for mode, _ in modes):
-            return False
         return any(isinstance(loop.node, (cst.For, cst.CompFor)) and fed_by(r, loop, e) and _iterates_loader(
             self.facts, r, loop.node.iter) for loop in e.place.loops)
 
@@ -694,8 +741,20 @@ class EvalWithoutEvalMode(RoutineRule):
                     return None
                 out |= found
             return frozenset(out)
-        if r.is_free(key):
-            return self._global_modes(key)
+        if r.is_free(key):  # a global, or a variable of an enclosing routine (a closure)
+            sites = [(c, call) for c, call in self.analysis.call_sites(r)
+                     if c.is_free(key) or root in c.params or root in c.locals or c.node is self.ctx.module]
+            if not sites:
+                return self._global_modes(key)
+            if depth >= _MAX_DEPTH:
+                return frozenset({UNSEEN})
+            out: set = set()
+            for caller, call in sites:
+                found = self._modes_at(caller, key, call, depth + 1)
+                if found is None:
+                    return None
+                out |= found
+            return frozenset(out)
         if root not in r.params:
             return frozenset({UNSEEN})
         sites = self.analysis.call_sites(r)
@@ -755,7 +814,29 @@ class EvalWithoutEvalMode(RoutineRule):
                 return None  # bound inside the block
             at = first_event_at(r, anchor) or e.index
         safe = self._safe(r, key, at)
+        if not safe and region.place is not None and _restorable(anchor):
+            return self._save_and_restore(r, key, anchor)
         return self.insert_before(anchor, [statement], safe=safe, message=f"Call `{key}.eval()` before the no_grad block")
+
+    def _save_and_restore(self, r: Routine, key: str, anchor):
+        """`was_training = model.training; model.eval(); with no_grad: ...; model.train(was_training)`: the
+        mode the caller had comes back after the block, so nothing after it changes (safe)."""
+        base = f"{last_segment(key)}_was_training" if "." in key else "was_training"
+        taken = r.locals | set(r.params) | r.reads
+        flag, n = base, 1
+        while flag in taken:
+            n += 1
+            flag = f"{base}_{n}"
+        lines = list(anchor.leading_lines)
+        blank = 0
+        while blank < len(lines) and lines[blank].comment is None:
+            blank += 1
+        save = cst.parse_statement(f"{flag} = {key}.training\n").with_changes(leading_lines=lines[:blank])
+        switch = cst.parse_statement(f"{key}.eval()\n")
+        restore = cst.parse_statement(f"{key}.train({flag})\n")
+        block = cst.FlattenSentinel([save, switch, anchor.with_changes(leading_lines=lines[blank:]), restore])
+        return self.rewrite({anchor: block}, message=f"Evaluate `{key}` in eval mode and restore its mode after the "
+                                                     "no_grad block")
 
     def _safe(self, r: Routine, key: str, at: int) -> bool:
         """No training runs in eval mode because of the inserted call, here or after this routine returns."""
@@ -828,6 +909,28 @@ class EvalWithoutEvalMode(RoutineRule):
                     not (root_of(outer) in caller.locals and not _escapes(caller, root_of(outer))):
                 return False
         return True
+
+
+def _self_method(key: str, methods: set) -> bool:
+    """`self.helper` where the class defines `helper`: a method call, not a sub-module."""
+    return key.count(".") == 1 and root_of(key) in ("self", "cls") and key.split(".", 1)[1] in methods
+
+
+def _restorable(stmt) -> bool:
+    """Does every run of this `with` block reach the statement after it (no return, yield, or a break or
+    continue that leaves it)? An exception may leave it: the run stops there anyway."""
+    if not isinstance(stmt, cst.With) or not isinstance(stmt.body, cst.IndentedBlock):
+        return False
+    stack = [(child, False) for child in stmt.body.body]
+    while stack:
+        node, in_loop = stack.pop()
+        if isinstance(node, (cst.Return, cst.Yield)) or (isinstance(node, (cst.Break, cst.Continue)) and not in_loop):
+            return False
+        if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
+            continue
+        inner = in_loop or isinstance(node, (cst.For, cst.While))
+        stack.extend((child, inner) for child in children(node))
+    return True
 
 
 def _iterates_loader(facts, r: Routine, iterable) -> bool:

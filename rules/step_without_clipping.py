@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from typing import Optional
 
 import libcst as cst
@@ -7,12 +8,13 @@ import libcst as cst
 from gradlint.flow.base import RoutineRule
 from gradlint.flow.calls import enclosing_class
 from gradlint.flow.events import ASSIGN, BACKWARD, CALL, CLIP, STEP, TRAIN, Event, Routine, obj_key, root_of
-from gradlint.flow.facts import ACCELERATOR, ENGINE, FABRIC, MODULE
+from gradlint.flow.facts import ACCELERATOR, FABRIC
 from gradlint.flow.forwards import forward_of
-from gradlint.flow.settings import Settings, is_clip_setting
+from gradlint.flow.settings import Settings
 from gradlint.nodes import format_number
 from gradlint.rule import Invalid, Option, Valid
 
+_EVIDENCE_TEXT = re.compile(r"(?i)clip|max_norm|max_grad")
 _PARAM_GROUPS = '[p for group in {opt}.param_groups for p in group["params"]]'
 _TORCH_CLIPS = ("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_value_", "torch.nn.utils.clip_grad_norm",
                 "torch.nn.utils.clip_grad.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_grad_value_")
@@ -31,13 +33,15 @@ class StepWithoutClipping(RoutineRule):
     - the file declares a gradient-clipping setting that nothing reads: an option (`--clip-grad`,
       `--max-grad-norm`, `--clip`), an attribute or config field (`self.grad_clip`, `max_grad_norm: float`),
       or a parameter of this routine (`grad_clip=1.0`);
-    - the file imports a clipping function (`from torch.nn.utils import clip_grad_norm_`) and never calls it;
-    - the optimizer trains a recurrent network built here (`nn.LSTM`/`nn.GRU`/`nn.RNN`, or a module of this
-      file that builds one), whose gradients are known to explode through time.
+    - the file imports a clipping function (`from torch.nn.utils import clip_grad_norm_`) and never calls it.
 
     Clipping without evidence that it is wanted is a choice, not a defect (pytorch/examples' mnist and
-    imagenet loops do not clip, and need not). Clipping is `torch.nn.utils.clip_grad_norm_`/
-    `clip_grad_value_`, timm's `dispatch_clip_grad`, `accelerator.clip_grad_norm_`, `fabric.clip_gradients`,
+    imagenet loops do not clip, and need not). A recurrent network is no such evidence on its own: whether
+    its gradients explode depends on the sequence length and the recipe (an LSTM over MNIST's 28 rows
+    trains fine unclipped; a language model over long BPTT windows does not), which the code does not say.
+
+    Clipping is `torch.nn.utils.clip_grad_norm_`/`clip_grad_value_`, timm's `dispatch_clip_grad`,
+    `accelerator.clip_grad_norm_`, `fabric.clip_gradients`,
     Lightning's `self.clip_gradients`, an FSDP module's `model.clip_grad_norm_`, a routine of this file that
     does one of these (a wrapper's own `step()` that clips when configured), or a call we cannot see whose
     name says it clips. Clipping under a condition (`if args.clip_grad: ...`) counts: the switch is the
@@ -79,11 +83,14 @@ class StepWithoutClipping(RoutineRule):
     ## Fix safety
     Always unsafe: clipping changes every healthy step whose gradient norm exceeds the bound (on
     pytorch/examples' mnist the final loss went from 0.127 to 0.0067 on a run with no NaN), so it changes
-    results beyond the defect, and the bound (`max-norm`) is a guess. The fix inserts the clip before the
-    step: the parameters of the model whose `.parameters()` built the optimizer (else the one module the
-    routine trains), or the optimizer's own parameter groups. No fix after a scaled backward that does not
-    go through `scaler.step`, where a routine that unscales runs later on the path, or where the facts do
-    not say how the backward ran (a helper, an engine we cannot identify).
+    results beyond the defect. The fix inserts the clip before the step: the parameters of the model whose
+    `.parameters()` built the optimizer (else the one module the routine trains), or the optimizer's own
+    parameter groups. Its bound is the setting the code declares when the step's routine can read it
+    (`if args.clip_grad: torch.nn.utils.clip_grad_norm_(..., max_norm=args.clip_grad)`, so that an unset or
+    zero setting keeps the step as it is), else `max-norm`, a guess. No fix after a scaled backward that
+    does not go through `scaler.step`, where a routine that unscales runs later on the path (a second
+    `unscale_` raises), or where the facts do not say how the backward ran (a helper, an engine we cannot
+    identify).
 
     ## Options
     - `max-norm` (default `1.0`): the `max_norm` the fix passes.
@@ -91,7 +98,7 @@ class StepWithoutClipping(RoutineRule):
 
     code = "GL005"
     name = "step-without-clipping"
-    summary = "Optimizer step after backward with no gradient clipping, where the code says clipping is wanted"
+    summary = "Optimizer step with no gradient clipping where the code says it wants clipping"
     triggers = ((r"backward",), (r"\.step\s*\(",))
     options = (Option("max-norm", 1.0, "max_norm passed by the inserted clip_grad_norm_ call."),)
 
@@ -275,13 +282,17 @@ class StepWithoutClipping(RoutineRule):
             "        loss = criterion(model(x), y)\n"
             "        loss.backward()\n"
             "        optimizer.step()\n",
-            "import torch\n\n\ndef train(model, loader, criterion, max_grad_norm=1.0):\n"
+            "import torch\n"
+            "\n"
+            "\n"
+            "def train(model, loader, criterion, max_grad_norm=1.0):\n"
             "    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)\n"
             "    for x, y in loader:\n"
             "        optimizer.zero_grad()\n"
             "        loss = criterion(model(x), y)\n"
             "        loss.backward()\n"
-            "        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)\n"
+            "        if max_grad_norm:\n"
+            "            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=max_grad_norm)\n"
             "        optimizer.step()\n",
             unsafe=True, note="a max_grad_norm parameter that nothing reads"),
         Invalid(
@@ -292,7 +303,7 @@ class StepWithoutClipping(RoutineRule):
             "        self.head = nn.Linear(256, 64)\n\n"
             "    def forward(self, x):\n"
             "        return self.head(self.rnn(x)[0])\n\n\n"
-            "def train(loader):\n"
+            "def train(loader, clip_grad=1.0):\n"
             "    model = CharRNN()\n"
             "    optimizer = torch.optim.Adam(model.parameters())\n"
             "    scaler = torch.amp.GradScaler()\n"
@@ -304,14 +315,21 @@ class StepWithoutClipping(RoutineRule):
             "        scaler.step(optimizer)\n"
             "        scaler.update()\n"
             "        optimizer.zero_grad(set_to_none=True)\n",
-            "import torch\nfrom torch import nn\n\n\nclass CharRNN(nn.Module):\n"
+            "import torch\n"
+            "from torch import nn\n"
+            "\n"
+            "\n"
+            "class CharRNN(nn.Module):\n"
             "    def __init__(self):\n"
             "        super().__init__()\n"
             "        self.rnn = nn.LSTM(64, 256, num_layers=2)\n"
-            "        self.head = nn.Linear(256, 64)\n\n"
+            "        self.head = nn.Linear(256, 64)\n"
+            "\n"
             "    def forward(self, x):\n"
-            "        return self.head(self.rnn(x)[0])\n\n\n"
-            "def train(loader):\n"
+            "        return self.head(self.rnn(x)[0])\n"
+            "\n"
+            "\n"
+            "def train(loader, clip_grad=1.0):\n"
             "    model = CharRNN()\n"
             "    optimizer = torch.optim.Adam(model.parameters())\n"
             "    scaler = torch.amp.GradScaler()\n"
@@ -320,13 +338,14 @@ class StepWithoutClipping(RoutineRule):
             "        with torch.autocast('cuda'):\n"
             "            loss = torch.nn.functional.cross_entropy(model(x), y)\n"
             "        scaler.scale(loss).backward()\n"
-            "        scaler.unscale_(optimizer)\n"
-            "        nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)\n"
+            "        if clip_grad:\n"
+            "            scaler.unscale_(optimizer)\n"
+            "            nn.utils.clip_grad_norm_(model.parameters(), max_norm=clip_grad)\n"
             "        scaler.step(optimizer)\n"
             "        scaler.update()\n"
             "        optimizer.zero_grad(set_to_none=True)\n",
-            unsafe=True, note="a recurrent network (an LSTM built in a module of this file) under a GradScaler: "
-                              "unscale first"),
+            unsafe=True, note="a clip_grad parameter nothing reads; a GradScaler: unscale first; the model is the one whose "
+                              "parameters built the optimizer"),
         Invalid(
             "from torch.nn.utils import clip_grad_norm_\n\n\n"
             "def train(net, loader, optimizer, accum_steps):\n"
@@ -362,17 +381,21 @@ class StepWithoutClipping(RoutineRule):
             "    accelerator = Accelerator()\n"
             "    model, optimizer, loader = accelerator.prepare(build(), make_optimizer(), make_loader())\n"
             "    train(model, loader, optimizer, accelerator)\n",
-            "from accelerate import Accelerator\n\n\n"
+            "from accelerate import Accelerator\n"
+            "\n"
+            "\n"
             "def train(model, loader, optimizer, accelerator, max_grad_norm=1.0):\n"
             "    model.train()\n"
             "    for batch in loader:\n"
             "        with accelerator.accumulate(model):\n"
             "            loss = model(**batch).loss\n"
             "            accelerator.backward(loss)\n"
-            "            if accelerator.sync_gradients:\n"
-            "                accelerator.clip_grad_norm_(model.parameters(), 1.0)\n"
+            "            if accelerator.sync_gradients and max_grad_norm:\n"
+            "                accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)\n"
             "            optimizer.step()\n"
-            "            optimizer.zero_grad()\n\n\n"
+            "            optimizer.zero_grad()\n"
+            "\n"
+            "\n"
             "def main():\n"
             "    accelerator = Accelerator()\n"
             "    model, optimizer, loader = accelerator.prepare(build(), make_optimizer(), make_loader())\n"
@@ -451,38 +474,52 @@ class StepWithoutClipping(RoutineRule):
             "            self.optimizer.zero_grad()\n"
             "            self.model(batch).backward()\n"
             "            self.optimizer.step()\n",
-            "import torch\n\n\nclass Trainer:\n"
+            "import torch\n"
+            "\n"
+            "\n"
+            "class Trainer:\n"
             "    def __init__(self, model, grad_clip=None):\n"
             "        self.model = model\n"
             "        self.grad_clip = grad_clip\n"
-            "        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n\n"
+            "        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+            "\n"
             "    def fit(self, loader):\n"
             "        for batch in loader:\n"
             "            self.optimizer.zero_grad()\n"
             "            self.model(batch).backward()\n"
-            "            torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=1.0)\n"
+            "            if self.grad_clip:\n"
+            "                torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.grad_clip)\n"
             "            self.optimizer.step()\n",
             unsafe=True, note="a grad_clip attribute stored and never read; the optimizer is built in __init__ "
                               "from the model that self.model holds"),
         Invalid(
             "import torch\nfrom torch import nn\n\n\nclass Solver:\n"
-            "    def __init__(self):\n"
+            "    def __init__(self, max_grad_norm=5.0):\n"
+            "        self.max_grad_norm = max_grad_norm\n"
             "        self.net = nn.GRU(32, 64)\n"
             "        self.o = torch.optim.RMSprop(self.net.parameters())\n\n"
             "    def update(self, batch):\n"
             "        self.o.zero_grad()\n"
             "        self.net(batch)[0].mean().backward()\n"
             "        self.o.step()\n",
-            "import torch\nfrom torch import nn\n\n\nclass Solver:\n"
-            "    def __init__(self):\n"
+            "import torch\n"
+            "from torch import nn\n"
+            "\n"
+            "\n"
+            "class Solver:\n"
+            "    def __init__(self, max_grad_norm=5.0):\n"
+            "        self.max_grad_norm = max_grad_norm\n"
             "        self.net = nn.GRU(32, 64)\n"
-            "        self.o = torch.optim.RMSprop(self.net.parameters())\n\n"
+            "        self.o = torch.optim.RMSprop(self.net.parameters())\n"
+            "\n"
             "    def update(self, batch):\n"
             "        self.o.zero_grad()\n"
             "        self.net(batch)[0].mean().backward()\n"
-            "        nn.utils.clip_grad_norm_(self.net.parameters(), max_norm=1.0)\n"
+            "        if self.max_grad_norm:\n"
+            "            nn.utils.clip_grad_norm_(self.net.parameters(), max_norm=self.max_grad_norm)\n"
             "        self.o.step()\n",
-            unsafe=True, note="an optimizer known by its construction in __init__, not by its name; a GRU"),
+            unsafe=True, note="an optimizer known by its construction in __init__, not by its name; a max_grad_norm "
+                              "attribute nothing reads"),
         Invalid(
             "import lightning as L\n\n\nclass GAN(L.LightningModule):\n"
             "    def training_step(self, batch, batch_idx):\n"
@@ -512,7 +549,7 @@ class StepWithoutClipping(RoutineRule):
             unsafe=True, note="Lightning manual optimization (the Trainer's gradient_clip_val does not apply): "
                               "the discriminator is clipped, the generator not"),
         Invalid(
-            "import torch\n"
+            "import torch\nfrom torch.nn.utils import clip_grad_norm_\n"
             "model = torch.nn.LSTM(4, 1)\n"
             "opt = torch.optim.Adam(model.parameters())\n"
             "while True:\n"
@@ -529,12 +566,16 @@ class StepWithoutClipping(RoutineRule):
             "    net = Net()\n"
             "    model, opt = fabric.setup(net, torch.optim.SGD(net.parameters(), lr=0.1))\n"
             "    train(model, opt, loader, fabric)\n",
-            "import lightning as L\nimport torch\n"
+            "import lightning as L\n"
+            "import torch\n"
             "def train(model, opt, data, fabric, gradient_clip_val=1.0):\n"
             "    for batch in data:\n"
             "        fabric.backward(model(batch))\n"
-            "        fabric.clip_gradients(model, opt, max_norm=1.0)\n"
-            "        opt.step()\n\n\n"
+            "        if gradient_clip_val:\n"
+            "            fabric.clip_gradients(model, opt, max_norm=gradient_clip_val)\n"
+            "        opt.step()\n"
+            "\n"
+            "\n"
             "def main():\n"
             "    fabric = L.Fabric()\n"
             "    net = Net()\n"
@@ -553,17 +594,23 @@ class StepWithoutClipping(RoutineRule):
             "    optim.zero_grad()\n"
             "    nn.functional.mse_loss(model(x), y).backward()\n"
             "    optim.step()\n",
-            "import argparse\n\nimport torch\nfrom torch import nn\n\n"
+            "import argparse\n"
+            "\n"
+            "import torch\n"
+            "from torch import nn\n"
+            "\n"
             "parser = argparse.ArgumentParser()\n"
             "parser.add_argument('--lr', type=float, default=0.1)\n"
             "parser.add_argument('--clip-grad', type=float, default=1.0, help='max gradient norm')\n"
-            "args = parser.parse_args()\n\n"
+            "args = parser.parse_args()\n"
+            "\n"
             "model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))\n"
             "optim = torch.optim.SGD(model.parameters(), lr=args.lr)\n"
             "for x, y in loader:\n"
             "    optim.zero_grad()\n"
             "    nn.functional.mse_loss(model(x), y).backward()\n"
-            "    nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)\n"
+            "    if args.clip_grad:\n"
+            "        nn.utils.clip_grad_norm_(model.parameters(), max_norm=args.clip_grad)\n"
             "    optim.step()\n",
             unsafe=True, note="a --clip-grad option nothing reads; `optim` (the conventional name of torch.optim) "
                               "is a local optimizer here, shadowing the module"),
@@ -576,18 +623,29 @@ class StepWithoutClipping(RoutineRule):
             "        loss = model(**batch).loss\n"
             "        loss.backward()\n"
             "        optimizer.step()\n",
-            "import torch\nfrom torch.distributed.fsdp import FullyShardedDataParallel as FSDP\n\n\n"
+            "import torch\n"
+            "from torch.distributed.fsdp import FullyShardedDataParallel as FSDP\n"
+            "\n"
+            "\n"
             "def train(model, loader, rank, max_grad_norm=1.0):\n"
             "    model = FSDP(model)\n"
             "    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)\n"
             "    for batch in loader:\n"
             "        loss = model(**batch).loss\n"
             "        loss.backward()\n"
-            "        model.clip_grad_norm_(1.0)\n"
+            "        if max_grad_norm:\n"
+            "            model.clip_grad_norm_(max_grad_norm)\n"
             "        optimizer.step()\n",
             unsafe=True, note="an FSDP (FSDP1) model: torch's clip_grad_norm_ would see one shard; its own method "
                               "sees them all"),
     ]
+
+    @classmethod
+    def may_match(cls, text: str) -> bool:
+        """The triggers, plus what any evidence needs on the whole text: a clip (a call, an import, a
+        setting: `clip`), or a setting named for the bound (`max_norm`, `max_grad_norm`). Region triggers
+        stay the backward and the step: the evidence may sit in another region."""
+        return super().may_match(text) and bool(_EVIDENCE_TEXT.search(text))
 
     def check(self, r: Routine) -> None:
         steps = [s for s in r.of(STEP) if not s.extra.get("closure") and s.extra["positional"] <= 1]
@@ -608,29 +666,44 @@ class StepWithoutClipping(RoutineRule):
             evidence = self._evidence(r, step, optimizer, states)
             if evidence is None:
                 continue
+            why, setting = evidence
             last = next(e for e in r.events if e.index == max(backwards))
             message = (f"`{self.text(step.node)}` applies the gradients of `{self.text(last.node)}` (line "
-                       f"{self.line(last.node)}) with no clipping on any path, although {evidence}: one outlier "
+                       f"{self.line(last.node)}) with no clipping on any path, although {why}: one outlier "
                        "batch can make a huge update that derails training (or NaNs)")
-            self.report(step.node, message, self._fix(r, step, optimizer, last, states), statement=step.stmt)
+            fix = self._fix(r, step, optimizer, last, self._bound_of(r, setting))
+            self.report(step.node, message, fix, statement=step.stmt)
 
     # -- evidence that clipping is wanted ----------------------------------------------------------------
-    def _evidence(self, r: Routine, step: Event, optimizer: str, states: dict) -> Optional[str]:
+    def _evidence(self, r: Routine, step: Event, optimizer: str, states: dict) -> Optional[tuple]:
+        """(why clipping is wanted, the setting that says so or None), or None when nothing says it is."""
         clip = self._clips_elsewhere(r, states)
         if clip is not None:
-            return f"this routine clips gradients elsewhere (`{self.text(clip.node, 40)}`, line {self.line(clip.node)})"
-        settings = self._settings().dead_clip_settings()
-        for setting in settings:
-            if setting.kind != "parameter" or setting.routine is r:
-                what = {"option": "option", "parameter": "parameter", "attribute": "attribute",
-                        "field": "field"}[setting.kind]
-                return f"the {what} `{setting.name}` (line {self.line(setting.node)}) says to clip and nothing reads it"
+            return (f"this routine clips gradients elsewhere (`{self.text(clip.node, 40)}`, line "
+                    f"{self.line(clip.node)})", None)
+        for setting in self._settings().dead_clip_settings():
+            if setting.kind == "parameter" and setting.routine is not r:
+                continue  # a parameter says something about its own routine only
+            if setting.kind == "attribute" and enclosing_class(setting.routine) is not enclosing_class(r):
+                continue  # an attribute, about the methods of its class
+            return (f"the {setting.kind} `{setting.name}` (line {self.line(setting.node)}) says to clip and "
+                    "nothing reads it", setting)
         unused = self._unused_clip_import()
         if unused is not None:
-            return f"`{unused}` is imported and never called"
-        model = self._model_of(r, optimizer)
-        if model is not None and self.facts.of(r, model).recurrent:
-            return f"`{model}` is a recurrent network (its gradients explode through time)"
+            return f"`{unused}` is imported and never called", None
+        return None
+
+    def _bound_of(self, r: Routine, setting) -> Optional[str]:
+        """How the step's routine spells the value of the setting that says to clip, if it can."""
+        if setting is None:
+            return None
+        if setting.kind == "parameter":
+            return setting.name
+        if setting.kind == "attribute" and r.is_method:
+            return f"self.{setting.name}"
+        if setting.kind == "option":
+            holders = sorted(self._settings().options_in(r))
+            return f"{holders[0]}.{setting.name}" if holders else None
         return None
 
     def _clips_elsewhere(self, r: Routine, states: dict) -> Optional[Event]:
@@ -701,26 +774,28 @@ class StepWithoutClipping(RoutineRule):
         return None
 
     # -- fix ------------------------------------------------------------------------------------------
-    def _fix(self, r: Routine, step: Event, optimizer: str, last: Event, states: dict):
+    def _fix(self, r: Routine, step: Event, optimizer: str, last: Event, setting: Optional[str]):
+        """The clip to insert before the step. `setting`: how the routine spells the bound the code declares
+        (`args.clip_grad`); the clip then runs when it is set, with that bound."""
         stmt = step.stmt
         if not isinstance(stmt, cst.SimpleStatementLine) or last.stmt is stmt:
             return None
         max_norm = self.option("max-norm")
-        bound = format_number(max_norm) if isinstance(max_norm, (int, float)) else str(max_norm)
+        bound = setting or (format_number(max_norm) if isinstance(max_norm, (int, float)) else str(max_norm))
         facts = self.facts
         model = self._model_of(r, optimizer)
         params = f"{model}.parameters()" if model else _PARAM_GROUPS.format(opt=optimizer)
-        references, lines = [], []
+        references, lines, guard = [], [], setting
         if last.kind == BACKWARD and last.extra.get("via") == "lightning":
             lines.append(f'self.clip_gradients({optimizer}, gradient_clip_val={bound}, gradient_clip_algorithm="norm")')
         elif last.kind == BACKWARD and last.extra.get("via") == "owner":
             owner = last.extra["owner"]
             kind = facts.kind(r, owner)
             if kind == ACCELERATOR:
-                clip = f"{owner}.clip_grad_norm_({params}, {bound})"
-                accumulating = any(isinstance(c.func, cst.Attribute) and c.func.attr.value == "accumulate"
-                                   for c in step.place.contexts)
-                lines.append(f"if {owner}.sync_gradients:\n    {clip}" if accumulating else clip)
+                lines.append(f"{owner}.clip_grad_norm_({params}, {bound})")
+                if any(isinstance(c.func, cst.Attribute) and c.func.attr.value == "accumulate"
+                       for c in step.place.contexts):
+                    guard = f"{owner}.sync_gradients and {setting}" if setting else f"{owner}.sync_gradients"
             elif kind == FABRIC and model is not None:
                 lines.append(f"{owner}.clip_gradients({model}, {optimizer}, max_norm={bound})")
             else:
@@ -743,7 +818,10 @@ class StepWithoutClipping(RoutineRule):
                 lines.append(f"{cst.Module([]).code_for_node(ref.expr)}({params}, max_norm={bound})")
         else:
             return None  # the backward runs in a helper: how to clip depends on what it does
-        statements = [cst.parse_statement(line + "\n") for line in lines]
+        code = "".join(line + "\n" for line in lines)
+        if guard:
+            code = f"if {guard}:\n" + "".join(f"    {line}\n" for line in lines)
+        statements = list(cst.parse_module(code).body)
         what = "clip_gradients" if "clip_gradients" in lines[-1] else "clip_grad_norm_"
         return self.insert_before(stmt, statements, safe=False, references=references,
                                   message=f"Clip gradients (`{what}`, max_norm={bound}) before the step")
@@ -789,5 +867,3 @@ def _common_prefix(keys: list) -> Optional[str]:
         prefix.append(column[0])
     return ".".join(prefix) if prefix and prefix != ["self"] else None
 
-
-__all__ = ["StepWithoutClipping", "is_clip_setting", "ENGINE", "MODULE"]

@@ -24,7 +24,6 @@ MODE_DEPENDENT_WITH = {
     "GRU": "dropout",
 }
 CONTAINERS_NN = frozenset({"Sequential", "ModuleList", "ModuleDict"})
-RECURRENT_NN = frozenset({"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"})
 # Functions whose call inside a module's code makes its forward depend on the mode.
 MODE_DEPENDENT_FUNCTIONS = frozenset({
     "torch.nn.functional.dropout", "torch.nn.functional.dropout1d", "torch.nn.functional.dropout2d",

@@ -107,6 +107,15 @@ def manages_training(an: Analysis) -> bool:
     return False
 
 
+def trains_anywhere(an: Analysis) -> bool:
+    """Does any routine of the file train (a backward, an optimizer step) or put something in train mode?"""
+    for r in an.all_routines():
+        for e in r.events:
+            if e.kind in (BACKWARD, TRAIN) or (e.kind == STEP and an.modes.optimizer_step(r, e)):
+                return True
+    return False
+
+
 def insertion_anchor(event_place: Place, other: Optional[Place] = None):
     """The statement before which to insert code for an event: its own statement, or, when it sits in a
     loop that `other` (the step it prepares) is not in, the outermost such loop (so the code runs once)."""

@@ -16,6 +16,8 @@ import libcst as cst
 from ..names import dotted
 from .events import BUILTINS, CALL, Event, Routine, callee_name, collect, module_rebound, obj_key, root_of
 
+_MISSING = object()
+
 
 class Analysis:
     """Routines of one file, analysed on demand, plus an index of callables for cross-routine questions."""
@@ -30,6 +32,7 @@ class Analysis:
         self._modes = None
         self._grads = None
         self._call_sites: Optional[dict] = None
+        self._resolved: dict = {}  # id(call event) -> the routine it runs, or None
 
     @property
     def facts(self):
@@ -172,6 +175,12 @@ class Analysis:
 
     def resolve_call(self, caller: Routine, event: Event) -> Optional[Routine]:
         """The routine of this module that `event` (a call) runs, if we can tell."""
+        found = self._resolved.get(id(event), _MISSING)
+        if found is _MISSING:
+            found = self._resolved[id(event)] = self._resolve_call(caller, event)
+        return found
+
+    def _resolve_call(self, caller: Routine, event: Event) -> Optional[Routine]:
         func = event.node.func if isinstance(event.node, cst.Call) else None
         if isinstance(func, cst.Name):
             return self.local_function(caller, func.value)

@@ -32,6 +32,7 @@ from .calls import bind_arguments, enclosing_class
 from .events import (
     ASSIGN,
     BACKWARD,
+    BUILTINS,
     CALL,
     CLIP,
     EVAL,
@@ -63,7 +64,6 @@ class Fact:
     mode: Optional[str] = None  # a module's mode where it is built: 'train', 'eval' or 'unknown'
     frozen: bool = False  # `.requires_grad_(False)` on it where it is built
     mode_dependent: Optional[bool] = None  # does its forward depend on the mode (None: cannot tell)
-    recurrent: bool = False  # an RNN/LSTM/GRU, or a module of this file that builds one
     fsdp1: bool = False  # wrapped by FullyShardedDataParallel (clip with `model.clip_grad_norm_`)
     how: str = ""  # the evidence, in words
     elements: tuple = ()  # for a tuple a call returns: the Fact of each element
@@ -90,7 +90,7 @@ def _merge(facts: list) -> Fact:
     return replace(first, mode=modes.pop() if len(modes) == 1 else "unknown",
                    frozen=all(f.frozen for f in known),
                    mode_dependent=True if True in dependent else (False if dependent == {False} else None),
-                   recurrent=any(f.recurrent for f in known), fsdp1=any(f.fsdp1 for f in known))
+                   fsdp1=any(f.fsdp1 for f in known))
 
 
 @dataclass
@@ -115,7 +115,6 @@ class ClassFact:
     lightning: bool = False
     trainer: bool = False  # derives from the HF Trainer
     mode_dependent: Optional[bool] = None
-    recurrent: bool = False
 
 
 class Facts:
@@ -127,6 +126,7 @@ class Facts:
         self._classes: dict = {}
         self._returns: dict = {}
         self._active: set = set()
+        self._handed: Optional[dict] = None
 
     # -- public questions --------------------------------------------------------------------------------
     def of(self, r: Routine, key: Optional[str]) -> Fact:
@@ -381,7 +381,7 @@ class Facts:
         if cls is not None:
             fact = self.class_fact(cls)
             if fact.kind == MODULE:
-                return Fact(MODULE, mode="unknown", mode_dependent=fact.mode_dependent, recurrent=fact.recurrent,
+                return Fact(MODULE, mode="unknown", mode_dependent=fact.mode_dependent,
                             how=f"annotated `{dotted(annotation)}`")
         return UNKNOWN
 
@@ -402,24 +402,34 @@ class Facts:
         return fact
 
     def _handed_to(self, r: Routine, key: str, depth: int) -> Fact:
-        """What the routines of this file that are handed `key` use it as (`backward(loss, scaler)` scales)."""
-        from .calls import key_in_callee
-
+        """What the routines of this file that are handed `key` as an argument use it as
+        (`backward(loss, scaler)` scales it)."""
         facts = []
-        for m in self._scope_routines(r, key):
-            for e in m.of(CALL):
-                target = self.an.resolve_call(m, e)
-                if target is None or target is m:
-                    continue
-                inner = key_in_callee(m, e, target, key)
-                if inner is None or root_of(inner) in ("self", "cls"):
-                    continue
-                fact = self._annotation(target, target.annotations[inner]) if inner in target.annotations else UNKNOWN
-                if fact.kind is None:
-                    fact = self._from_usage(target, inner, depth + 1)
-                if fact.kind is not None:
-                    facts.append(fact)
+        for target, inner in self.handed().get((self.scope_of(r, key), key), ()):
+            fact = self._annotation(target, target.annotations[inner]) if inner in target.annotations else UNKNOWN
+            if fact.kind is None:
+                fact = self._from_usage(target, inner, depth + 1)
+            if fact.kind is not None:
+                facts.append(fact)
         return _merge(facts) if facts and len({f.kind for f in facts}) == 1 else UNKNOWN
+
+    def handed(self) -> dict:
+        """(scope, key) -> [(routine, parameter)] for every call of a routine of this file that is handed
+        `key` as an argument."""
+        if self._handed is None:
+            self._handed = {}
+            for m in self.an.all_routines():
+                for e in m.of(CALL):
+                    if not e.node.args:
+                        continue
+                    target = self.an.resolve_call(m, e)
+                    if target is None or target is m:
+                        continue
+                    for param, value in bind_arguments(target, e.node).items():
+                        key = obj_key(value)
+                        if key and root_of(key) not in ("self", "cls"):
+                            self._handed.setdefault((self.scope_of(m, key), key), []).append((target, param))
+        return self._handed
 
     def _used_as(self, r: Routine, key: str) -> Fact:
         use = self.scope_usage(r, key)
@@ -522,7 +532,7 @@ class Facts:
         if qualified in apis.FSDP1:
             inner = self.value(r, first, depth + 1) if first is not None else UNKNOWN
             return Fact(MODULE, mode=inner.mode or "unknown", mode_dependent=inner.mode_dependent,
-                        recurrent=inner.recurrent, fsdp1=True, how="`FullyShardedDataParallel(...)`")
+                        fsdp1=True, how="`FullyShardedDataParallel(...)`")
         mode = apis.module_factory(qualified)
         if mode is not None:
             return Fact(MODULE, mode=mode, how=f"`{qualified}(...)`")
@@ -558,23 +568,20 @@ class Facts:
         if name in apis.CONTAINERS_NN:
             parts = [self.value(r, a.value, depth + 1) for a in call.args if not a.keyword]
             dependent = _dependent_of(parts)
-            recurrent = any(p.recurrent for p in parts)
         elif name in apis.MODE_DEPENDENT_WITH:
             keyword = apis.MODE_DEPENDENT_WITH[name]
             given = next((a.value for a in call.args if a.keyword is not None and a.keyword.value == keyword), None)
             dependent = given is not None and not is_false(given) and not (
                 isinstance(given, (cst.Integer, cst.Float)) and float(given.value) == 0.0)
-            recurrent = name in apis.RECURRENT_NN
         else:
             dependent = name in apis.MODE_DEPENDENT_NN
-            recurrent = name in apis.RECURRENT_NN
-        return Fact(MODULE, mode="train", mode_dependent=dependent, recurrent=recurrent, how=f"`nn.{name}(...)`")
+        return Fact(MODULE, mode="train", mode_dependent=dependent, how=f"`nn.{name}(...)`")
 
     def _instance(self, class_node) -> Fact:
         fact = self.class_fact(class_node)
         name = class_node.name.value
         if fact.kind == MODULE:
-            return Fact(MODULE, mode="train", mode_dependent=fact.mode_dependent, recurrent=fact.recurrent,
+            return Fact(MODULE, mode="train", mode_dependent=fact.mode_dependent,
                         how=f"`{name}` derives from `nn.Module`")
         if fact.kind == OPTIMIZER:
             return Fact(OPTIMIZER, how=f"`{name}` derives from `torch.optim.Optimizer`")
@@ -633,46 +640,50 @@ class Facts:
             kind = MODULE if defines_forward else None
         if kind != MODULE:
             return ClassFact(kind, lightning=lightning, trainer=trainer)
-        dependent, recurrent = self._class_contents(class_node, unknown_base)
-        return ClassFact(MODULE, lightning=lightning, trainer=trainer, mode_dependent=dependent, recurrent=recurrent)
+        dependent = self._class_contents(class_node, unknown_base)
+        return ClassFact(MODULE, lightning=lightning, trainer=trainer, mode_dependent=dependent)
 
-    def _class_contents(self, class_node, unknown_base: bool) -> tuple:
-        """(mode-dependent?, recurrent?) from what the class's methods build and call."""
+    def _class_contents(self, class_node, unknown_base: bool) -> Optional[bool]:
+        """Is the forward mode-dependent (None: cannot tell)? From the submodules the class's methods store on
+        `self` (`self.drop = nn.Dropout(0.1)`), the functions they call (`F.dropout`) and `self.training`."""
         dependent: Optional[bool] = None if unknown_base else False
-        recurrent = False
         for m in self.an.methods(class_node):
             if "training" in m.attr_reads:
-                dependent = True
+                return True
             for e in m.events:
-                if e.kind != CALL:
-                    continue
-                qualified = e.extra.get("qualified") or self.qualified(m, e.node.func)
-                if qualified in apis.MODE_DEPENDENT_FUNCTIONS:
-                    dependent = True
-                    continue
-                if qualified is None and isinstance(e.node.func, cst.Name):
-                    local = self.an.local_class(e.node.func.value)
-                    if local is not None and local is not class_node:
-                        fact = self.class_fact(local)
-                        recurrent |= fact.recurrent
-                        if fact.mode_dependent:
-                            dependent = True
-                        elif fact.mode_dependent is None and dependent is False:
-                            dependent = None
-                    continue
-                if qualified is None or not qualified.startswith("torch.nn."):
-                    if qualified is not None and qualified.rsplit(".", 1)[-1][:1].isupper() and \
-                            not qualified.startswith("torch.") and dependent is False:
-                        dependent = None  # a submodule from a library we cannot see
-                    continue
-                fact = self._nn_module(m, qualified.rsplit(".", 1)[-1], e.node, 0) \
-                    if qualified.rsplit(".", 1)[-1][:1].isupper() and not qualified.startswith("torch.nn.functional") \
-                    else None
-                if fact is not None:
-                    recurrent |= fact.recurrent
-                    if fact.mode_dependent:
-                        dependent = True
-        return dependent, recurrent
+                if e.kind == CALL:
+                    qualified = e.extra.get("qualified") or self.qualified(m, e.node.func)
+                    if qualified in apis.MODE_DEPENDENT_FUNCTIONS:
+                        return True
+                elif e.kind == ASSIGN and e.key and e.key.startswith("self.") and \
+                        isinstance(e.extra.get("value"), cst.Call):
+                    fact = self._submodule(m, class_node, e.extra["value"])
+                    if fact is True:
+                        return True
+                    if fact is None:
+                        dependent = None
+        return dependent
+
+    def _submodule(self, m: Routine, class_node, call: cst.Call) -> Optional[bool]:
+        """Is what `self.x = call` stores mode-dependent? False for values known not to be."""
+        while isinstance(call.func, cst.Attribute) and call.func.attr.value in SAME_OBJECT_METHODS and \
+                isinstance(call.func.value, cst.Call):
+            call = call.func.value  # `nn.Dropout(0.1).to(device)`
+        func = call.func
+        qualified = self.qualified(m, func)
+        if qualified is not None:
+            name = qualified.rsplit(".", 1)[-1]
+            if qualified.startswith("torch.nn.") and not qualified.startswith("torch.nn.functional.") and \
+                    name[:1].isupper():
+                return self._nn_module(m, name, call, 0).mode_dependent
+            return False if qualified.split(".", 1)[0] in ("torch", "math", "numpy") else None
+        if isinstance(func, cst.Name):
+            if func.value in BUILTINS:
+                return False
+            local = self.an.local_class(func.value)
+            if local is not None and local is not class_node:
+                return self.class_fact(local).mode_dependent
+        return None
 
 
 def _dependent_of(parts: list) -> Optional[bool]:

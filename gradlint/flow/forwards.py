@@ -40,7 +40,7 @@ def forward_candidates(r: Routine, e: Event) -> list:
     if isinstance(func, cst.Attribute):
         out = []
         method = func.attr.value
-        if method not in _NOT_FORWARD and e.key:
+        if method not in _NOT_FORWARD and not method.endswith("_") and e.key:  # `x.div_(...)`: in place
             out.append((e.key, False))
         receiver = obj_key(func.value)
         if receiver and method in apis.FORWARD_METHODS:

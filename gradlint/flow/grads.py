@@ -18,7 +18,19 @@ from typing import Optional
 import libcst as cst
 
 from .calls import enclosing_class
-from .events import BACKWARD, CALL, CLIP, STEP, UNSCALE, UPDATE, ZERO_GRAD, Event, Routine, callee_name, obj_key
+from .events import (
+    BACKWARD,
+    CALL,
+    CLIP,
+    STEP,
+    UNSCALE,
+    UPDATE,
+    ZERO_GRAD,
+    Event,
+    Routine,
+    callee_name,
+    obj_key,
+)
 from .facts import ACCELERATOR, FABRIC, MODULE
 from .modes import EMPTY, ENTRY, simulate
 

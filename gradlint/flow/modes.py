@@ -167,11 +167,14 @@ class Modes:
                     value = e.extra.get("value")
                     if value is not None and obj_key(value) in aliases:
                         return state
+                    if value is None and key in targets and _passes_through(e, targets.index(key), aliases):
+                        return state  # `model, opt = accelerator.prepare(model, opt)`: the same module
                     if key in targets and value is not None:
                         fact = facts.value(r, value)
                         if fact.module and fact.mode in ("train", "eval"):
                             return frozenset({(fact.mode, e.index)})
-                    return frozenset({("unknown", e.index)})
+                    # Built by a call we cannot see, or bound by a loop: as unknown as a parameter is.
+                    return frozenset({UNSEEN})
                 return state
             if kind == CALL and depth < _MAX_DEPTH:
                 return self._call(r, e, key, aliases, state, depth)
@@ -236,6 +239,17 @@ class Modes:
         if e.extra["positional"] == 0 and facts.is_optimizer(r, e.key):
             return e.key
         return None
+
+
+def _passes_through(e: Event, position: int, aliases: set) -> bool:
+    """An unpacking assignment from a call that hands back its arguments wrapped (`fabric.setup(m, o)`,
+    `accelerator.prepare(m, o, loader)`), where the argument at `position` is the object itself."""
+    value = e.extra.get("unpacked")
+    if not isinstance(value, cst.Call) or not isinstance(value.func, cst.Attribute) or \
+            value.func.attr.value not in ("prepare", "setup", "setup_module"):
+        return False
+    positional = [a for a in value.args if a.keyword is None and not a.star]
+    return position < len(positional) and obj_key(positional[position].value) in aliases
 
 
 def in_class(r: Routine) -> bool:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import libcst as cst
 
-from .events import CALL, Routine
+from .events import CALL, Routine, obj_key
 
 # Names that say "gradient clipping": `clip_grad`, `grad_clip`, `max_grad_norm`, `gradient_clipping`,
 # `clip_grad_norm`, `clip_norm`, a bare `clip`. (`clip_ratio`, `clip_range`: PPO's objective, not gradients.)
@@ -31,8 +31,8 @@ _SPREADS = frozenset({"vars", "asdict", "__dict__", "to_dict", "as_dict", "_asdi
 class Setting:
     name: str  # the name code reads it by (`clip_grad` for `--clip-grad`)
     kind: str  # option | parameter | attribute | field
-    node: cst.CSTNode  # where it is declared
-    routine: Optional[Routine]  # for a parameter, its routine
+    node: cst.CSTNode = field(repr=False)  # where it is declared
+    routine: Optional[Routine] = field(repr=False)  # for a parameter or attribute, its routine
 
 
 def is_clip_setting(name: str) -> bool:
@@ -61,6 +61,7 @@ class Settings:
             spread |= bool((r.reads | r.attr_reads) & _SPREADS)
         for value in _class_level_strings(self.an.ctx.module):
             strings[value] += 1
+        spread |= self._options_handed_on(routines)
         dead = []
         for setting in self._declared(routines):
             if setting.kind == "parameter":
@@ -75,6 +76,84 @@ class Settings:
                     continue
             dead.append(setting)
         return dead
+
+    def options_in(self, r: Routine) -> set:
+        """The names that hold the parsed options in `r` (`args = parser.parse_args()`, a parameter that is
+        handed them)."""
+        self._follow_options()
+        return self._holders.get(id(r), set())
+
+    def _options_handed_on(self, routines: list) -> bool:
+        self._follow_options()
+        return self._handed_on
+
+    def _follow_options(self) -> None:
+        """Where the parsed options object goes: into names of this file's routines (`args = parse_args()`
+        with `def parse_args(): return parser.parse_args()`, `main(args)`), or on to code we cannot see (a
+        call of another module, a function with no caller here that returns them), which may read any
+        option."""
+        if getattr(self, "_holders", None) is not None:
+            return
+        from .calls import bind_arguments
+
+        routines = self.an.all_routines()
+        holders: dict = {}
+        handed_on = False
+        producers: set = set()  # routines that return the parsed options
+
+        def parsed(value, r) -> bool:
+            if isinstance(value, cst.Subscript):
+                value = value.value
+            if not isinstance(value, cst.Call):
+                return False
+            if isinstance(value.func, cst.Attribute) and value.func.attr.value in ("parse_args", "parse_known_args"):
+                return True
+            target = self.an.local_function(r, value.func.value) if isinstance(value.func, cst.Name) else None
+            return target is not None and id(target) in producers
+
+        for _ in range(6):
+            grew = False
+            for r in routines:
+                names = holders.setdefault(id(r), set())
+                for e in r.events:
+                    if e.kind == "assign":
+                        value = e.extra.get("value") or e.extra.get("unpacked")
+                        if parsed(value, r) and not set(e.extra["targets"]) <= names:
+                            names |= set(e.extra["targets"])
+                            grew = True
+                    elif e.kind == "exit" and e.extra.get("value") is not None and id(r) not in producers:
+                        value = e.extra["value"]
+                        if parsed(value, r) or obj_key(value) in names:
+                            producers.add(id(r))
+                            grew = True
+                    elif e.kind == CALL and names and any(obj_key(a.value) in names for a in e.node.args):
+                        target = self.an.resolve_call(r, e)
+                        if target is None:
+                            # Code we cannot see that also gets the model or the optimizer may clip with
+                            # the options (`train_one_epoch(model, optimizer, args)`); a data or model
+                            # builder (`make_loaders(args)`) has no gradients to clip.
+                            handed_on |= self._gets_gradients(r, e)
+                            continue
+                        params = {p for p, v in bind_arguments(target, e.node).items() if obj_key(v) in names}
+                        known = holders.setdefault(id(target), set())
+                        if not params <= known:
+                            known |= params
+                            grew = True
+            if not grew:
+                break
+        for r in routines:
+            if id(r) in producers and not self.an.call_sites(r):
+                handed_on = True  # returned to callers we cannot see
+        self._holders, self._handed_on = holders, handed_on
+
+    def _gets_gradients(self, r: Routine, e) -> bool:
+        facts = self.an.facts
+        func = e.node.func
+        keys = [obj_key(a.value) for a in e.node.args]
+        if isinstance(func, cst.Attribute):
+            keys.append(obj_key(func.value))
+        return any(k and facts.kind(r, k) in ("module", "optimizer", "accelerator", "fabric", "engine")
+                   for k in keys)
 
     def _declared(self, routines: list) -> list:
         out = []
