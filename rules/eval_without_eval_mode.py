@@ -12,6 +12,7 @@ from gradlint.flow.base import (
     framework_eval_hook,
     in_module_class,
     manages_training,
+    switches_modes,
     trains_anywhere,
 )
 from gradlint.flow.calls import bind_arguments, enclosing_class, key_in_callee
@@ -55,7 +56,9 @@ class EvalWithoutEvalMode(RoutineRule):
       `nn.Module`, by a known factory (`timm.create_model`, `torchvision.models.*`, `from_config`), wrapped
       by `DistributedDataParallel`, annotated `nn.Module`, or used as one (`.parameters()`,
       `.eval()`/`.train()` on something it also calls); a module that holds no dropout, BatchNorm or other
-      mode-dependent layer (`nn.Linear(...)`) is not reported;
+      mode-dependent layer (`nn.Linear(...)`, a class of this file built from such layers) is not reported,
+      and one whose layers we cannot see (a class imported from another module) only in a file that switches
+      modes itself (calls `.eval()` or `.train()` somewhere): elsewhere nothing says the mode matters;
     - the forward is an evaluation: it runs once per batch of a loop whose data it receives
       (`for x, y in loader: model(x)`), or inside a loop that trains the same model (a full-batch
       validation). A single forward (a test, a warm-up pass, a frozen projection inside a module's own
@@ -349,6 +352,21 @@ class EvalWithoutEvalMode(RoutineRule):
             "optimizer.step()\n",
             note="a warm-up pass: the loop's data does not reach the forward"),
         Valid(
+            "import torch\nfrom model import Net\n\nmodel = Net()\n"
+            "optimizer = torch.optim.Adam(model.parameters())\n\n\n"
+            "def test():\n"
+            "    with torch.no_grad():\n"
+            "        for x, y in testing_data_loader:\n"
+            "            psnr = score(model(x), y)\n\n\n"
+            "for epoch in range(10):\n"
+            "    for x, y in training_data_loader:\n"
+            "        optimizer.zero_grad()\n"
+            "        loss_fn(model(x), y).backward()\n"
+            "        optimizer.step()\n"
+            "    test()\n",
+            note="pytorch/examples super_resolution: layers we cannot see (Net is imported), in a file that never "
+                 "switches modes"),
+        Valid(
             "import torch\nfrom torch import nn\n\n\ndef evaluate(loader):\n"
             "    model = nn.Linear(4, 2)\n"
             "    model.train()\n"
@@ -406,6 +424,7 @@ class EvalWithoutEvalMode(RoutineRule):
             "        hits += (net(images.to(device)).argmax(1) == labels).sum()\n"
             "    return hits\n\n\n"
             "def train_step(net, batch, optimizer):\n"
+            "    net.train()\n"
             "    net(batch).mean().backward()\n"
             "    optimizer.step()\n",
             "import torch\nfrom torch import nn\n\n\n@torch.no_grad()\n"
@@ -417,6 +436,7 @@ class EvalWithoutEvalMode(RoutineRule):
             "        hits += (net(images.to(device)).argmax(1) == labels).sum()\n"
             "    return hits\n\n\n"
             "def train_step(net, batch, optimizer):\n"
+            "    net.train()\n"
             "    net(batch).mean().backward()\n"
             "    optimizer.step()\n",
             unsafe=True,
@@ -644,6 +664,8 @@ class EvalWithoutEvalMode(RoutineRule):
             fact = facts.of(r, key)
             if fact.mode_dependent is False or fact.frozen or facts.frozen(r, key):
                 continue
+            if fact.mode_dependent is None and not switches_modes(self.analysis):
+                continue  # layers we cannot see, in code that never switches modes: nothing says eval matters
             region = e.no_grad
             if self._training_step(r, e, region):
                 continue

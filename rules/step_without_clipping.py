@@ -5,6 +5,7 @@ from typing import Optional
 
 import libcst as cst
 
+from gradlint.flow.apis import module_factory
 from gradlint.flow.base import RoutineRule
 from gradlint.flow.calls import enclosing_class
 from gradlint.flow.events import ASSIGN, BACKWARD, CALL, CLIP, STEP, TRAIN, Event, Routine, obj_key, root_of
@@ -14,7 +15,10 @@ from gradlint.flow.settings import Settings
 from gradlint.nodes import format_number
 from gradlint.rule import Invalid, Option, Valid
 
-_EVIDENCE_TEXT = re.compile(r"(?i)clip|max_norm|max_grad")
+_EVIDENCE_TEXT = re.compile(r"(?i)clip|max_norm|max_grad|ForCausalLM|LMHead|ForConditionalGeneration|Seq2SeqLM|"
+                            r"ForMaskedLM|ForPreTraining")
+_ENGINE_NAME = re.compile(r"(?i)deepspeed|megatron")
+_ENGINE_ATTRIBUTES = frozenset({"deepspeed_plugin", "megatron_lm_plugin", "DEEPSPEED", "MEGATRON_LM"})
 _PARAM_GROUPS = '[p for group in {opt}.param_groups for p in group["params"]]'
 _TORCH_CLIPS = ("torch.nn.utils.clip_grad_norm_", "torch.nn.utils.clip_grad_value_", "torch.nn.utils.clip_grad_norm",
                 "torch.nn.utils.clip_grad.clip_grad_norm_", "torch.nn.utils.clip_grad.clip_grad_value_")
@@ -33,7 +37,11 @@ class StepWithoutClipping(RoutineRule):
     - the file declares a gradient-clipping setting that nothing reads: an option (`--clip-grad`,
       `--max-grad-norm`, `--clip`), an attribute or config field (`self.grad_clip`, `max_grad_norm: float`),
       or a parameter of this routine (`grad_clip=1.0`);
-    - the file imports a clipping function (`from torch.nn.utils import clip_grad_norm_`) and never calls it.
+    - the file imports a clipping function (`from torch.nn.utils import clip_grad_norm_`) and never calls it;
+    - the model is a transformers language model (`AutoModelForCausalLM`, `*ForConditionalGeneration`,
+      `*LMHeadModel`... from `from_pretrained`/`from_config`), or comes from outside the routine in a file
+      that builds one: language-model recipes clip (the library's `Trainer` clips at 1.0 by default), since
+      loss spikes on long sequences are what clipping is for.
 
     Clipping without evidence that it is wanted is a choice, not a defect (pytorch/examples' mnist and
     imagenet loops do not clip, and need not). A recurrent network is no such evidence on its own: whether
@@ -47,7 +55,8 @@ class StepWithoutClipping(RoutineRule):
     name says it clips. Clipping under a condition (`if args.clip_grad: ...`) counts: the switch is the
     user's. The optimizer must be one by the facts (a `torch.optim` class, `param_groups`, `zero_grad()` and
     `step()`...); a DeepSpeed engine's `step()` is none (DeepSpeed clips from its config), nor is a step
-    with a closure (LBFGS, Lightning's automatic optimization).
+    with a closure (LBFGS, Lightning's automatic optimization), nor a step after `accelerator.backward` in a
+    file that runs Accelerate with DeepSpeed or Megatron-LM (the engine clips from its configuration).
 
     ## Why is this bad?
     One outlier batch (a long sequence, a label error, a loss spike early in warmup) produces a gradient
@@ -85,7 +94,9 @@ class StepWithoutClipping(RoutineRule):
     pytorch/examples' mnist the final loss went from 0.127 to 0.0067 on a run with no NaN), so it changes
     results beyond the defect. The fix inserts the clip before the step: the parameters of the model whose
     `.parameters()` built the optimizer (else the one module the routine trains), or the optimizer's own
-    parameter groups. Its bound is the setting the code declares when the step's routine can read it
+    parameter groups. Torch's `clip_grad_norm_` is offered only on a model built in this file: one built
+    elsewhere may be wrapped by FSDP, whose shards torch's function would clip one by one (FSDP's own
+    `model.clip_grad_norm_` is used where the facts show the wrapper). Its bound is the setting the code declares when the step's routine can read it
     (`if args.clip_grad: torch.nn.utils.clip_grad_norm_(..., max_norm=args.clip_grad)`, so that an unset or
     zero setting keeps the step as it is), else `max-norm`, a guess. No fix after a scaled backward that
     does not go through `scaler.step`, where a routine that unscales runs later on the path (a second
@@ -275,7 +286,8 @@ class StepWithoutClipping(RoutineRule):
     ]
     INVALID = [
         Invalid(
-            "import torch\n\n\ndef train(model, loader, criterion, max_grad_norm=1.0):\n"
+            "import torch\n\n\ndef train(loader, criterion, max_grad_norm=1.0):\n"
+            "    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))\n"
             "    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)\n"
             "    for x, y in loader:\n"
             "        optimizer.zero_grad()\n"
@@ -285,7 +297,8 @@ class StepWithoutClipping(RoutineRule):
             "import torch\n"
             "\n"
             "\n"
-            "def train(model, loader, criterion, max_grad_norm=1.0):\n"
+            "def train(loader, criterion, max_grad_norm=1.0):\n"
+            "    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))\n"
             "    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)\n"
             "    for x, y in loader:\n"
             "        optimizer.zero_grad()\n"
@@ -355,18 +368,9 @@ class StepWithoutClipping(RoutineRule):
             "        if (step + 1) % accum_steps == 0:\n"
             "            optimizer.step()  # update\n"
             "            optimizer.zero_grad()\n",
-            "from torch.nn.utils import clip_grad_norm_\n\n\n"
-            "def train(net, loader, optimizer, accum_steps):\n"
-            "    for step, (x, y) in enumerate(loader):\n"
-            "        loss = net(x, y) / accum_steps\n"
-            "        loss.backward()\n"
-            "        if (step + 1) % accum_steps == 0:\n"
-            "            clip_grad_norm_([p for group in optimizer.param_groups for p in group[\"params\"]], "
-            "max_norm=1.0)\n"
-            "            optimizer.step()  # update\n"
-            "            optimizer.zero_grad()\n",
-            unsafe=True, note="gradient accumulation; clip_grad_norm_ imported and never called (the fix reuses "
-                              "the name); nothing proves what `net` is, so the optimizer's groups are clipped"),
+            None,
+            note="gradient accumulation; clip_grad_norm_ imported and never called; `net` comes from a caller, "
+                 "so whether FSDP wraps it (and how to clip it) is not visible: no fix"),
         Invalid(
             "from accelerate import Accelerator\n\n\n"
             "def train(model, loader, optimizer, accelerator, max_grad_norm=1.0):\n"
@@ -410,17 +414,8 @@ class StepWithoutClipping(RoutineRule):
             "    model_b(batch).backward()\n"
             "    torch.nn.utils.clip_grad_norm_(model_b.parameters(), 1.0)\n"
             "    opt_b.step()\n",
-            "import torch\n\n\ndef train_step(batch, model_a, model_b, opt_a, opt_b):\n"
-            "    opt_a.zero_grad()\n"
-            "    model_a(batch).backward()\n"
-            '    torch.nn.utils.clip_grad_norm_([p for group in opt_a.param_groups for p in group["params"]], '
-            "max_norm=1.0)\n"
-            "    opt_a.step()\n"
-            "    opt_b.zero_grad()\n"
-            "    model_b(batch).backward()\n"
-            "    torch.nn.utils.clip_grad_norm_(model_b.parameters(), 1.0)\n"
-            "    opt_b.step()\n",
-            unsafe=True, note="one optimizer clipped, its twin not; no model in sight: clip what the optimizer steps"),
+            None,
+            note="one optimizer clipped, its twin not; models from a caller: no fix"),
         Invalid(
             "import torch\n\n\ndef train(model, loader, optimizer, scaler):\n"
             "    for x, y in loader:\n"
@@ -434,20 +429,8 @@ class StepWithoutClipping(RoutineRule):
             "        else:\n"
             "            loss.backward()\n"
             "            optimizer.step()\n",
-            "import torch\n\n\ndef train(model, loader, optimizer, scaler):\n"
-            "    for x, y in loader:\n"
-            "        loss = model(x, y)\n"
-            "        if scaler is not None:\n"
-            "            scaler.scale(loss).backward()\n"
-            "            scaler.unscale_(optimizer)\n"
-            "            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)\n"
-            "            scaler.step(optimizer)\n"
-            "            scaler.update()\n"
-            "        else:\n"
-            "            loss.backward()\n"
-            "            torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)\n"
-            "            optimizer.step()\n",
-            unsafe=True, note="the AMP branch clips, the fp32 branch does not"),
+            None,
+            note="the AMP branch clips, the fp32 branch does not"),
         Invalid(
             "import torch\n\n\ndef train(model, loader, optimizer):\n"
             "    for x, y in loader:\n"
@@ -455,14 +438,8 @@ class StepWithoutClipping(RoutineRule):
             "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
             "        model(x, y).backward()\n"
             "        optimizer.step()\n",
-            "import torch\n\n\ndef train(model, loader, optimizer):\n"
-            "    for x, y in loader:\n"
-            "        optimizer.zero_grad()\n"
-            "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
-            "        model(x, y).backward()\n"
-            "        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)\n"
-            "        optimizer.step()\n",
-            unsafe=True, note="clipping before backward clips the zeroed gradients"),
+            None,
+            note="clipping before backward clips the zeroed gradients"),
         Invalid(
             "import torch\n\n\nclass Trainer:\n"
             "    def __init__(self, model, grad_clip=None):\n"
@@ -474,24 +451,9 @@ class StepWithoutClipping(RoutineRule):
             "            self.optimizer.zero_grad()\n"
             "            self.model(batch).backward()\n"
             "            self.optimizer.step()\n",
-            "import torch\n"
-            "\n"
-            "\n"
-            "class Trainer:\n"
-            "    def __init__(self, model, grad_clip=None):\n"
-            "        self.model = model\n"
-            "        self.grad_clip = grad_clip\n"
-            "        self.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
-            "\n"
-            "    def fit(self, loader):\n"
-            "        for batch in loader:\n"
-            "            self.optimizer.zero_grad()\n"
-            "            self.model(batch).backward()\n"
-            "            if self.grad_clip:\n"
-            "                torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.grad_clip)\n"
-            "            self.optimizer.step()\n",
-            unsafe=True, note="a grad_clip attribute stored and never read; the optimizer is built in __init__ "
-                              "from the model that self.model holds"),
+            None,
+            note="a grad_clip attribute stored and never read; the optimizer is built in __init__ from a model "
+                 "the class is handed: no fix"),
         Invalid(
             "import torch\nfrom torch import nn\n\n\nclass Solver:\n"
             "    def __init__(self, max_grad_norm=5.0):\n"
@@ -643,8 +605,9 @@ class StepWithoutClipping(RoutineRule):
     @classmethod
     def may_match(cls, text: str) -> bool:
         """The triggers, plus what any evidence needs on the whole text: a clip (a call, an import, a
-        setting: `clip`), or a setting named for the bound (`max_norm`, `max_grad_norm`). Region triggers
-        stay the backward and the step: the evidence may sit in another region."""
+        setting: `clip`), a setting named for the bound (`max_norm`, `max_grad_norm`), or a transformers
+        language model class. Region triggers stay the backward and the step: the evidence may sit in another
+        region."""
         return super().may_match(text) and bool(_EVIDENCE_TEXT.search(text))
 
     def check(self, r: Routine) -> None:
@@ -663,11 +626,13 @@ class StepWithoutClipping(RoutineRule):
             backwards = [o for m, o in state if m == "grad"]
             if not backwards or any(m == "clipped" for m, _ in state):
                 continue
+            last = next(e for e in r.events if e.index == max(backwards))
+            if self._engine_clips(r, last):
+                continue
             evidence = self._evidence(r, step, optimizer, states)
             if evidence is None:
                 continue
             why, setting = evidence
-            last = next(e for e in r.events if e.index == max(backwards))
             message = (f"`{self.text(step.node)}` applies the gradients of `{self.text(last.node)}` (line "
                        f"{self.line(last.node)}) with no clipping on any path, although {why}: one outlier "
                        "batch can make a huge update that derails training (or NaNs)")
@@ -691,7 +656,50 @@ class StepWithoutClipping(RoutineRule):
         unused = self._unused_clip_import()
         if unused is not None:
             return f"`{unused}` is imported and never called", None
+        model = self._model_of(r, optimizer)
+        fact = self.facts.of(r, model) if model else None
+        if fact is not None and fact.language_model:
+            return f"`{model}` is a transformers language model ({fact.how}), whose recipes clip", None
+        if fact is None or not fact.built:
+            built = self._language_model_built_here()
+            if built is not None:
+                return (f"the model comes from outside this routine and the file builds a transformers language "
+                        f"model (`{self.text(built.node, 50)}`, line {self.line(built.node)}), whose recipes clip",
+                        None)
         return None
+
+    def _language_model_built_here(self) -> Optional[Event]:
+        """The call of this file that builds a transformers language model, when every model the file
+        builds is one (`setup_model()` returns a T5 that `train(model, ...)` is handed by another module)."""
+        found = None
+        facts = self.facts
+        for m in self.analysis.all_routines():
+            for e in m.of(CALL):
+                func = e.node.func
+                qualified = e.extra.get("qualified") or facts.qualified(m, func)
+                if qualified:
+                    built = module_factory(qualified, {})
+                    if built is not None:
+                        if not built.language_model:
+                            return None
+                        found = found or e
+                    elif qualified.startswith("torch.nn.") and qualified.rsplit(".", 1)[-1][:1].isupper() and \
+                            not qualified.startswith("torch.nn.functional."):
+                        return None  # a torch.nn module: another model (a loss is one too; it keeps us silent)
+                elif isinstance(func, cst.Name) and facts.class_fact(self.analysis.local_class(func.value)).kind \
+                        == "module":
+                    return None
+        return found
+
+    def _engine_clips(self, r: Routine, last: Event) -> bool:
+        """A backward through Accelerate in a file that runs DeepSpeed or Megatron-LM: the engine steps, and
+        clips from its configuration (`gradient_clipping`, `clip_grad`)."""
+        if last.kind != BACKWARD or last.extra.get("via") != "owner" or \
+                self.facts.kind(r, last.extra["owner"]) != ACCELERATOR:
+            return False
+        if any(_ENGINE_NAME.search(q) for q in self.ctx.imports.bindings.values()):
+            return True
+        return any(x.attr_reads & _ENGINE_ATTRIBUTES for x in self.analysis.all_routines())
 
     def _bound_of(self, r: Routine, setting) -> Optional[str]:
         """How the step's routine spells the value of the setting that says to clip, if it can."""
@@ -810,7 +818,10 @@ class StepWithoutClipping(RoutineRule):
                 if any(last.index < e.index < step.index and self.grads.unscales(r, e) for e in r.events):
                     return None
                 lines.append(f"{step.key}.unscale_({optimizer})")
-            if model is not None and facts.of(r, model).fsdp1:
+            fact = facts.of(r, model) if model is not None else None
+            if fact is None or not (fact.built or fact.fsdp1):
+                return None  # built elsewhere: wrapped by FSDP (which clips with its own method) or not?
+            if fact.fsdp1:
                 lines.append(f"{model}.clip_grad_norm_({bound})")
             else:
                 ref = self.reference("torch.nn.utils.clip_grad_norm_")

@@ -8,6 +8,7 @@ builds a model, `from_pretrained` returns it in eval mode), not a guess from a u
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Optional
 
 # torch.nn classes whose forward depends on the mode (or that hold modules whose forward may).
@@ -80,24 +81,43 @@ MODULE_ONLY_METHODS = frozenset({
 MODULE_SHARED_METHODS = frozenset({"state_dict", "load_state_dict", "zero_grad", "to", "cuda", "half", "cpu"})
 
 
-def module_factory(qualified: str) -> Optional[str]:
-    """The mode a library call builds a module in ('train', 'eval', 'unknown'), or None if it builds none."""
+@dataclass(frozen=True)
+class Built:
+    """What a library call that builds a model says about it."""
+
+    mode: str  # 'train', 'eval' or 'unknown'
+    mode_dependent: Optional[bool] = None  # holds dropout/BatchNorm (None: the call does not say)
+    language_model: bool = False  # a transformers language model (causal, seq2seq, masked LM)
+
+
+# Keywords of model factories (timm, torchvision, transformers) that add dropout or stochastic depth.
+_DROPOUT_KEYWORDS = frozenset({"drop_rate", "drop_path_rate", "dropout", "attention_dropout", "hidden_dropout_prob",
+                               "attention_probs_dropout_prob", "dropout_rate", "proj_drop_rate", "attn_drop_rate"})
+_LANGUAGE_MODEL = re.compile(r"(ForCausalLM|LMHeadModel|ForConditionalGeneration|ForSeq2SeqLM|ForMaskedLM|"
+                             r"ForPreTraining)$")
+
+
+def module_factory(qualified: str, keywords: dict) -> Optional[Built]:
+    """What a library call builds when it builds a model (`keywords`: name -> its literal number, or None)."""
     parts = qualified.split(".")
     last = parts[-1]
+    dropout = any(k in _DROPOUT_KEYWORDS and v for k, v in keywords.items())
     if qualified in ("timm.create_model", "timm.models.create_model", "torchvision.models.get_model"):
-        return "train"
+        return Built("train", True if dropout else None)
     if qualified.startswith("torchvision.models.") and not last.startswith(("get_", "list_")) and \
             "Weights" not in last and last[:1].isalpha():
-        return "train"
+        # torchvision's CNNs hold BatchNorm or dropout; its ViTs have neither unless asked for
+        return Built("train", True if dropout or not last.startswith("vit_") else None)
     if qualified in ("torch.hub.load", "torch.jit.load", "open_clip.create_model", "open_clip.factory.create_model"):
-        return "unknown"
-    if last == "from_pretrained" and len(parts) >= 2 and parts[0] in ("transformers", "diffusers", "peft", "timm"):
+        return Built("unknown")
+    if last in ("from_pretrained", "from_config") and len(parts) >= 2 and \
+            parts[0] in ("transformers", "diffusers", "peft", "timm"):
         cls = parts[-2]
-        if re.search(r"(Model|For\w+|LMHead\w*|Autoencoder\w*|UNet\w*|Transformer\w*Model|ControlNet\w*)$", cls) \
+        if re.search(r"(Model|For\w+|LMHead\w*|Autoencoder\w*|UNet\w*|ControlNet\w*)$", cls) \
                 and not re.search(r"(Pipeline|Scheduler|Tokenizer\w*|Processor|Config|Extractor)$", cls):
-            return "eval"  # PreTrainedModel.from_pretrained / ModelMixin.from_pretrained call model.eval()
-    if last == "from_config" and len(parts) >= 2 and parts[0] == "transformers" and "Model" in parts[-2]:
-        return "train"
+            # PreTrainedModel.from_pretrained / ModelMixin.from_pretrained call model.eval(); from_config does not
+            return Built("eval" if last == "from_pretrained" else "train", True if dropout else None,
+                         language_model=parts[0] == "transformers" and bool(_LANGUAGE_MODEL.search(cls)))
     return None
 
 

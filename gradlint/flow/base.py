@@ -107,6 +107,11 @@ def manages_training(an: Analysis) -> bool:
     return False
 
 
+def switches_modes(an: Analysis) -> bool:
+    """Does any routine of the file call `.eval()` or `.train()` on something?"""
+    return any(e.kind in (EVAL, TRAIN, MODE) for r in an.all_routines() for e in r.events)
+
+
 def trains_anywhere(an: Analysis) -> bool:
     """Does any routine of the file train (a backward, an optimizer step) or put something in train mode?"""
     for r in an.all_routines():

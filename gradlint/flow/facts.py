@@ -65,6 +65,8 @@ class Fact:
     frozen: bool = False  # `.requires_grad_(False)` on it where it is built
     mode_dependent: Optional[bool] = None  # does its forward depend on the mode (None: cannot tell)
     fsdp1: bool = False  # wrapped by FullyShardedDataParallel (clip with `model.clip_grad_norm_`)
+    language_model: bool = False  # a transformers language model (its recipes clip gradients)
+    built: bool = False  # its construction is in this file (so is any wrapper around it: FSDP, DDP)
     how: str = ""  # the evidence, in words
     elements: tuple = ()  # for a tuple a call returns: the Fact of each element
 
@@ -90,7 +92,8 @@ def _merge(facts: list) -> Fact:
     return replace(first, mode=modes.pop() if len(modes) == 1 else "unknown",
                    frozen=all(f.frozen for f in known),
                    mode_dependent=True if True in dependent else (False if dependent == {False} else None),
-                   fsdp1=any(f.fsdp1 for f in known))
+                   fsdp1=any(f.fsdp1 for f in known), language_model=any(f.language_model for f in known),
+                   built=all(f.built for f in known))
 
 
 @dataclass
@@ -475,6 +478,8 @@ class Facts:
             return self.of(r, obj_key(expr))
         if isinstance(expr, (cst.Tuple, cst.List)):
             return Fact(OTHER, elements=tuple(self.value(r, el.value, depth + 1) for el in expr.elements))
+        if isinstance(expr, cst.IfExp):  # `Accelerator(a) if args.x else Accelerator(b)`
+            return _merge([self.value(r, expr.body, depth + 1), self.value(r, expr.orelse, depth + 1)])
         if isinstance(expr, (cst.SimpleString, cst.Integer, cst.Float, cst.Dict, cst.ListComp, cst.DictComp,
                              cst.FormattedString, cst.ConcatenatedString)):
             return Fact(OTHER)
@@ -532,14 +537,16 @@ class Facts:
         if qualified in apis.FSDP1:
             inner = self.value(r, first, depth + 1) if first is not None else UNKNOWN
             return Fact(MODULE, mode=inner.mode or "unknown", mode_dependent=inner.mode_dependent,
-                        fsdp1=True, how="`FullyShardedDataParallel(...)`")
-        mode = apis.module_factory(qualified)
-        if mode is not None:
-            return Fact(MODULE, mode=mode, how=f"`{qualified}(...)`")
+                        language_model=inner.language_model, fsdp1=True, built=inner.built,
+                        how="`FullyShardedDataParallel(...)`")
+        built = apis.module_factory(qualified, _keywords(call))
+        if built is not None:
+            return Fact(MODULE, mode=built.mode, mode_dependent=built.mode_dependent,
+                        language_model=built.language_model, built=True, how=f"`{qualified}(...)`")
         position = apis.module_tuple_factory(qualified)
         if position is not None:
             elements = [Fact(OTHER)] * 3
-            elements[position] = Fact(MODULE, mode="unknown", how=f"`{qualified}(...)`")
+            elements[position] = Fact(MODULE, mode="unknown", built=True, how=f"`{qualified}(...)`")
             return Fact(OTHER, elements=tuple(elements))
         if qualified.startswith("torch.nn.") and not qualified.startswith("torch.nn.functional."):
             name = qualified.rsplit(".", 1)[-1]
@@ -575,13 +582,13 @@ class Facts:
                 isinstance(given, (cst.Integer, cst.Float)) and float(given.value) == 0.0)
         else:
             dependent = name in apis.MODE_DEPENDENT_NN
-        return Fact(MODULE, mode="train", mode_dependent=dependent, how=f"`nn.{name}(...)`")
+        return Fact(MODULE, mode="train", mode_dependent=dependent, built=True, how=f"`nn.{name}(...)`")
 
     def _instance(self, class_node) -> Fact:
         fact = self.class_fact(class_node)
         name = class_node.name.value
         if fact.kind == MODULE:
-            return Fact(MODULE, mode="train", mode_dependent=fact.mode_dependent,
+            return Fact(MODULE, mode="train", mode_dependent=fact.mode_dependent, built=True,
                         how=f"`{name}` derives from `nn.Module`")
         if fact.kind == OPTIMIZER:
             return Fact(OPTIMIZER, how=f"`{name}` derives from `torch.optim.Optimizer`")
@@ -684,6 +691,12 @@ class Facts:
             if local is not None and local is not class_node:
                 return self.class_fact(local).mode_dependent
         return None
+
+
+def _keywords(call: cst.Call) -> dict:
+    """keyword -> its value when it is a number literal, else None."""
+    return {a.keyword.value: float(a.value.value) if isinstance(a.value, (cst.Integer, cst.Float)) else None
+            for a in call.args if a.keyword is not None}
 
 
 def _dependent_of(parts: list) -> Optional[bool]:
