@@ -16,7 +16,8 @@ RULES = (EvalWithoutEvalMode, StepWithoutClipping, TrainModeNotRestored, ClipBef
 
 def test_max_norm_option_sets_the_bound():
     code = ("import torch\nfrom torch.nn.utils import clip_grad_norm_\n\n\n"
-            "def train(model, loader, optimizer):\n"
+            "def train(loader, optimizer):\n"
+            "    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.1))\n"
             "    model.train()\n"
             "    for x, y in loader:\n"
             "        optimizer.zero_grad()\n"
