@@ -5,7 +5,7 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.flow.apis import module_factory
+from gradlint.flow.apis import FSDP1, module_factory
 from gradlint.flow.base import RoutineRule
 from gradlint.flow.calls import enclosing_class
 from gradlint.flow.events import ASSIGN, BACKWARD, CALL, CLIP, STEP, TRAIN, Event, Routine, obj_key, root_of
@@ -821,6 +821,8 @@ class StepWithoutClipping(RoutineRule):
             fact = facts.of(r, model) if model is not None else None
             if fact is None or not (fact.built or fact.fsdp1):
                 return None  # built elsewhere: wrapped by FSDP (which clips with its own method) or not?
+            if not fact.fsdp1 and any(q in FSDP1 for q in self.ctx.imports.bindings.values()):
+                return None  # a file that wraps models with FSDP, and this one's wrapping is not proven
             if fact.fsdp1:
                 lines.append(f"{model}.clip_grad_norm_({bound})")
             else:

@@ -542,7 +542,8 @@ class TrainModeNotRestored(RoutineRule):
     def _refreeze(self, r: Routine, loop: Loop, key: str) -> tuple:
         """(statements to repeat after the inserted `.train()`, safe?): what the code does to submodules of
         `key` before the loop (`model.backbone.eval()`, `model[0].requires_grad_(False)`), repeated when each
-        is a statement of its own; a submodule frozen elsewhere makes the fix unsafe."""
+        is a statement of its own that runs whenever the loop does; a submodule frozen elsewhere (under a
+        condition, in a helper, in another method) makes the fix unsafe."""
         statements, safe = [], True
         same = {a for a in r.aliases(key) if not key.startswith(a + ".")}  # not `self` for `self.model`
         prefixes = {a + "." for a in same} | {a + "[" for a in same}
@@ -553,8 +554,9 @@ class TrainModeNotRestored(RoutineRule):
         for e in r.events:
             if e.kind in (EVAL, MODE, FREEZE) and sub(e.key) and not e.inside(loop):
                 stmt = e.stmt
-                if e.index < loop.start and isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1 \
-                        and isinstance(stmt.body[0], cst.Expr) and stmt.body[0].value is e.node:
+                if e.index < loop.start and e.place.branches == loop.place.branches and \
+                        e.place.loops == loop.place.loops and isinstance(stmt, cst.SimpleStatementLine) and \
+                        len(stmt.body) == 1 and isinstance(stmt.body[0], cst.Expr) and stmt.body[0].value is e.node:
                     statements.append(stmt.with_changes(leading_lines=()))
                 else:
                     safe = False

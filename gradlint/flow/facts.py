@@ -295,7 +295,25 @@ class Facts:
         bound = self._from_bindings(r, key)
         if bound.kind is not None:
             return self._with_usage(r, key, bound)
-        return self._with_usage(r, key, self._from_usage(r, key))
+        used = self._from_usage(r, key)
+        if used.kind == MODULE and self._created_here(r, key):
+            used = replace(used, built=True)  # `model = Net(...)` with Net imported: built (and wrapped) here
+        return self._with_usage(r, key, used)
+
+    def _created_here(self, r: Routine, key: str) -> bool:
+        """Is every binding of `key` in its scope a call's result (not a parameter, a loop target or an
+        unpacking we cannot follow)?"""
+        if root_of(key) not in ("self", "cls"):
+            owner = r
+            while owner is not None and root_of(key) not in owner.params and root_of(key) not in owner.locals:
+                owner = owner.parent
+            if owner is None or root_of(key) in owner.params:
+                return False
+            places = [owner]
+        else:
+            places = self._scope_routines(r, key)
+        bindings = [e for m in places for e in m.assignments_to(key)]
+        return bool(bindings) and all(isinstance(e.extra.get("value"), cst.Call) for e in bindings)
 
     def _with_usage(self, r: Routine, key: str, fact: Fact) -> Fact:
         if fact.kind == MODULE and not fact.frozen and self.scope_usage(r, key).frozen:
