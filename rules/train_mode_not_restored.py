@@ -63,10 +63,12 @@ class TrainModeNotRestored(RoutineRule):
     ```
 
     ## Fix safety
-    The fix inserts `model.train()` as the first statement of the loop body, on an object the facts prove to
-    be a module. It is checked against the whole routine before it is offered: after it, every training
-    step of the loop runs in training mode (otherwise, when the evaluation comes before the training in the
-    same iteration, no fix), and every evaluation of the loop that ran in eval mode still does. The first
+    The fix inserts `model.train()` as the first statement of the loop body, or, when the evaluation comes
+    before the training in the iteration (validate first, then train; a rollout, then the update), right
+    after the statement that evaluates; on an object the facts prove to be a module. Each place is checked
+    against the whole routine before it is offered: after it, every training step of the loop runs in
+    training mode, and every evaluation of the loop that ran in eval mode still does; when neither place
+    passes, no fix. The first
     iteration already ran in training mode and every later one now does too, which is what the code meant:
     results change only where the original trained in eval mode. A `.train()` also switches every submodule
     back: when the code freezes part of the model before the loop (`model.train(); model[0].eval()  # keep
@@ -431,6 +433,34 @@ class TrainModeNotRestored(RoutineRule):
             "        with torch.no_grad():\n"
             "            val = [model(x, y) for x, y in val_loader]\n",
             unsafe=True, note="part of the model frozen by a helper: train() would undo it, the fix is unsafe"),
+        Invalid(
+            "import torch\n\n\ndef evaluate(model, loader):\n"
+            "    model.eval()\n"
+            "    with torch.no_grad():\n"
+            "        return [model(x) for x, _ in loader]\n\n\n"
+            "def fit(model, loader, val_loader, optimizer, epochs):\n"
+            "    model.train()\n"
+            "    for epoch in range(epochs):\n"
+            "        scores = evaluate(model, val_loader)\n"
+            "        for x, y in loader:\n"
+            "            optimizer.zero_grad()\n"
+            "            model(x, y).backward()\n"
+            "            optimizer.step()\n",
+            "import torch\n\n\ndef evaluate(model, loader):\n"
+            "    model.eval()\n"
+            "    with torch.no_grad():\n"
+            "        return [model(x) for x, _ in loader]\n\n\n"
+            "def fit(model, loader, val_loader, optimizer, epochs):\n"
+            "    model.train()\n"
+            "    for epoch in range(epochs):\n"
+            "        scores = evaluate(model, val_loader)\n"
+            "        model.train()\n"
+            "        for x, y in loader:\n"
+            "            optimizer.zero_grad()\n"
+            "            model(x, y).backward()\n"
+            "            optimizer.step()\n",
+            note="the evaluation comes first in the iteration: train() at the top would be too early, it goes "
+                 "right after the evaluation"),
     ]
 
     @classmethod
@@ -512,32 +542,46 @@ class TrainModeNotRestored(RoutineRule):
                        f"the second iteration on, the training step (line {self.line(training.node)}) runs in "
                        "eval mode")
         message += " (dropout off, BatchNorm frozen)"
-        self.report(loop.node, message, self._fix(r, loop, key, spelled), statement=loop.node)
+        self.report(loop.node, message, self._fix(r, loop, key, spelled, evaluation), statement=loop.node)
 
-    def _fix(self, r: Routine, loop: Loop, key: str, spelled: str):
+    def _fix(self, r: Routine, loop: Loop, key: str, spelled: str, evaluation: Event):
+        """`model.train()` at the top of the loop body, or, when the evaluation comes before the training in
+        the iteration (a rollout or validation first, then the update), right after the evaluation: the
+        first of the two that the whole routine, simulated with it, shows to be right."""
         body = loop.node.body
         if not isinstance(body, cst.IndentedBlock) or not body.body:
             return None
-        first = next((e.index for e in r.events if e.inside(loop) and loop in e.place.loops), None)
-        if first is None:
-            return None
-        fixed = self.modes.observe(r, key, {first: _RESTORED})
+        refreeze, safe = self._refreeze(r, loop, key)
+        statements = [cst.parse_statement(f"{spelled}.train()\n"), *refreeze]
+        suffix = " and freeze again what the code froze after its first `.train()`" if refreeze else ""
+        top = next((e.index for e in r.events if e.inside(loop) and loop in e.place.loops), None)
+        if top is not None and self._restores(r, loop, key, top):
+            return self.insert_before(body.body[0], statements, safe=safe,
+                                      message=f"Call `{spelled}.train()` at the top of the loop body{suffix}")
+        stmt = evaluation.stmt
+        after = max((e.index for e in r.events if any(s is stmt for s in e.place.stmts)), default=None)
+        following = next((e.index for e in r.events if after is not None and e.index > after and e.inside(loop)), None)
+        if isinstance(stmt, cst.SimpleStatementLine) and following is not None and \
+                self._restores(r, loop, key, following):
+            return self.rewrite({stmt: cst.FlattenSentinel([stmt, *statements])}, safe=safe,
+                                message=f"Call `{spelled}.train()` after the evaluation{suffix}")
+        return None
+
+    def _restores(self, r: Routine, loop: Loop, key: str, at: int) -> bool:
+        """Simulated with `.train()` just before event `at`: every training step of the loop runs in training
+        mode, and every evaluation of the loop that ran in eval mode still does."""
+        fixed = self.modes.observe(r, key, {at: _RESTORED})
         original = self.modes.observe(r, key)
         aliases = r.aliases(key)
         for t in self.modes.training_events(r):
             if t.inside(loop) and any(m == "eval" and loop.start < o < loop.end for m, o in fixed.get(t.index, ())):
-                return None  # the evaluation comes before the training in the iteration: the top is too early
+                return False
         for e in r.of(CALL):
             if e.inside(loop) and e.no_grad is not None and any(k in aliases for k, _ in forward_candidates(r, e)):
                 was = original.get(e.index, frozenset())
                 if was and all(m == "eval" for m, _ in was) and _RESTORED in fixed.get(e.index, ()):
-                    return None  # the inserted call would undo the eval() an evaluation relies on
-        refreeze, safe = self._refreeze(r, loop, key)
-        statements = [cst.parse_statement(f"{spelled}.train()\n"), *refreeze]
-        message = f"Call `{spelled}.train()` at the top of the loop body"
-        if refreeze:
-            message += " and freeze again what the code froze after its first `.train()`"
-        return self.insert_before(body.body[0], statements, safe=safe, message=message)
+                    return False  # the inserted call would undo the eval() an evaluation relies on
+        return True
 
     def _refreeze(self, r: Routine, loop: Loop, key: str) -> tuple:
         """(statements to repeat after the inserted `.train()`, safe?): what the code does to submodules of

@@ -215,3 +215,36 @@ def test_gl007_offers_no_fix_where_a_second_unscale_would_raise():
                                           "        scaler.unscale_(optimizer)\n        torch.nn.utils.clip_grad_norm_")
     with pytest.raises(RuntimeError, match="unscale_"):
         _run(naive, "train", _model(), _scaler())
+
+
+EVALUATION_FIRST_WITHOUT_EVAL = '''
+import torch
+from torch import nn
+
+
+def evaluate(model, loader):
+    with torch.no_grad():
+        return [model(x) for x, _ in loader]
+
+
+def fit(model, train_loader, val_loader, optimizer):
+    model.train()
+    for epoch in range(3):
+        evaluate(model, val_loader)
+        for x, y in train_loader:
+            optimizer.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+'''
+
+
+def test_gl004_and_gl006_fixes_together_never_train_in_eval_mode():
+    """The combination the issue names: GL004's eval() (unsafe: it would leak into the update that follows)
+    makes GL006 report the loop, whose restore must come after the evaluation, not at the top of the loop."""
+    rules = [EvalWithoutEvalMode, TrainModeNotRestored]
+    assert fix_text(EVALUATION_FIRST_WITHOUT_EVAL, "snippet.py", rules).text == EVALUATION_FIRST_WITHOUT_EVAL
+    fixed = fix_text(EVALUATION_FIRST_WITHOUT_EVAL, "snippet.py", rules, unsafe=True).text
+    assert "        evaluate(model, val_loader)\n        model.train()\n" in fixed
+    patched = _run(fixed, "fit", _model())
+    assert all(training for training, _ in patched.steps)
+    assert not any(training for grad, training, _ in patched.forwards if not grad)
