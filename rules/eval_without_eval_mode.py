@@ -31,8 +31,8 @@ from gradlint.flow.events import (
     obj_key,
     root_of,
 )
-from gradlint.flow.facts import LOADER
 from gradlint.flow.forwards import fed_by, forward_candidates, names_in
+from gradlint.flow.kinds import LOADER
 from gradlint.flow.modes import ENTRY, UNSEEN, simulate
 from gradlint.flow.outline import Outline
 from gradlint.nodes import root_name

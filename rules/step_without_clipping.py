@@ -9,8 +9,8 @@ from gradlint.flow.apis import FSDP1, module_factory
 from gradlint.flow.base import RoutineRule
 from gradlint.flow.calls import enclosing_class
 from gradlint.flow.events import ASSIGN, BACKWARD, CALL, CLIP, STEP, TRAIN, Event, Routine, obj_key, root_of
-from gradlint.flow.facts import ACCELERATOR, FABRIC
 from gradlint.flow.forwards import forward_of
+from gradlint.flow.kinds import ACCELERATOR, FABRIC
 from gradlint.flow.settings import Settings
 from gradlint.nodes import format_number
 from gradlint.rule import Invalid, Option, Valid

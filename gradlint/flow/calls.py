@@ -14,7 +14,8 @@ from typing import Iterator, Optional
 import libcst as cst
 
 from ..names import dotted
-from .events import BUILTINS, CALL, Event, Routine, callee_name, collect, module_rebound, obj_key, root_of
+from .collect import collect, module_rebound
+from .events import BUILTINS, CALL, Event, Routine, callee_name, obj_key, root_of
 
 _MISSING = object()
 

@@ -31,7 +31,7 @@ from .events import (
     callee_name,
     obj_key,
 )
-from .facts import ACCELERATOR, FABRIC, MODULE
+from .kinds import ACCELERATOR, FABRIC, MODULE
 from .modes import EMPTY, ENTRY, simulate
 
 _MAX_DEPTH = 3
