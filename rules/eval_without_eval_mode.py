@@ -15,7 +15,7 @@ from gradlint.flow.base import (
     switches_modes,
     trains_anywhere,
 )
-from gradlint.flow.calls import bind_arguments, enclosing_class, key_in_callee
+from gradlint.flow.calls import bind_arguments, enclosing_class
 from gradlint.flow.events import (
     ASSIGN,
     BACKWARD,
@@ -75,7 +75,8 @@ class EvalWithoutEvalMode(RoutineRule):
 
     Not reported either: Lightning's `validation_step`/`test_step`/`predict_step` hooks and an HF `Trainer`
     subclass's `prediction_step` (the framework switches the mode), an `nn.Module`'s own methods calling
-    its sub-modules, a deliberate `.train()` before a pass that does not train (BatchNorm re-estimation).
+    its sub-modules, a deliberate `.train()` set for the pass, with no training between it and the forward
+    (BatchNorm re-estimation after SWA).
 
     ## Why is this bad?
     `no_grad` only stops gradient tracking; the model is still in training mode. Dropout keeps zeroing
@@ -373,6 +374,20 @@ class EvalWithoutEvalMode(RoutineRule):
             "    with torch.no_grad():\n"
             "        return [model(x) for x in loader]\n",
             note="nn.Linear has no mode-dependent layer"),
+        Valid(
+            "import torch\n\n\ndef train(model, train_loader, optimizer, swa):\n"
+            "    for epoch in range(10):\n"
+            "        model.train()\n"
+            "        for x, y in train_loader:\n"
+            "            torch.nn.functional.cross_entropy(model(x), y).backward()\n"
+            "            optimizer.step()\n"
+            "    if swa:\n"
+            "        optimizer.swap_swa_sgd()\n"
+            "        with torch.no_grad():\n"
+            "            model.train()\n"
+            "            for x, y in train_loader:\n"
+            "                model(x)\n",
+            note="BatchNorm re-estimation after SWA: train() set for this pass, with no training since"),
     ]
     INVALID = [
         Invalid(
@@ -675,8 +690,9 @@ class EvalWithoutEvalMode(RoutineRule):
             if modes is None or any(m in ("eval", "unknown") for m, _ in modes):
                 continue
             trained = [t for t in r.of(TRAIN) if ("train", t.index) in modes]
-            if trained and not self.modes.trains(r):
-                continue  # deliberate train mode: BatchNorm re-estimation and the like
+            training = self.modes.training_events(r)
+            if any(t.index < e.index and not any(t.index < x.index < e.index for x in training) for t in trained):
+                continue  # `.train()` set for this pass, no training since: BatchNorm re-estimation and the like
             if not self._in_scope(r, e, modes):
                 continue
             self._report(r, e, key, region, trained)
@@ -876,20 +892,7 @@ class EvalWithoutEvalMode(RoutineRule):
         for t in self.modes.training_events(r):
             if _INSERTED not in modes.get(t.index, ()):
                 continue
-            if t.kind != CALL or self._trains_from_entry(r, t, key, 0):
-                return True
-        return False
-
-    def _trains_from_entry(self, r: Routine, call: Event, key: str, depth: int) -> bool:
-        """Does the routine `call` runs train with the mode it was called with (no `.train()` first)?"""
-        target = self.analysis.resolve_call(r, call)
-        inner = key_in_callee(r, call, target, key) if target is not None else None
-        if inner is None or depth >= _MAX_DEPTH:
-            return True
-        modes = self.modes.observe(target, inner)
-        for t in self.modes.training_events(target):
-            if ENTRY in modes.get(t.index, ()) and (t.kind != CALL or self._trains_from_entry(target, t, inner,
-                                                                                               depth + 1)):
+            if t.kind != CALL or self.modes.trains_from_entry(r, t, key):
                 return True
         return False
 

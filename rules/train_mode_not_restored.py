@@ -8,7 +8,7 @@ from gradlint.flow.base import TRAINING_STEP_TEXT, RoutineRule
 from gradlint.flow.calls import key_in_callee
 from gradlint.flow.events import CALL, EVAL, FREEZE, MODE, TRAIN, Event, Loop, Routine, obj_key
 from gradlint.flow.forwards import forward_candidates
-from gradlint.flow.modes import UNKNOWN_SETTERS
+from gradlint.flow.modes import UNKNOWN_SETTERS, correlated_exclusive
 from gradlint.rule import Invalid, Valid
 
 _RESTORED = ("train", -2)  # the token of the `.train()` a fix would insert
@@ -178,6 +178,39 @@ class TrainModeNotRestored(RoutineRule):
             "        model(x).backward()\n"
             "        opt.step()\n",
             note="eval before the loop, on purpose"),
+        Valid(
+            "import torch\n\n\ndef train_model(model, dataloaders, criterion, optimizer, epochs):\n"
+            "    for epoch in range(epochs):\n"
+            "        for phase in ['train', 'val']:\n"
+            "            if phase == 'train':\n"
+            "                model.train()\n"
+            "            else:\n"
+            "                model.eval()\n"
+            "            for inputs, labels in dataloaders[phase]:\n"
+            "                optimizer.zero_grad()\n"
+            "                with torch.set_grad_enabled(phase == 'train'):\n"
+            "                    loss = criterion(model(inputs), labels)\n"
+            "                    if phase == 'train':\n"
+            "                        loss.backward()\n"
+            "                        optimizer.step()\n",
+            note="the PyTorch transfer-learning tutorial: the mode follows the phase; `if phase == 'train'` "
+                 "selects the same arm for the mode and the step"),
+        Valid(
+            "class Pruner:\n"
+            "    def prune(self, iterations):\n"
+            "        self.model.train()\n"
+            "        for _ in range(iterations):\n"
+            "            self.rank_filters()\n"
+            "            self.test()\n\n"
+            "    def rank_filters(self):\n"
+            "        self.model.train()\n"
+            "        for x, y in self.loader:\n"
+            "            self.model(x, y).backward()\n\n"
+            "    def test(self):\n"
+            "        self.model.eval()\n"
+            "        for x, y in self.loader:\n"
+            "            self.model(x, y)\n",
+            note="the training routine the loop calls puts the model in train mode itself"),
     ]
     INVALID = [
         Invalid(
@@ -503,7 +536,10 @@ class TrainModeNotRestored(RoutineRule):
         modes = self.modes.observe(r, key)
         leak = None
         for t in trainings:
-            origins = [o for m, o in modes.get(t.index, ()) if m == "eval" and loop.start < o < loop.end]
+            if t.kind == CALL and not self.modes.trains_from_entry(r, t, key):
+                continue  # a training routine that calls `.train()` itself first
+            origins = [o for m, o in modes.get(t.index, ()) if m == "eval" and loop.start < o < loop.end
+                       and not correlated_exclusive(self.ctx, r, self._event(r, o), t)]
             if origins:
                 leak = (min(origins), t)
                 break
@@ -515,6 +551,10 @@ class TrainModeNotRestored(RoutineRule):
             return None
         evaluation = next(e for e in r.events if e.index == leak[0])
         return evaluation, leak[1], trained[-1] if trained else None
+
+    @staticmethod
+    def _event(r: Routine, index: int) -> Event:
+        return next(e for e in r.events if e.index == index)
 
     def _trains_it(self, r: Routine, loop: Loop, key: str, aliases: set) -> bool:
         """Is the model trained in the loop: a forward with gradients, or a training routine handed it?"""
@@ -574,7 +614,10 @@ class TrainModeNotRestored(RoutineRule):
         original = self.modes.observe(r, key)
         aliases = r.aliases(key)
         for t in self.modes.training_events(r):
-            if t.inside(loop) and any(m == "eval" and loop.start < o < loop.end for m, o in fixed.get(t.index, ())):
+            if t.kind == CALL and not self.modes.trains_from_entry(r, t, key):
+                continue
+            if t.inside(loop) and any(m == "eval" and loop.start < o < loop.end and not correlated_exclusive(
+                    self.ctx, r, self._event(r, o), t) for m, o in fixed.get(t.index, ())):
                 return False
         for e in r.of(CALL):
             if e.inside(loop) and e.no_grad is not None and any(k in aliases for k, _ in forward_candidates(r, e)):

@@ -229,6 +229,18 @@ class Modes:
                     out.append(e)
         return out
 
+    def trains_from_entry(self, r: Routine, call: Event, key: str, depth: int = 0) -> bool:
+        """Does the routine that `call` runs train `key` in the mode it was called with (no `.train()` of its
+        own first)? True when we cannot tell."""
+        target = self.an.resolve_call(r, call)
+        inner = key_in_callee(r, call, target, key) if target is not None else None
+        if inner is None or depth >= _MAX_DEPTH:
+            return True
+        modes = self.observe(target, inner)
+        return any(ENTRY in modes.get(t.index, ()) and (t.kind != CALL or self.trains_from_entry(target, t, inner,
+                                                                                                   depth + 1))
+                   for t in self.training_events(target))
+
     def optimizer_step(self, r: Routine, e: Event) -> Optional[str]:
         """The optimizer a STEP event steps (`opt.step()`, `scaler.step(opt)`), or None."""
         if e.kind != STEP or e.extra.get("closure"):
@@ -239,6 +251,38 @@ class Modes:
         if e.extra["positional"] == 0 and facts.is_optimizer(r, e.key):
             return e.key
         return None
+
+
+def correlated_exclusive(ctx, r: Routine, a: Event, b: Event) -> bool:
+    """Can `b` not run after `a` in one pass, because they sit in opposite arms of two `if`s with the same
+    test that nothing rebinds in between? (`if phase == "train": model.train() else: model.eval()` and,
+    later in the iteration, `if phase == "train": loss.backward()`.)"""
+    if a.index >= b.index:
+        return False
+    tests_a = _if_arms(ctx, a)
+    if not tests_a:
+        return False
+    from .forwards import names_in
+
+    for test_b, arm_b, node_b in _if_arms(ctx, b):
+        for test_a, arm_a, node_a in tests_a:
+            if node_a is node_b or test_a != test_b or arm_a == arm_b:
+                continue
+            names = names_in(node_a.test)
+            if not any(a.index < x.index < b.index and names & set(x.extra["targets"]) for x in r.of(ASSIGN)):
+                return True
+    return False
+
+
+def _if_arms(ctx, e: Event) -> list:
+    """(test source, arm, If node) for each `if`/`else` around `e` (elif chains are left out)."""
+    out = []
+    by_id = {id(s): s for s in e.place.stmts}
+    for owner, tag in e.place.branches:
+        node = by_id.get(owner)
+        if isinstance(node, cst.If) and tag in ("body", "orelse"):
+            out.append((" ".join(ctx.code_of(node.test).split()), tag, node))
+    return out
 
 
 def _passes_through(e: Event, position: int, aliases: set) -> bool:
