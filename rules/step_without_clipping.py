@@ -35,8 +35,10 @@ class StepWithoutClipping(RoutineRule):
     - the routine clips elsewhere: on another path to a step (an AMP branch clips, the fp32 branch does
       not), for another optimizer it steps, or before the backward (which clips the zeroed gradients);
     - the file declares a gradient-clipping setting that nothing reads: an option (`--clip-grad`,
-      `--max-grad-norm`, `--clip`), an attribute or config field (`self.grad_clip`, `max_grad_norm: float`),
-      or a parameter of this routine (`grad_clip=1.0`);
+      `--max-grad-norm`; a bare `--clip` or `--max-norm` whose help text speaks of gradients), an attribute
+      or config field (`self.grad_clip`, `max_grad_norm: float`), or a parameter of this routine
+      (`grad_clip=1.0`); an option is read by code we cannot see when the parsed options are handed to it
+      together with the model or the optimizer, or returned;
     - the file imports a clipping function (`from torch.nn.utils import clip_grad_norm_`) and never calls it;
     - the model is a transformers language model (`AutoModelForCausalLM`, `*ForConditionalGeneration`,
       `*LMHeadModel`... from `from_pretrained`/`from_config`), or comes from outside the routine in a file
@@ -283,6 +285,20 @@ class StepWithoutClipping(RoutineRule):
             "        model.clip_grad_norm_(max_grad_norm)\n"
             "        optimizer.step()\n",
             note="an FSDP model clips with its own clip_grad_norm_"),
+        Valid(
+            "import argparse\n\nimport torch\n\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.add_argument('--clip_value', type=float, default=0.01, help='lower and upper clip value for "
+            "disc. weights')\n"
+            "opt = parser.parse_args()\n"
+            "optimizer_D = torch.optim.Adam(discriminator.parameters())\n"
+            "for imgs in dataloader:\n"
+            "    optimizer_D.zero_grad()\n"
+            "    d_loss = -torch.mean(discriminator(imgs))\n"
+            "    d_loss.backward()\n"
+            "    optimizer_D.step()\n",
+            note="PyTorch-GAN wgan_gp: a WGAN option that clips weights, left unused by the gradient penalty; "
+                 "a bare `clip_value` says gradients only with a help text that does"),
     ]
     INVALID = [
         Invalid(

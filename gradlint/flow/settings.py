@@ -20,10 +20,13 @@ import libcst as cst
 
 from .events import CALL, Routine, obj_key
 
-# Names that say "gradient clipping": `clip_grad`, `grad_clip`, `max_grad_norm`, `gradient_clipping`,
-# `clip_grad_norm`, `clip_norm`, a bare `clip`. (`clip_ratio`, `clip_range`: PPO's objective, not gradients.)
-_CLIP_SETTING = re.compile(
-    r"^(?:(?=.*grad)(?=.*(?:clip|max_norm|max_grad)).*|clip|clip_norm|clipnorm|clip_value|clipvalue|max_norm)$")
+# Names that say "gradient clipping": `clip_grad`, `grad_clip`, `max_grad_norm`, `gradient_clip_val`,
+# `clip_grad_norm`. A bare `clip`, `clip_value`, `clip_norm` or `max_norm` says it only with a help text that
+# speaks of gradients (`--clip`, "gradient clipping"): WGAN's `--clip_value` clips the critic's weights, and
+# `clip_ratio`/`clip_range` are PPO's objective.
+_CLIP_SETTING = re.compile(r"^(?=.*grad)(?=.*(?:clip|max_norm|max_grad|norm_clip)).*$")
+_AMBIGUOUS_CLIP_SETTING = re.compile(r"^(clip|clip_norm|clipnorm|clip_value|clipvalue|max_norm)$")
+_GRADIENT_WORD = re.compile(r"(?i)grad")
 _SPREADS = frozenset({"vars", "asdict", "__dict__", "to_dict", "as_dict", "_asdict", "OmegaConf", "dict"})
 
 
@@ -35,8 +38,12 @@ class Setting:
     routine: Optional[Routine] = field(repr=False)  # for a parameter or attribute, its routine
 
 
-def is_clip_setting(name: str) -> bool:
-    return bool(_CLIP_SETTING.match(name.lower().lstrip("-").replace("-", "_")))
+def is_clip_setting(name: str, help_text: Optional[str] = None) -> bool:
+    """Does a setting of this name (and, for an option, help text) bound gradients?"""
+    normal = name.lower().lstrip("-").replace("-", "_")
+    if _CLIP_SETTING.match(normal):
+        return True
+    return bool(_AMBIGUOUS_CLIP_SETTING.match(normal) and help_text and _GRADIENT_WORD.search(help_text))
 
 
 class Settings:
@@ -161,7 +168,7 @@ class Settings:
             for e in r.of(CALL):
                 if e.extra.get("method") == "add_argument":
                     name = _option_dest(e.node)
-                    if name and is_clip_setting(name):
+                    if name and is_clip_setting(name, _keyword_string(e.node, "help")):
                         out.append(Setting(name, "option", e.node, None))
             for name in r.params:
                 if is_clip_setting(name) and name not in ("self", "cls"):
@@ -196,8 +203,13 @@ def _option_dest(call: cst.Call) -> Optional[str]:
 
 
 def _dest_keyword(call: cst.Call) -> Optional[str]:
+    return _keyword_string(call, "dest")
+
+
+def _keyword_string(call: cst.Call, keyword: str) -> Optional[str]:
     for a in call.args:
-        if a.keyword is not None and a.keyword.value == "dest" and isinstance(a.value, cst.SimpleString):
+        if a.keyword is not None and a.keyword.value == keyword and isinstance(a.value, (cst.SimpleString,
+                                                                                        cst.ConcatenatedString)):
             value = a.value.evaluated_value
             return value if isinstance(value, str) else None
     return None
