@@ -616,6 +616,25 @@ class StepWithoutClipping(RoutineRule):
             "        optimizer.step()\n",
             unsafe=True, note="an FSDP (FSDP1) model: torch's clip_grad_norm_ would see one shard; its own method "
                               "sees them all"),
+        Invalid(
+            "import torch\n\n\ndef finetune(loader, grad_clip=1.0):\n"
+            "    net = torch.nn.Linear(8, 2)\n"
+            "    optim = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+            "    for x, y in loader:\n"
+            "        optim.zero_grad()\n"
+            "        torch.nn.functional.cross_entropy(net(x), y).backward()\n"
+            "        optim.step()\n",
+            "import torch\n\n\ndef finetune(loader, grad_clip=1.0):\n"
+            "    net = torch.nn.Linear(8, 2)\n"
+            "    optim = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+            "    for x, y in loader:\n"
+            "        optim.zero_grad()\n"
+            "        torch.nn.functional.cross_entropy(net(x), y).backward()\n"
+            "        if grad_clip:\n"
+            "            torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm=grad_clip)\n"
+            "        optim.step()\n",
+            unsafe=True, note="`optim`, the conventional name of torch.optim, is a local optimizer here: "
+                              "`optim.step()` is its step"),
     ]
 
     @classmethod
