@@ -51,10 +51,9 @@ class StepWithoutClipping(RoutineRule):
     trains fine unclipped; a language model over long BPTT windows does not), which the code does not say.
 
     Clipping is `torch.nn.utils.clip_grad_norm_`/`clip_grad_value_`, timm's `dispatch_clip_grad`,
-    `accelerator.clip_grad_norm_`, `fabric.clip_gradients`,
-    Lightning's `self.clip_gradients`, an FSDP module's `model.clip_grad_norm_`, a routine of this file that
-    does one of these (a wrapper's own `step()` that clips when configured), or a call we cannot see whose
-    name says it clips. Clipping under a condition (`if args.clip_grad: ...`) counts: the switch is the
+    `accelerator.clip_grad_norm_`, `fabric.clip_gradients`, Lightning's `self.clip_gradients`, an FSDP
+    module's `model.clip_grad_norm_`, a routine of this file that does one of these (a wrapper's own
+    `step()` that clips when configured), or a call we cannot see whose name says it clips. Clipping under a condition (`if args.clip_grad: ...`) counts: the switch is the
     user's. The optimizer must be one by the facts (a `torch.optim` class, `param_groups`, `zero_grad()` and
     `step()`...); a DeepSpeed engine's `step()` is none (DeepSpeed clips from its config), nor is a step
     with a closure (LBFGS, Lightning's automatic optimization), nor a step after `accelerator.backward` in a
@@ -266,11 +265,14 @@ class StepWithoutClipping(RoutineRule):
             "        self.optimizer, self.model, self.max_norm = optimizer, model, max_norm\n\n"
             "    def backward(self, loss):\n"
             "        loss.backward()\n\n"
+            "    def zero_grad(self):\n"
+            "        self.optimizer.zero_grad()\n\n"
             "    def step(self):\n"
             "        if self.max_norm is not None:\n"
             "            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)\n"
             "        self.optimizer.step()\n\n"
             "    def train_step(self, loss):\n"
+            "        self.zero_grad()\n"
             "        self.backward(loss)\n"
             "        self.step()\n",
             note="an optimizer wrapper: its own step() clips when configured, backward() is a helper"),

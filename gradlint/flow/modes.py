@@ -245,6 +245,9 @@ class Modes:
         """The optimizer a STEP event steps (`opt.step()`, `scaler.step(opt)`), or None."""
         if e.kind != STEP or e.extra.get("closure"):
             return None
+        if e.key in ("self", "cls") and enclosing_class(r) is not None and \
+                self.an.method(enclosing_class(r), "step") is not None:
+            return None  # a wrapper's own `step()`: a routine of this file, followed like any other call
         facts = self.an.facts
         if e.extra["positional"] == 1 and e.extra.get("argument") and facts.is_scaler(r, e.key):
             return e.extra["argument"]
