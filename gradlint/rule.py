@@ -88,6 +88,11 @@ class Rule:
     options: ClassVar[Sequence[Option]] = ()
     VALID: ClassVar[Sequence[Valid]] = ()
     INVALID: ClassVar[Sequence[Invalid]] = ()
+    # False: the rule runs only when selected by its code or a prefix (as ruff's default leaves out RUF100).
+    default_enabled: ClassVar[bool] = True
+    # True: the rule visits no code; it judges the file's noqa directives once every other rule has
+    # reported (see `UnusedNoqa`), through `message(details)` and `fix_message`.
+    audits_noqa: ClassVar[bool] = False
 
     _compiled_triggers: ClassVar[Optional[tuple]] = None
 

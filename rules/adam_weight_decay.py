@@ -55,7 +55,7 @@ class AdamWeightDecay(LocalsRule):
     `decoupled_weight_decay=True`), `decoupled_weight_decay=<expression>`, a negative literal (Adam
     raises on it).
 
-    Scope: only `torch.optim.Adam`, as the issue asks. `NAdam` and `RAdam` have the same coupled default
+    Scope: only `torch.optim.Adam`. `NAdam` and `RAdam` have the same coupled default
     but their fix is a flag (`decoupled_weight_decay=True`), not a class, and their published recipes use
     the coupled form on purpose; `Adamax` has no decoupled variant to rewrite to; `SparseAdam` has no
     weight decay; subclasses of Adam are user classes whose constructor the rule cannot see. Each would be

@@ -121,3 +121,17 @@ def test_file_changed_during_the_run_is_not_overwritten(tmp_path, monkeypatch):
     with pytest.raises(fsio.WriteError):
         fsio.atomic_write(path, b"new", original)
     assert path.read_text().endswith("# edited meanwhile\n")
+
+
+def test_a_file_libcst_cannot_give_back_byte_for_byte_is_not_fixed(tmp_path, gradlint):
+    # LibCST 1.x drops the indented comment line before a CRLF comment at the end of a module.
+    raw = b"import torch\nz = x / x.norm()\n #c\n #d\r\n"
+    (tmp_path / "m.py").write_bytes(raw)
+    code, out, err = gradlint(tmp_path, "fix", "--write", ".")
+    import libcst
+
+    if libcst.parse_module(raw.decode()).code == raw.decode():  # a fixed LibCST: simply fixed
+        assert code == 0 and b" #c\n #d\r\n" in (tmp_path / "m.py").read_bytes()
+        return
+    assert code == 2 and "m.py: not fixed: LibCST does not give this file back byte for byte" in err
+    assert (tmp_path / "m.py").read_bytes() == raw

@@ -7,9 +7,9 @@ import ast
 import pytest
 
 from gradlint.engine import fix_text, lint_text
-from gradlint.registry import all_rules
+from gradlint.registry import every_rule
 
-RULES = all_rules()
+RULES = every_rule()
 
 
 def _cases(kind: str):

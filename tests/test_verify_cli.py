@@ -351,14 +351,14 @@ def test_hang_is_killed_at_the_timeout(project):
     folder = project("hang")
     proc = verify(folder, "--steps", "5", "--timeout", "6", cwd=folder.parent)
     assert proc.returncode == 2
-    assert "killed after 6s at step 1 of 5" in proc.stdout
+    assert re.search(r"killed after 6s at step [01] of 5", proc.stdout)  # step 0 on a loaded machine
 
 
 def test_script_without_an_optimizer_step(project):
     folder = project("nostep")
     proc = verify(folder, "--steps", "5", cwd=folder.parent)
     assert proc.returncode == 2
-    assert "without an optimizer step" in proc.stdout
+    assert "without a training step" in proc.stdout and "never trained" in proc.stdout
 
 
 def test_script_arguments_pass_through_and_device_reaches_argparse(project):

@@ -271,9 +271,9 @@ def render(result: dict) -> str:
              f"</title><style>{CSS}</style></head><body>",
              f"<h1>gradlint verify <code>{escape(result['path'])}</code></h1>",
              f"<div class='meta'>script <code>{escape(result['script'])}</code> &middot; device "
-             f"{escape(str(result['device']))} &middot; {result['steps']} steps &middot; torch "
+             f"{escape(str(result['device']['used'] or result['device'].get('resolved') or result['device']['asked']))} &middot; {result['steps']} steps &middot; torch "
              f"{escape(str(result.get('torch')))}</div>",
-             f"<div class='banner {banner_cls}'>{'<br>'.join(escape(v) for v in result['verdict'])}</div>"]
+             f"<div class='banner {banner_cls}'>{'<br>'.join(escape(v) for v in result['verdict']['lines'])}</div>"]
 
     # checks
     by_key = [{c["key"]: c for c in run["checks"]} for _, run in runs]
@@ -292,8 +292,12 @@ def render(result: dict) -> str:
         + "<span>dashed: the norm the clip saw, before clipping</span><span>&#215;: non-finite</span>"
         "<span>dotted: first non-finite step</span></div><div class='grid'>")
     marks = {name: run["first_nonfinite"]["step"] for name, run in runs if run.get("first_nonfinite")}
-    loss_series = {name: {"x": run["series"]["step"], "y": run["series"]["loss"], "color": COLORS[name]}
-                   for name, run in runs if run.get("series")}
+    loss_series = {}
+    for name, run in runs:
+        several = len(run.get("optimizers") or []) > 1
+        for k, opt in enumerate(run.get("optimizers") or ([run["series"]] if run.get("series") else [])):
+            label = f"{name} {opt['name']}" if several else name
+            loss_series[label] = {"x": opt["step"], "y": opt["loss"], "color": COLORS[name], "dash": k > 0}
     parts.append(line_chart("loss", loss_series, log=False, marks=marks))
     norm_series = {}
     for name, run in runs:
@@ -318,7 +322,8 @@ def render(result: dict) -> str:
                      "one column per step; the black frame is the first non-finite step</div>")
         parts.append(_color_key(lo, hi) + "<div class='grid'>")
         for name, run in runs:
-            skipped = tuple(step for step, s in zip(run["series"]["step"], run["series"].get("skipped") or []) if s)
+            skipped = tuple(step for step, s in zip(run["series"].get("step") or [], run["series"].get("skipped") or [])
+                            if s)
             parts.append(f"<div>{heatmap(name, run['layers'], run['layer_norms'], lo, hi, marks.get(name), skipped=skipped)}"
                          "</div>")
         parts.append("</div><h2>Per-layer gradient norm, as lines (log)</h2><div class='grid'>")
@@ -327,7 +332,7 @@ def render(result: dict) -> str:
             series = {}
             for j, layer in enumerate(layers):
                 hue = int(300 * j / max(len(layers) - 1, 1))
-                series[layer] = {"x": run["series"]["step"],
+                series[layer] = {"x": run.get("norm_steps") or [],
                                  "y": [(row[j] if row and j < len(row) else None) for row in run["layer_norms"]],
                                  "color": f"hsl({hue},70%,45%)", "width": 1.1}
             parts.append(f"<div>{line_chart(name, series, log=True, marks={}) if series else ''}</div>")

@@ -93,7 +93,7 @@ def watch(model, optimizer=None, *, vanishing: float = 1e-7, exploding: float = 
         optimizers = [optimizer]
     thresholds = Thresholds(vanishing=vanishing, exploding=exploding, window=window)
     health = Health(model, optimizers, thresholds, pinpoint=pinpoint and sync)
-    health.monitor.async_read = not sync
+    health.monitor.reads.async_read = not sync
     return health
 
 
