@@ -45,11 +45,6 @@ class FileContext:
         self._scope_of_node: dict[int, Scope] = {id(module): module_scope}
         self._pending: list = []  # functions and classes whose body the walk has not reached yet
 
-    @property
-    def imports(self) -> NameResolver:
-        """Deprecated spelling of `names` (kept for `loops`: `ctx.imports.is_bound(name)`)."""
-        return self.names
-
     # -- called by the walker ------------------------------------------------------------------------
     def enter_statement(self, node: cst.CSTNode) -> None:
         self._statements.append(node)

@@ -76,6 +76,9 @@ def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], optio
                partial: bool, rows: Optional[list] = None, tree: Optional[ast.Module] = None,
                text: Optional[str] = None) -> FileContext:
     ctx = FileContext(module, path, partial=partial, options=options, rows=rows, tree=tree, text=text)
+    # The whole file's `ast` tree when LibCST parsed only some regions: what the file declares elsewhere
+    # (a class's bases and methods) can be read there without parsing it all again.
+    ctx.outline = tree if partial else None
     enter, leave = ctx.walk_hooks()
     visitors = [enter, *(rule(ctx) for rule in rules), leave]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)

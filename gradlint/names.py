@@ -168,7 +168,10 @@ class NameResolver:
         """Whether the module binds `name` by an import at module level."""
         return any(b.kind == IMPORT for b in self.module_scope.bindings.names.get(name, ()))
 
-    is_bound = is_import_bound  # the name `loops` uses
+    def module_imports(self) -> dict[str, str]:
+        """The names module-level imports bind, each with the qualified name it means (the last import)."""
+        return {name: imports[-1].target for name, bindings in self.module_scope.bindings.names.items()
+                if (imports := [b for b in bindings if b.kind == IMPORT])}
 
     def imported_modules(self, scope: Optional[Scope] = None) -> Iterator[str]:
         """Every qualified name imported at module level, and in the scopes around `scope`."""
