@@ -125,7 +125,7 @@ def test_file_changed_during_the_run_is_not_overwritten(tmp_path, monkeypatch):
 
 def test_a_file_libcst_cannot_give_back_byte_for_byte_is_not_fixed(tmp_path, gradlint):
     # LibCST 1.x drops the indented comment line before a CRLF comment at the end of a module.
-    raw = b"import torch\nz = x / x.norm()\n #c\n #d\r\n"
+    raw = b"import torch\ndef f(x: torch.Tensor):\n    return x / x.norm()\n #c\n #d\r\n"  # a safe fix
     (tmp_path / "m.py").write_bytes(raw)
     code, out, err = gradlint(tmp_path, "fix", "--write", ".")
     import libcst
