@@ -36,7 +36,7 @@ def _line_of(path: Path, needle: str) -> int:
 
 @pytest.fixture(scope="module")
 def transformer(verified):
-    proc, out, _, _ = verified("transformer", "--steps", "24", "--device", "cpu")  # shared with test_verify_cli
+    proc, out, _, _ = verified("transformer", "--steps", "24", "--device", "cpu", "--unsafe-fixes")  # shared with test_verify_cli
     assert proc.returncode in (0, 1), proc.stderr
     return json.loads(proc.stdout), out / "report.html"
 
