@@ -151,6 +151,10 @@ def _prepare_worker(state: dict) -> None:
         sources = PatchedSources(state["sources"])
         sources.install()
         spawn._fixup_main_from_path = _fixed_main(spawn._fixup_main_from_path, sources)
+    if state["config"] is not None:
+        from . import patches
+
+        patches.install_early()  # before `prepare()` runs the main module: its imports bind the wrappers
     _patch(process.BaseProcess, "_bootstrap", _wrap_bootstrap(process.BaseProcess._bootstrap))
     return None
 
