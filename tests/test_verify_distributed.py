@@ -71,8 +71,9 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 @pytest.fixture(scope="module")
 def fixture_run(tmp_path_factory):
-    proc = verify("--nproc-per-node", "2", "train.py", "--steps", "6", "--json", cwd=FIXTURE)
-    return proc, result_of(proc)
+    report = tmp_path_factory.mktemp("ddp") / "report.html"
+    proc = verify("--nproc-per-node", "2", "train.py", "--steps", "6", "--json", "--report", report, cwd=FIXTURE)
+    return proc, dict(result_of(proc), page=report.read_text())
 
 
 def test_the_nan_is_found_on_the_rank_that_made_it_with_its_line(fixture_run):
@@ -100,6 +101,20 @@ def test_the_patched_ranks_are_healthy_and_agree(fixture_run):
     assert patched["run"]["details"][0] == "world size 2, gloo, torchrun: all ranks agree"
     assert result["patch"]["codes"] == {"GL001": 1}
     assert not processes_in(FIXTURE)
+
+
+def test_the_report_page_names_the_ranks_and_puts_them_side_by_side_where_they_differ(fixture_run):
+    _, result = fixture_run
+    page = result["page"]
+    header = page[:page.index("<h2>")]
+    assert "gradlint verify <code>--nproc-per-node 2 train.py</code>" in header
+    assert "ranks <b>2 (gloo, torchrun)</b>" in header
+    ranks = page[page.index("<h2>Ranks side by side</h2>"):page.index("<div class='origin'")]
+    original = ranks[ranks.index("data-run='original'"):ranks.index("patched run:")]
+    assert "<th>rank 0</th><th>rank 1</th>" in original and "the charts show rank 0's steps" in ranks
+    assert "NaN/Inf at step 3, first seen in the gradients" in original  # rank 0: from the all-reduce
+    assert "NaN at step 3, forward: <code>div</code> in model (Classifier) at model.py:15" in original  # rank 1
+    assert "<h3>original, rank 1: NaN at step 3, forward: <code>div</code>" in page
 
 
 # -- a rank that crashes ---------------------------------------------------------------------------------
