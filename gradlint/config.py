@@ -211,6 +211,8 @@ def configuration_from_table(table: dict, where: str, base: Path, source: Option
     """A `[tool.gradlint]` table (or a gradlint.toml, or a `--config` override) checked for its shape."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: [tool.gradlint] must be a table")
+    if source is not None and source.name != "pyproject.toml" and "tool" in table:
+        raise ConfigError(f"{where}: settings go at the top of {source.name}, without [tool.gradlint]")
     lists = {key: _strings(table, key, where, PATTERN_EXAMPLE if "exclude" in key else '["GL001"]')
              for key in LIST_KEYS}
     cache_dir = table.get("cache-dir")

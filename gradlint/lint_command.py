@@ -97,7 +97,7 @@ def run_lint(args: argparse.Namespace) -> int:
         options = RunOptions(use_cache=not args.no_cache, cache_dir=args.cache_dir, fix=write or diff_mode,
                              write=write, jobs=args.jobs, edits=needs_edits(fmt) and not fix_only)
         result = run(args.paths, resolver, options, cwd)
-        unsafe = resolver.default().unsafe_fixes  # the summary's hints follow the current folder's settings
+        unsafe = _unsafe_fixes(resolver, result.settings)
     except ConfigError as error:
         say.error(str(error))
         return EXIT_ERROR
@@ -148,6 +148,13 @@ def run_lint(args: argparse.Namespace) -> int:
     return EXIT_FINDINGS if result.findings and not fix_only else EXIT_CLEAN
 
 
+def _unsafe_fixes(resolver, used) -> bool:
+    """Whether the `[*]` marks and the hints count unsafe fixes: as the files' settings say if they
+    agree, else as the current folder's (ruff's choice for all)."""
+    said = {settings.unsafe_fixes for settings in used}
+    return said.pop() if len(said) == 1 else resolver.default().unsafe_fixes
+
+
 def _show(args: argparse.Namespace, resolver, cwd: Path) -> int:
     """`--show-files` (every file a run would check, absolute, sorted) and `--show-settings` (the
     settings of the first of them), as ruff prints them."""
@@ -196,9 +203,10 @@ class _Messages:
     def verbose(self, resolver, result, started: float, cwd: Path, display_path) -> None:
         if not self.args.verbose or self.args.silent:
             return
-        for settings in resolver.all_settings():
+        for settings in result.settings:
             where = settings.config_file or "no configuration file: defaults"
             print(f"debug: settings from {where} (root {display_path(settings.root, cwd) or '.'})", file=sys.stderr)
         cached = result.files - result.checked
-        print(f"debug: {result.files} files: {result.checked} checked ({result.how}), {cached} from the cache, "
+        files = f"{result.files} file{'' if result.files == 1 else 's'}"
+        print(f"debug: {files}: {result.checked} checked ({result.how}), {cached} from the cache, "
               f"in {time.perf_counter() - started:.3f} s", file=sys.stderr)

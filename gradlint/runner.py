@@ -62,6 +62,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)  # written to stderr; the exit code is unchanged
     files: int = 0
     fixes: dict[str, Counter] = field(default_factory=dict)  # file -> (code, name) -> fixes applied
+    settings: list = field(default_factory=list)  # the Settings of the files checked, one each
     checked: int = 0  # files linted or fixed (the others came from the cache)
     how: str = "nothing to do"  # where they were checked: "in this process" or "in N worker processes"
 
@@ -301,6 +302,8 @@ def run(paths: Sequence[str], resolver: Resolver, options: RunOptions, cwd: Path
     for path in found.files:
         display = display_path(path, cwd)
         settings = resolver.settings_for(path)
+        if settings not in result.settings:
+            result.settings.append(settings)
         cache = caches.of(settings)
         cached = None
         if cache is not None:

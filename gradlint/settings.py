@@ -156,7 +156,7 @@ class Settings:
 
 
 def _shown(anchored: Anchored) -> str:
-    return f"{(anchored.base / anchored.text).as_posix()!r}"
+    return f'"{anchored.text}" (in {anchored.base})'
 
 
 class Resolver:
@@ -223,12 +223,6 @@ class Resolver:
             configuration = self.overrides.combine(load_configuration(config_file))
             self._by_file[config_file] = Settings(config_file.parent, configuration, config_file)
         return self._by_file[config_file]
-
-    def all_settings(self) -> list[Settings]:
-        """Every settings object handed out so far."""
-        found = [self._fixed] if self._fixed is not None else []
-        found += [*self._by_file.values(), *([self._default] if self._default is not None else [])]
-        return list(dict.fromkeys(found))
 
 
 _RESOLVERS: dict[Path, Resolver] = {}
