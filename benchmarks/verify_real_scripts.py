@@ -1,6 +1,7 @@
 """`gradlint verify` on real training scripts nobody here wrote, with tiny configs and generated data.
 
     python benchmarks/verify_real_scripts.py [--repos DIR] [--steps 30] [--only mnist,dcgan] [--keep-work]
+                                             [--reports DIR]
 
 The scripts come from source snapshots (GitHub is not reachable from CI): `--repos DIR` or
 `$GRADLINT_REPOS_DIR`, a folder holding `pytorch+examples/`, `karpathy+nanoGPT/`, `karpathy+minGPT/`,
@@ -15,6 +16,7 @@ Prints one row per case: the verdict, the exit code, the steps and series, each 
 for the accelerate example the time from the original run's end to the patched run's start. Each case
 also states what its verdict must be (the defect the issue observed, or health), and the table says
 whether it was; a reassuring verdict on a broken run is the failure this benchmark exists to catch.
+`--reports DIR` also writes each case's HTML report there (`DIR/<case>.html`), to be looked at.
 """
 
 from __future__ import annotations
@@ -162,7 +164,7 @@ CASES = [
 ]
 
 
-def run_case(case: Case, repos: Path, steps: int, work: Path) -> dict:
+def run_case(case: Case, repos: Path, steps: int, work: Path, reports: Optional[Path] = None) -> dict:
     source = repos / case.repo / case.copy
     folder = work / case.name.replace(" ", "_")
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns(".git", "*.ipynb", "assets"))
@@ -173,8 +175,9 @@ def run_case(case: Case, repos: Path, steps: int, work: Path) -> dict:
     paths = [str(SHIMS / s) for s in ("site", *case.shims)] + [str(folder / p) for p in case.pythonpath]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     gradlint = Path(sys.executable).with_name("gradlint")
+    report = ["--report", str(reports / f"{case.name.replace(' ', '_')}.html")] if reports else []
     cmd = [str(gradlint), "verify", *case.target, "--steps", str(case.steps or steps), "--json", *case.verify,
-           "--", *case.args]
+           *report, "--", *case.args]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
     seconds = time.perf_counter() - start
@@ -228,6 +231,7 @@ def main() -> int:
     p.add_argument("--only", help="comma-separated case names (prefixes)")
     p.add_argument("--keep-work", action="store_true", help="keep the temporary folders")
     p.add_argument("--json", metavar="FILE", help="also write every verify result to FILE")
+    p.add_argument("--reports", metavar="DIR", help="also write each case's HTML report in DIR")
     args = p.parse_args()
     if not args.repos or not Path(args.repos).is_dir():
         print("no repository snapshots: pass --repos DIR or set GRADLINT_REPOS_DIR; nothing to run")
@@ -247,7 +251,10 @@ def main() -> int:
                 skipped.append(f"{case.name}: {', '.join(missing)} not installed")
                 continue
             print(f"running {case.name} ...", file=sys.stderr, flush=True)
-            outcomes.append(run_case(case, repos, args.steps, work))
+            reports = Path(args.reports).resolve() if args.reports else None
+            if reports is not None:
+                reports.mkdir(parents=True, exist_ok=True)
+            outcomes.append(run_case(case, repos, args.steps, work, reports))
     finally:
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)

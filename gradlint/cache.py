@@ -49,9 +49,11 @@ def digest(raw: bytes) -> bytes:
 
 
 def _code_fingerprint() -> str:
-    """Size and mtime of gradlint's own modules, so an edited rule invalidates results (editable installs)."""
+    """Size and mtime of gradlint's own modules (subpackages too: the training-loop analysis lives in
+    `gradlint/flow`), so an edited rule invalidates results (editable installs)."""
     parts = [__version__]
-    folders = [Path(__file__).parent]
+    package = Path(__file__).parent
+    folders = [package] + sorted(p for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists())
     spec = importlib.util.find_spec("gradlint.rules")
     if spec is not None and spec.submodule_search_locations:
         folders += [Path(p) for p in spec.submodule_search_locations]

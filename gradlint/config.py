@@ -313,9 +313,8 @@ def validate_rule_options(configuration: Configuration, rules: Sequence) -> dict
             if key not in declared:
                 known = ", ".join(declared) or "none"
                 raise ConfigError(f"{where}: {rule.code} ({rule_name}) has no option `{key}` (options: {known})")
-            default = declared[key].default
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                    isinstance(default, (int, float)) and not isinstance(value, (int, float))):
-                raise ConfigError(f"{where}: `{rule_name}.{key}` must be like {default!r}")
+            problem = declared[key].problem(value)
+            if problem is not None:
+                raise ConfigError(f"{where}: `{rule_name}.{key}` {problem}")
         options[rule_name] = values
     return options

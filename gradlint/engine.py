@@ -29,7 +29,7 @@ from .selection import FixPolicy
 from .syntax import python_syntax
 from .walk import Dispatcher
 
-MAX_FIX_ROUNDS = 10
+EXTRA_FIX_ROUNDS = 3  # rounds beyond one per initial finding
 Options = Mapping[str, Mapping[str, Any]]
 NO_OPTIONS: Options = MappingProxyType({})
 
@@ -73,15 +73,15 @@ class FileResult:
     warnings: list[str]  # for stderr (`warning: ...`): an invalid noqa directive, say; the exit code stays
 
 
-class _ImportTracker:
-    def __init__(self, ctx: FileContext) -> None:
-        self.visit_Import = self.visit_ImportFrom = ctx.visit_import
-
-
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], options: Options,
-               partial: bool, rows: Optional[list] = None) -> FileContext:
-    ctx = FileContext(module, path, partial=partial, options=options, rows=rows)
-    visitors = [_ImportTracker(ctx), *(rule(ctx) for rule in rules)]
+               partial: bool, rows: Optional[list] = None, tree: Optional[ast.Module] = None,
+               text: Optional[str] = None) -> FileContext:
+    ctx = FileContext(module, path, partial=partial, options=options, rows=rows, tree=tree, text=text)
+    # The whole file's `ast` tree when LibCST parsed only some regions: what the file declares elsewhere
+    # (a class's bases and methods) can be read there without parsing it all again.
+    ctx.outline = tree if partial else None
+    enter, leave = ctx.walk_hooks()
+    visitors = [enter, *(rule(ctx) for rule in rules), leave]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
     return ctx
 
@@ -96,7 +96,8 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         if reduction is not None and reduced_import_row is not None:
             try:
                 module = cst.parse_module(reduction.text)
-                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows)
+                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, tree=tree,
+                                 text=text)
                 return _Analysis(module, ctx, reduction.text, reduced_import_row, reduction.rows)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below
@@ -105,7 +106,8 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     except (cst.ParserSyntaxError, ValueError) as error:  # CPython parsed it: a limit of LibCST's parser
         detail = error.message.rstrip(".") if isinstance(error, cst.ParserSyntaxError) else str(error)
         raise LibCSTCannotParse(f"LibCST cannot parse this file, which Python accepts: {detail}") from None
-    return _Analysis(module, _run_rules(module, path, rules, options, partial=False), text, import_row)
+    ctx = _run_rules(module, path, rules, options, partial=False, tree=tree, text=text)
+    return _Analysis(module, ctx, text, import_row)
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
@@ -236,7 +238,7 @@ def _fixes(analysis: _Analysis, plans: Sequence[Optional[FixPlan]]) -> list[Opti
 
 
 def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
-    if plan is None:
+    if plan is None or not keeps_comments(plan):
         return None
     try:
         after = apply_plans(analysis.module, [plan], analysis.import_row)
@@ -252,15 +254,68 @@ def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
 # -- applying fixes ---------------------------------------------------------------------------------
 
 class _Apply(cst.CSTTransformer):
+    """Replaces nodes, innermost first: a replacement built around an original node that holds a fix of
+    its own (`inner.clamp(...)` around an einsum whose operand is fixed too) gets the fixed node, so that
+    nested findings are all fixed in one pass."""
+
     def __init__(self, changes: dict) -> None:
         super().__init__()
         self._changes = changes
+        self._done: dict = {}  # id(original node) -> (original node, what it became)
 
     def on_leave(self, original_node, updated_node):
         entry = self._changes.get(id(original_node))
-        if entry is not None and entry[0] is original_node:
+        if entry is None or entry[0] is not original_node:
+            return updated_node
+        replacement = entry[1]
+        if self._done:
+            replacement = _Substitute(self._done).into(replacement)
+        self._done[id(original_node)] = (original_node, replacement)
+        return replacement
+
+
+class _Substitute(cst.CSTTransformer):
+    def __init__(self, done: dict) -> None:
+        super().__init__()
+        self._done = done
+
+    def into(self, replacement):
+        if isinstance(replacement, cst.FlattenSentinel):
+            return cst.FlattenSentinel([node.visit(self) for node in replacement.nodes])
+        return replacement.visit(self) if isinstance(replacement, cst.CSTNode) else replacement
+
+    def on_leave(self, original_node, updated_node):
+        entry = self._done.get(id(original_node))
+        if entry is not None and entry[0] is original_node and isinstance(entry[1], cst.CSTNode):
             return entry[1]
         return updated_node
+
+
+def _comments(node) -> list[str]:
+    """The comments inside a node (or the nodes of a FlattenSentinel), in order."""
+    nodes = list(node.nodes) if isinstance(node, cst.FlattenSentinel) else \
+        [node] if isinstance(node, cst.CSTNode) else []
+    out = []
+    while nodes:
+        item = nodes.pop()
+        if isinstance(item, cst.Comment):
+            out.append(item.value)
+        nodes.extend(item.children)
+    return sorted(out)
+
+
+def keeps_comments(plan: FixPlan) -> bool:
+    """Whether every comment of the code a plan replaces is still in what replaces it."""
+    for original, replacement in plan.changes.values():
+        before = _comments(original)
+        if not before:
+            continue
+        after = _comments(replacement)
+        for comment in before:
+            if comment not in after:
+                return False
+            after.remove(comment)
+    return True
 
 
 _ROW = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
@@ -297,7 +352,9 @@ def _import_row(text: str, tree: Optional[ast.Module]) -> int:
 
 def _insert_imports(code: str, row: int, lines: Sequence[str]) -> str:
     rows = _ROW.findall(code)
-    present = {r.strip() for r in rows}
+    # Only an import of the leading block makes ours redundant: one indented under `if TYPE_CHECKING:`
+    # or `try:`, or further down the file, may not run before the code that needs it.
+    present = {r.strip() for r in rows[:row] if not r[:1].isspace()}
     new = [line for line in dict.fromkeys(lines) if line not in present]
     if not new:
         return code
@@ -336,14 +393,20 @@ class FixOutcome:
 
 
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-             unsafe: bool = False, policy: Optional[FixPolicy] = None) -> FixOutcome:
-    """Apply fixes, re-parse, repeat until nothing changes (at most MAX_FIX_ROUNDS rounds); then drop the
-    noqa codes that silence nothing (GL100, when selected), which no rewrite changes. `policy`: the
-    configuration's `unfixable` and fix-safety overrides, applied to every finding."""
+             unsafe: bool = False, policy: Optional[FixPolicy] = None,
+             rounds: Optional[int] = None) -> FixOutcome:
+    """Apply fixes, re-parse, repeat until nothing changes; then drop the noqa codes that silence
+    nothing (GL100, when selected), which no rewrite changes. `policy`: the configuration's `unfixable`
+    and fix-safety overrides, applied to every finding.
+
+    Nested fixes are applied together (see `_Apply`), so one round usually suffices; a fix that makes a
+    new finding needs another. Each round must fix something, so the rounds are bounded by the findings
+    (and a few more for findings that fixes create); `rounds` sets another bound (1: one round, to
+    see what each round changes)."""
     adjust = policy.adjust if policy is not None else (lambda finding: finding)
     initial = [adjust(f) for f in lint_text(text, path, rules, options, edits=False)]  # counted: no edits
     current = text
-    for _ in range(MAX_FIX_ROUNDS):
+    for _ in range(len(initial) + EXTRA_FIX_ROUNDS if rounds is None else rounds):
         tree = _python_syntax(current, path)
         if isinstance(tree, Finding):
             break
@@ -356,7 +419,7 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         if isinstance(analysis, Finding):
             break
         plans = [report.fix for finding, report in _findings(analysis, path, directives, edits=False)
-                 if adjust(finding).fixable(unsafe)]
+                 if adjust(finding).fixable(unsafe) and keeps_comments(report.fix)]
         if not plans:
             break
         after = apply_plans(analysis.module, plans, analysis.import_row)

@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-PLAIN = "z = x / x.norm()\n"
+PLAIN = "z = x / x.norm(dim=-1)\n"
 CACHE = ".gradlint_cache"
 
 

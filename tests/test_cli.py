@@ -117,7 +117,7 @@ def test_github_annotations(project, gradlint):
 
 
 def test_statistics(project, gradlint):
-    (project / "more.py").write_text("y = a / a.norm()\nz = b / b.norm()\n")
+    (project / "more.py").write_text("y = a / a.norm(dim=-1)\nz = b / b.norm(dim=-1)\n")
     code, out, _ = gradlint(project, "check", "--statistics", ".")
     assert code == 1
     assert out.splitlines()[0] == "3\tGL001\t[*] unguarded-norm-division"

@@ -101,7 +101,7 @@ def test_statistics_with_a_format_that_cannot_show_them_is_a_usage_error(project
 
 
 def test_show_fixes_lists_what_was_fixed_per_file_and_rule(project, gradlint):
-    (project / "other.py").write_text("y = a / a.norm()\nz = b / b.norm()\n")
+    (project / "other.py").write_text("y = a / a.norm(dim=-1)\nz = b / b.norm(dim=-1)\n")
     code, out, _ = gradlint(project, "check", "--fix", "--show-fixes", ".")
     assert code == 0
     assert out.splitlines() == ["", "Fixed 3 errors:", "- model.py:", "    1 × GL001 (unguarded-norm-division)",

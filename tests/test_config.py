@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 DEFECT = "import torch\n\n\ndef f(x):\n    return x / x.norm(dim=-1, keepdim=True)\n"
-PLAIN = "z = x / x.norm()\n"
+PLAIN = "z = x / x.norm(dim=-1)\n"
 
 
 def write(root, files: dict):
@@ -38,7 +38,7 @@ def test_per_file_ignores(tmp_path, gradlint):
 def test_rule_option_changes_the_fix(tmp_path, gradlint):
     write(tmp_path, {"pyproject.toml": "[tool.gradlint.unguarded-norm-division]\neps = 1e-4\n", "m.py": PLAIN})
     gradlint(tmp_path, "fix", "--write", ".")
-    assert (tmp_path / "m.py").read_text() == "z = x / x.norm().clamp_min(0.0001)\n"
+    assert (tmp_path / "m.py").read_text() == "z = x / x.norm(dim=-1).clamp_min(0.0001)\n"
 
 
 def test_unknown_option_is_a_clear_usage_error(tmp_path, gradlint):
@@ -78,16 +78,16 @@ def test_walk_skips_virtualenvs_git_and_gitignored_files(tmp_path, gradlint):
 
 def test_noqa_comments(tmp_path, gradlint):
     write(tmp_path, {"m.py": """\
-        a = x / x.norm()  # noqa: GL001
-        b = x / x.norm()  # noqa
-        c = x / x.norm()  # noqa: GL002
-        d = x / x.norm()  # NOQA:GL003,GL001
+        a = x / x.norm(dim=-1)  # noqa: GL001
+        b = x / x.norm(dim=-1)  # noqa
+        c = x / x.norm(dim=-1)  # noqa: GL002
+        d = x / x.norm(dim=-1)  # NOQA:GL003,GL001
         e = (x /
-             x.norm())  # noqa: GL001
+             x.norm(dim=-1))  # noqa: GL001
         f = (x /  # noqa: GL001
-             x.norm())
+             x.norm(dim=-1))
         g = (
-            x / x.norm()
+            x / x.norm(dim=-1)
         )  # noqa: GL001
         """})
     code, out, _ = gradlint(tmp_path, "check", ".")

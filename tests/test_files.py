@@ -12,8 +12,8 @@ import sys
 import pytest
 
 DEFECT = "import torch\n\n\ndef f(x):\n    return x / x.norm(dim=-1, keepdim=True)\n"
-PLAIN = "z = x / x.norm()\n"
-FIXED = "z = x / x.norm().clamp_min(1e-6)\n"
+PLAIN = "z = x / x.norm(dim=-1)\n"
+FIXED = "z = x / x.norm(dim=-1).clamp_min(1e-6)\n"
 
 
 def run_cli(cwd, *args, without_override=False, timeout=120):

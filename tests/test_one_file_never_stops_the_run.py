@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-PLAIN = "z = x / x.norm()\n"
+PLAIN = "z = x / x.norm(dim=-1)\n"
 
 
 def deep_parens(n):
@@ -36,7 +36,7 @@ def test_what_cpython_refuses_is_e999_and_never_reaches_libcst(tmp_path, gradlin
 
 
 def test_bom_with_a_latin1_cookie_is_e999(tmp_path, gradlint):
-    (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbf# -*- coding: latin-1 -*-\nz = x / x.norm()\n")
+    (tmp_path / "bom.py").write_bytes(b"\xef\xbb\xbf# -*- coding: latin-1 -*-\nz = x / x.norm(dim=-1)\n")
     code, out, _ = gradlint(tmp_path, "check", "--no-cache", ".")
     assert code == 1 and out.startswith("bom.py:1:1: E999 SyntaxError: encoding problem: utf-8") and "GL001" not in out
 
@@ -63,7 +63,7 @@ def test_deep_but_valid_code_is_linted(tmp_path, gradlint, source):
     code, out, err = gradlint(tmp_path, "check", "--no-cache", ".")
     assert (code, err) == (1, "") and f"deep.py:{source.count(chr(10)) + 2}:5: GL001" in out
     code, _, err = gradlint(tmp_path, "fix", "--write", "--no-cache", ".")
-    assert (code, err) == (0, "") and (tmp_path / "deep.py").read_text().endswith("x.norm().clamp_min(1e-6)\n")
+    assert (code, err) == (0, "") and (tmp_path / "deep.py").read_text().endswith("x.norm(dim=-1).clamp_min(1e-6)\n")
 
 
 def test_a_file_that_crashes_its_worker_is_retried_alone_and_reported(tmp_path, gradlint, monkeypatch):

@@ -161,17 +161,17 @@ def test_statistics_in_other_formats_is_refused_as_in_ruff(report):
 def project_with_findings(tmp_path):
     (tmp_path / "model.py").write_text(SOURCE)
     (tmp_path / "opt.py").write_text("import torch\n\nopt = torch.optim.Adam(p, weight_decay=1e-4)\n"
-                                     "y = b / b.norm()\n")
+                                     "y = b / b.norm(dim=-1)\n")
     return tmp_path
 
 
 def test_control_characters_in_file_names_are_escaped(tmp_path, gradlint):
-    (tmp_path / "a\nb\x1b[31m.py").write_text("y = b / b.norm()\n")
+    (tmp_path / "a\nb\x1b[31m.py").write_text("y = b / b.norm(dim=-1)\n")
     _, out, _ = gradlint(tmp_path, "check", ".")
     first = out.splitlines()[0]
     assert first.startswith("a\\nb\\x1b[31m.py:1:5: GL001")
     assert printable("tab\there\u2028") == "tab\\there\\u2028"
-    findings = lint_text("y = b / b.norm()\n", "a\nb.py", all_rules())
+    findings = lint_text("y = b / b.norm(dim=-1)\n", "a\nb.py", all_rules())
     for fmt in ("concise", "pylint", "junit"):
         assert "a\nb.py" not in render(fmt, Report(findings, tmp_path, color=False)), fmt
 
@@ -198,7 +198,7 @@ def test_color_follows_the_flag_then_force_color_then_no_color_then_the_terminal
 
 
 def test_colored_output_only_when_asked(tmp_path, gradlint, monkeypatch):
-    (tmp_path / "m.py").write_text("y = b / b.norm()\n")
+    (tmp_path / "m.py").write_text("y = b / b.norm(dim=-1)\n")
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("FORCE_COLOR", "1")
     out = gradlint(tmp_path, "check", ".")[1]

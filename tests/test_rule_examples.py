@@ -24,6 +24,13 @@ def test_valid_example_is_not_reported(rule, example):
     assert findings == [], [f.message for f in findings]
 
 
+@pytest.mark.parametrize("rule, example", list(_cases("VALID")))
+def test_valid_example_is_not_reported_on_the_parsed_regions_only(rule, example):
+    # What a rule asks of code outside the region it sees (a helper, a caller) must not change its verdict.
+    findings = lint_text(example.code, "example.py", [rule], force_reduce=True)
+    assert findings == [], [f.message for f in findings]
+
+
 @pytest.mark.parametrize("rule, example", list(_cases("INVALID")))
 def test_invalid_example_is_reported_and_fixed(rule, example):
     findings = lint_text(example.code, "example.py", [rule])

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-NORM = "z = x / x.norm()\n"  # GL001, a safe fix
+NORM = "z = x / x.norm(dim=-1)\n"  # GL001 (a norm over a dim: tensor evidence), a safe fix
 ADAM = "import torch\nopt = torch.optim.Adam(p, weight_decay=1e-4)\n"  # GL003, an unsafe fix
 BOTH = NORM + ADAM
 
@@ -92,7 +92,7 @@ def test_extend_inherits_a_file_relative_to_the_one_that_says_it(tmp_path, gradl
     code, out, _ = gradlint(tmp_path, "check", "pkg")
     assert codes(out) == [("pkg/m.py", "GL001")]  # GL003 ignored, both excludes apply
     gradlint(tmp_path, "fix", "--write", "pkg")
-    assert (tmp_path / "pkg/m.py").read_text().startswith("z = x / x.norm().clamp_min(0.0001)\n")
+    assert (tmp_path / "pkg/m.py").read_text().startswith("z = x / x.norm(dim=-1).clamp_min(0.0001)\n")
     # The extending file's own settings win over the base's.
     write(tmp_path, {"pkg/gradlint.toml": 'extend = "../pyproject.toml"\nextend-select = ["GL003"]\n',
                      "pkg/m.py": BOTH})
@@ -141,7 +141,7 @@ def test_extend_safe_and_unsafe_fixes_move_a_rules_fixes(tmp_path, gradlint):
                      "m.py": BOTH})
     _, out, _ = gradlint(tmp_path, "check", "m.py")
     assert out.splitlines()[:2] == [
-        "m.py:1:5: GL001 Division by a norm with no eps guard: `x.norm()` is 0 for an all-zero input (NaN)",
+        "m.py:1:5: GL001 Division by a norm with no eps guard: `x.norm(dim=-1)` is 0 for an all-zero input (NaN)",
         "m.py:3:7: GL003 [*] `Adam(weight_decay=1e-4)` is an L2 penalty that Adam's adaptive step rescales; use "
         "`AdamW` (decoupled decay). AdamW's decay is scaled by lr, so the value may need retuning"]
     gradlint(tmp_path, "fix", "--write", "m.py")

@@ -564,16 +564,20 @@ def test_lightning_callback():
     torch.manual_seed(0)
     x = torch.randn(48, 8)
     x[27] = 0  # in the fourth batch of 8
-    callback = GradlintCallback(print_summary=False)
+    callback = GradlintCallback(print_summary=False)  # on_nonfinite="warn": the fit goes on
     trainer = L.Trainer(max_steps=6, callbacks=[callback], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(Module(), DataLoader(TensorDataset(x), batch_size=8))
+    with pytest.warns(RuntimeWarning, match="training_step"):  # NonFiniteWarning
+        trainer.fit(Module(), DataLoader(TensorDataset(x), batch_size=8))
     summary = callback.summary()
     assert summary["steps"] == 6
     assert summary["first_nonfinite"]["step"] == 4
-    assert summary["trace"]["phase"] == "before the model"  # the NaN is made in training_step, before model()
+    # the NaN is made in training_step, before model(): its replay finds the line
+    trace = summary["trace"]
+    assert trace["phase"] == "forward" and trace["site"]["function"] == "training_step"
+    assert trace["site"]["code"].startswith("return self.model(x / x.norm(dim=-1, keepdim=True))")
     assert check(summary, "clipping")["status"] == "warn"
-    assert summary["layers"] == ["0", "3"]
+    assert summary["layers"] == ["model.0", "model.3"]  # named as the LightningModule names them
 
 
 # -- torch.compile ------------------------------------------------------------------------------------------

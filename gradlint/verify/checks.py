@@ -143,7 +143,7 @@ def nonfinite_check(record: dict) -> Check:
             return Check("nonfinite", "non-finite values", NA, "no step to check", data=data)
         return Check("nonfinite", "non-finite values", OK, f"none in {_steps_text(len(rows))}{note}", data=data)
     origin = record.get("trace")
-    kind = (origin or {}).get("kind", "nan").upper().replace("NAN", "NaN")
+    kind = {"nan": "NaN", "inf": "Inf"}.get((origin or {}).get("kind", "nan"), "NaN")
     if origin and origin.get("phase") in ("forward", "backward"):
         module = origin.get("module")
         inside = f"in {module}" if module else "outside any module"

@@ -13,6 +13,7 @@ the patch does not remove, torch missing).
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 from .checks import evaluate, healthy, steps_phrase
+from .origin import rules_at
 from .patch import PatchResult, attribute, fix_files, keep, shown
 from .report import patch_lines, table, verdict
 from .runner import Progress, RunSpec, run_harness
@@ -323,7 +325,7 @@ def _series(record: dict) -> list[dict]:
     out = []
     for s in record.get("series") or [{"index": 0, "name": "optimizer", "kind": "optimizer", "steps": 0}]:
         mine = [r for r in rows if r.get("series", 0) == s["index"]]
-        out.append({"name": s["name"], "kind": s["kind"], "step": [r["step"] for r in mine],
+        out.append({"index": s["index"], "name": s["name"], "kind": s["kind"], "step": [r["step"] for r in mine],
                     "loss": [r.get("loss") for r in mine], "total_norm": [r.get("total") for r in mine],
                     "clip_before": [(r.get("clips") or [{}])[0].get("before") for r in mine],
                     "skipped": [bool(r.get("skipped")) for r in mine],
@@ -385,13 +387,18 @@ def _compare(args, target: str, patch: PatchResult, original: dict, patched: dic
     decisive_healthy = healthy(checks_d)
     code = _exit_code(original, decisive, decisive_healthy)
     notes = _notes(original, patched, patch)
+    fixed_codes = {f.path: f.codes for f in patch.files}
     runs = {}
     for name, record, checks in (("original", original, checks_o), ("patched", patched, checks_p)):
         series = _series(record)
+        trace = record.get("trace")
+        if trace:  # the rule that would have caught it: gradlint's findings on the origin's lines
+            trace = dict(trace, rules=rules_at(trace, fixed_codes))
         runs[name] = {
             "status": record.get("status"), "steps": record.get("steps", 0), "device": record.get("device"),
             "seconds": record.get("seconds"), "error": record.get("error"), "reason": record.get("reason"),
-            "first_nonfinite": record.get("first_nonfinite"), "trace": record.get("trace"),
+            "first_nonfinite": record.get("first_nonfinite"), "trace": trace,
+            "updates": record.get("updates"),
             "checks": [c.to_dict() for c in checks], "healthy": healthy(checks),
             "series": series[0] if series else {}, "optimizers": series,
             "layers": record.get("layers") or [], "layer_norms": _merged_norms(record),
@@ -408,6 +415,7 @@ def _compare(args, target: str, patch: PatchResult, original: dict, patched: dic
         "schema": SCHEMA, "gradlint": __version__, "torch": original.get("torch"),
         "command": ["gradlint", "verify", *sys.argv[sys.argv.index("verify") + 1:]] if "verify" in sys.argv else None,
         "path": args.path, "module": args.module, "script": script, "cwd": os.getcwd(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "steps": args.steps, "seed": original.get("seed", args.seed if args.seed is not None else 0),
         "device": {"asked": args.device, "resolved": original.get("device_resolved"), "used": original.get("device"),
                    "note": device_note},

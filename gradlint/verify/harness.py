@@ -123,7 +123,7 @@ def new_monitor(thresholds=None, progress=None, steps: Optional[int] = None):
     `attach_global()`."""
     from .monitor import Monitor
 
-    monitor = Monitor(thresholds)
+    monitor = Monitor(thresholds, ratio_every=3)  # the report's update-to-weight ratio: 10 points in 30 steps
     monitor.reads.async_read = True  # CUDA: read each step's values once their copy is done, never stall the device
     monitor.max_steps = steps
     written = [0.0]  # when the progress file was last written

@@ -45,6 +45,7 @@ from .naming import variable_name
 from .reads import DeviceReads, one_vector
 from .roots import Root, RootDiscovery
 from .rows import decode, json_rows
+from .updates import UpdateStats
 
 BACKWARD = -1  # the series index of backward steps (no optimizer)
 
@@ -63,6 +64,11 @@ class Thresholds:
 
 class StopRun(BaseException):
     """Raised from a hook to end a run after N steps; `except Exception` in user code lets it pass."""
+
+
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf reached the training step (`gradlint.watch(..., on_nonfinite="raise")`, the Lightning
+    callback): raised before the step's update, with where it came from in the message."""
 
 
 class _ParamMap:
@@ -97,8 +103,9 @@ class _Pending:
 class Monitor(RootDiscovery):
     """Collects per-step health data. Attach globally (harness) or to a model and optimizers (watch)."""
 
-    def __init__(self, thresholds: Optional[Thresholds] = None):
+    def __init__(self, thresholds: Optional[Thresholds] = None, ratio_every: int = 10):
         self.thresholds = thresholds or Thresholds()
+        self.updates = UpdateStats(ratio_every)  # learning rate, loss scale, update-to-weight ratio
         self.steps = 0  # steps of the leading series (optimizer steps, plus steps a GradScaler skipped)
         self.max_steps: Optional[int] = None  # StopRun once every series has this many
         self.rows: list[tuple] = []  # (meta, raw values) per step; see `_row`
@@ -290,6 +297,8 @@ class Monitor(RootDiscovery):
             else:
                 self._scale_pending = None
                 optimizer = args[0] if args else None
+                if optimizer is not None:
+                    self.updates.on_scale(scaler, self._series_of(optimizer), skipped=not self._stepped)
                 if not self._stepped and optimizer is not None:
                     # the scaler found inf/NaN gradients and skipped the step, on purpose
                     self._absorb_pending()
@@ -337,8 +346,10 @@ class Monitor(RootDiscovery):
             # they are read after it; they are still the ones the update used.
             self._deferred = True
             series.closure = True
+            self.updates.before_step(self, series, optimizer)
             return
         self._safe_collect(series, optimizer)
+        self.updates.before_step(self, series, optimizer)
 
     def _absorb_pending(self) -> None:
         """An optimizer step (taken or skipped by the GradScaler): the backwards so far were its micro-batches."""
@@ -350,6 +361,7 @@ class Monitor(RootDiscovery):
         if tracing():
             return
         series = self._series_of(optimizer)
+        self.updates.after_step()
         try:
             if self._deferred:
                 self._deferred = False
@@ -374,7 +386,7 @@ class Monitor(RootDiscovery):
             fwd, losses = self._fwd, self._losses
             self._fwd, self._losses = [], []
             self._collect_values(series, norms, where, fwd, losses, skipped, closure)
-        except StopRun:
+        except (StopRun, NonFiniteError):
             raise
         except Exception as error:  # a check must never break the user's step
             self.errors.append(f"step {series.count + 1}: {type(error).__name__}: {error}")
@@ -574,5 +586,6 @@ class Monitor(RootDiscovery):
             "clip_sites": list(self.clip_sites.values()),
             "activations": activations.record(self._trackers(), self.steps),
             "thresholds": self.thresholds.to_dict(),
+            "updates": self.updates.record(len(self.layers)),
             "monitor_errors": self.errors,
         }
