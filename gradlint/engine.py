@@ -395,18 +395,17 @@ class FixOutcome:
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
              unsafe: bool = False, policy: Optional[FixPolicy] = None,
              rounds: Optional[int] = None) -> FixOutcome:
-    """Apply fixes, re-parse, repeat until nothing changes; then drop the noqa codes that silence
-    nothing (GL100, when selected), which no rewrite changes. `policy`: the configuration's `unfixable`
-    and fix-safety overrides, applied to every finding.
+    """Apply fixes, re-parse, repeat until nothing changes (or `rounds` times); then drop the noqa codes
+    that silence nothing (GL100, when selected), which no rewrite changes. `policy`: the configuration's
+    `unfixable` and fix-safety overrides, applied to every finding.
 
     Nested fixes are applied together (see `_Apply`), so one round usually suffices; a fix that makes a
     new finding needs another. Each round must fix something, so the rounds are bounded by the findings
-    (and a few more for findings that fixes create); `rounds` sets another bound (1: one round, to
-    see what each round changes)."""
+    (and a few more for findings that fixes create)."""
     adjust = policy.adjust if policy is not None else (lambda finding: finding)
     initial = [adjust(f) for f in lint_text(text, path, rules, options, edits=False)]  # counted: no edits
     current = text
-    for _ in range(len(initial) + EXTRA_FIX_ROUNDS if rounds is None else rounds):
+    for _ in range(rounds if rounds is not None else len(initial) + EXTRA_FIX_ROUNDS):
         tree = _python_syntax(current, path)
         if isinstance(tree, Finding):
             break

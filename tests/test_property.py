@@ -143,7 +143,7 @@ def check(source: str) -> None:
         # Round by round (a fix can bring up another finding: GL004's eval() makes GL006 ask for train()),
         # each round changes only what that round's findings report as their edits.
         current = source
-        for _ in range(len(findings) + engine.EXTRA_FIX_ROUNDS):
+        for _ in range(len(lint_text(source, "generated.py", RULES)) + engine.EXTRA_FIX_ROUNDS):  # as fix_text
             edits = [e for f in lint_text(current, "generated.py", RULES) if f.fix is not None for e in f.fix.edits]
             after = one_round(current)
             assert unchanged_outside_edits(current, after, edits), (current, after)
