@@ -103,12 +103,13 @@ def refused_to_fix(source: str) -> bool:
     import tempfile
     from pathlib import Path
 
-    from gradlint.runner import _WORKER, Job, check_file
+    from gradlint.runner import _WORKER, Job, Profile, check_file
+    from gradlint.selection import FixPolicy
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "generated.py"
         path.write_bytes(source.encode("utf-8"))
-        _WORKER.update(rules=RULES, options={}, edits=False, unsafe=True)
+        _WORKER.update(profiles=[Profile(tuple(RULES), {}, FixPolicy(), unsafe=True)], edits=False)
         outcome = check_file(Job("generated.py", str(path), lint=True, fix=True, write=True, may_write=True))
         unchanged = path.read_bytes() == source.encode("utf-8")
     no_fix_needed = not any(f.fixable(True) for f in outcome.findings or [])
