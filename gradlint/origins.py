@@ -134,6 +134,27 @@ def _function_step(node: cst.Call) -> Step:
     return Step(node, lambda base: node.with_changes(args=[first.with_changes(value=base), *node.args[1:]]))
 
 
+def children(node: cst.CSTNode):
+    """The child nodes of `node` that can hold code, in source order."""
+    for name in child_fields(type(node)):
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            yield from (v for v in value if isinstance(v, cst.CSTNode))
+
+
+def contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
+    """Whether `node` (by identity) is `tree` or inside it."""
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if item is node:
+            return True
+        stack.extend(children(item))
+    return False
+
+
 def names_in(nodes) -> set:
     """Every Name read in `nodes` (attribute names and keywords excluded)."""
     found: set = set()
@@ -350,7 +371,7 @@ class OriginRule(LocalsRule):
         cls = self._classes[-1][0]
         facts = self._class_facts.get(id(cls))
         if facts is None:
-            facts = self._class_facts[id(cls)] = _class_assignments(cls)
+            facts = self._class_facts[id(cls)] = class_assignments(cls)
         return facts.get(attribute, [])
 
     def self_attribute(self, expr: cst.BaseExpression) -> Optional[str]:
@@ -497,14 +518,20 @@ class OriginRule(LocalsRule):
 
     def unchanged_since(self, origin: Origin) -> bool:
         """Whether the code a rewrite copies from `origin`'s assignments still means, at the statement
-        being walked, what it meant there: it is evaluated once more (so it must be free of calls) and no
-        name it mentions is rebound or changed in place in between."""
+        being walked, what it meant there: it is evaluated once more (so its input must be a name, an
+        attribute or a simple subscript) and no name it mentions is rebound or changed in place between
+        the assignment and here."""
         if not origin.hops:
             return True
         if origin.input is None or not is_pure(origin.input):
             return False
-        first_value = origin.hops[-1][1]  # the assignment of the innermost name: where the copy comes from
-        since = self._statement_of_value.get(id(first_value))
+        names = names_in(origin.copied()) | names_in([origin.input])
+        return self.unchanged_between(names, origin.hops[-1][1])
+
+    def unchanged_between(self, names, value: cst.BaseExpression) -> bool:
+        """No name of `names` is rebound or changed in place between the statement that assigned `value`
+        (a value `value_of` returned) and the statement being walked."""
+        since = self._statement_of_value.get(id(value))
         until = self.ctx.statement
         if since is None or until is None:
             return False
@@ -512,7 +539,6 @@ class OriginRule(LocalsRule):
         bindings = self._bindings.get(id(scope))
         if bindings is None:
             bindings = self._bindings[id(scope)] = _Bindings(scope)
-        names = names_in(origin.copied()) | names_in([origin.input])
         return bindings.unchanged(names, since, until)
 
 
@@ -525,7 +551,7 @@ def _decorator_name(decorator: cst.Decorator) -> Optional[str]:
     return expr.value if isinstance(expr, cst.Name) else None
 
 
-def _class_assignments(cls: cst.ClassDef) -> dict:
+def class_assignments(cls: cst.ClassDef) -> dict:
     """attribute -> values assigned to `self.attribute` in the class's methods, and to `attribute` in its
     body; `register_parameter("x", value)` / `register_module` / `add_module` count as assignments."""
     facts: dict = {}
