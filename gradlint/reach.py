@@ -98,7 +98,7 @@ class LossReach:
             if self.count_forward and self._is_forward(scope):
                 return True
             return any(self._reaches(caller_scope, {id(call)}, set(), depth + 1, visiting)
-                       for caller_scope, call in self._callers(scope))
+                       for caller_scope, call in self.callers(scope))
         return False
 
     def param_reaches(self, function: cst.FunctionDef, index: Optional[int], keyword: Optional[str],
@@ -138,7 +138,7 @@ class LossReach:
             return self.methods[id(cls)].get(func.attr.value)
         return None
 
-    def _callers(self, function):
+    def callers(self, function):
         """(scope, call) for each call of `function` in this module."""
         if not isinstance(function, cst.FunctionDef):
             return

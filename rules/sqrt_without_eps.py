@@ -94,6 +94,12 @@ class SqrtWithoutEps(OriginRule):
               note="transformers feature extraction: the result goes back to the caller in another module"),
         Valid("import torch\nimport torch.nn.functional as F\n\n\ndef loss(a, b):\n"
               "    d = torch.sqrt(((a - b) ** 2).sum(-1).clamp_min(1e-12))\n    return F.relu(d - 1).mean()\n"),
+        Valid("import torch\n\n\ndef _get_vector_norm(tensor):\n    square_tensor = torch.pow(tensor, 2)\n"
+              "    sum_tensor = torch.sum(square_tensor, dim=-1, keepdim=True)\n"
+              "    return torch.pow(sum_tensor, 0.5)\n\n\ndef forward(image_embeds, text_embeds, labels):\n"
+              "    image_embeds = image_embeds / _get_vector_norm(image_embeds)\n"
+              "    return torch.nn.functional.cross_entropy(image_embeds @ text_embeds.T, labels)\n",
+              note="transformers CLIP: the caller divides by the helper's result (GL001's)"),
         Valid("import torch\n\n\ndef normalize(x):\n    n = torch.sqrt((x ** 2).sum(-1, keepdim=True))\n"
               "    loss = (x / n).sum()\n    loss.backward()\n", note="a denominator: GL001's"),
     ]
@@ -178,8 +184,9 @@ class SqrtWithoutEps(OriginRule):
         scope = self.function if self.function is not None else self.ctx.module
         if self._reach is None:
             self._reach = LossReach(self.ctx, count_forward=True)
-        if self._reach.no_grad_routine(self.function) or self._denominator(scope, node):
-            return
+        if self._reach.no_grad_routine(self.function) or self._denominator(scope, node) or any(
+                self._denominator(caller_scope, call) for caller_scope, call in self._reach.callers(scope)):
+            return  # a denominator, here or where a caller divides by the result: GL001's
         if not self._reach.reaches(scope, node):
             return
         self.report(node, "sqrt of a sum of squares with nothing added inside, and the result reaches a loss: "

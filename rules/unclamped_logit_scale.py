@@ -5,7 +5,7 @@ from typing import Optional
 import libcst as cst
 
 from gradlint.nodes import arg_value, format_number, method
-from gradlint.origins import CAST_METHODS, OriginRule, children
+from gradlint.origins import CAST_METHODS, OriginRule, children, names_in
 from gradlint.reach import LossReach, assignments
 from gradlint.rule import Invalid, Option, Valid
 
@@ -114,7 +114,8 @@ class UnclampedLogitScale(OriginRule):
             "class CLIPModel(nn.Module):\n    def __init__(self, init):\n        super().__init__()\n"
             "        self.logit_scale = nn.Parameter(torch.tensor(init))\n\n"
             "    def forward(self, text_embeds, image_embeds, return_loss=False):\n"
-            "        logits_per_text = torch.matmul(text_embeds, image_embeds.t()) * self.logit_scale.exp()\n"
+            "        logits_per_text = torch.matmul(text_embeds, image_embeds.t())\n"
+            "        logits_per_text = logits_per_text * self.logit_scale.exp().to(text_embeds.device)\n"
             "        loss = None\n        if return_loss:\n            loss = contrastive_loss(logits_per_text)\n"
             "        return loss, logits_per_text\n",
             "import torch\nfrom torch import nn\n\n\ndef contrastive_loss(logits):\n"
@@ -122,8 +123,8 @@ class UnclampedLogitScale(OriginRule):
             "class CLIPModel(nn.Module):\n    def __init__(self, init):\n        super().__init__()\n"
             "        self.logit_scale = nn.Parameter(torch.tensor(init))\n\n"
             "    def forward(self, text_embeds, image_embeds, return_loss=False):\n"
-            "        logits_per_text = torch.matmul(text_embeds, image_embeds.t()) * "
-            "self.logit_scale.exp().clamp(max=100)\n"
+            "        logits_per_text = torch.matmul(text_embeds, image_embeds.t())\n"
+            "        logits_per_text = logits_per_text * self.logit_scale.exp().clamp(max=100).to(text_embeds.device)\n"
             "        loss = None\n        if return_loss:\n            loss = contrastive_loss(logits_per_text)\n"
             "        return loss, logits_per_text\n",
             unsafe=True, note="transformers CLIP-family models"),
@@ -141,6 +142,20 @@ class UnclampedLogitScale(OriginRule):
             "        logits = scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T\n"
             "        return F.cross_entropy(logits, labels)\n",
             unsafe=True),
+        Invalid(
+            "import torch\nfrom torch import nn\n\n\nclass XCLIP(nn.Module):\n    def __init__(self):\n"
+            "        super().__init__()\n        self.logit_scale = nn.Parameter(torch.tensor(2.6592))\n\n"
+            "    def forward(self, video_embeds, text_embeds):\n        logit_scale = self.logit_scale.exp()\n"
+            "        logits_per_video = torch.einsum('bd,bkd->bk', video_embeds, logit_scale * text_embeds)\n"
+            "        loss = nn.functional.cross_entropy(logits_per_video, torch.arange(len(logits_per_video)))\n"
+            "        return loss\n",
+            "import torch\nfrom torch import nn\n\n\nclass XCLIP(nn.Module):\n    def __init__(self):\n"
+            "        super().__init__()\n        self.logit_scale = nn.Parameter(torch.tensor(2.6592))\n\n"
+            "    def forward(self, video_embeds, text_embeds):\n        logit_scale = self.logit_scale.exp().clamp(max=100)\n"
+            "        logits_per_video = torch.einsum('bd,bkd->bk', video_embeds, logit_scale * text_embeds)\n"
+            "        loss = nn.functional.cross_entropy(logits_per_video, torch.arange(len(logits_per_video)))\n"
+            "        return loss\n",
+            unsafe=True, note="transformers x_clip: the scale multiplies an einsum operand"),
     ]
 
     def __init__(self, ctx) -> None:
@@ -163,12 +178,12 @@ class UnclampedLogitScale(OriginRule):
             return
         self.require_full_module()  # the parameter, the loss and any clamp can be anywhere in the module
         scope = self.function if self.function is not None else self.ctx.module
-        product = self._scaled_similarity(scope, node)
-        if product is None or attribute in self._clamped_in_place():
+        products = self._scaled_similarities(scope, node)
+        if not products or attribute in self._clamped_in_place():
             return
         if self._reach is None:
             self._reach = LossReach(self.ctx, count_forward=False)
-        if not self._reach.reaches(scope, product):
+        if not any(self._reach.reaches(scope, product) for product in products):
             return
         bound = self.option("max-scale")
         self.report(node, f"`{_short(self.code_of(node))}` exponentiates a learnable temperature that scales logits "
@@ -194,9 +209,8 @@ class UnclampedLogitScale(OriginRule):
         return None
 
     # -- is the exponential a logit scale? -----------------------------------------------------------
-    def _scaled_similarity(self, scope, exp_call: cst.Call) -> Optional[cst.BaseExpression]:
-        """The product in `scope` where the exponential (or a local holding it) multiplies a similarity;
-        None when there is none."""
+    def _scaled_similarities(self, scope, exp_call: cst.Call) -> list:
+        """The products in `scope` where the exponential (or a local holding it) multiplies a similarity."""
         body = scope.body.body if isinstance(scope, cst.FunctionDef) else scope.body
         holders = self._holders(scope, exp_call)
         parents: dict = {}
@@ -211,16 +225,31 @@ class UnclampedLogitScale(OriginRule):
             for child in children(node):
                 parents[id(child)] = node
                 stack.append(child)
+        found = []
         for product in products:
             sides = (product.left, product.right)
             for scale, other in (sides, sides[::-1]):
                 if not self._is_scale(scale, exp_call, holders):
                     continue
                 if self._similarity(scope, other):
-                    return product
-                parent = parents.get(id(product))
-                if isinstance(parent, cst.BinaryOperation) and isinstance(parent.operator, cst.MatrixMultiply):
-                    return parent
+                    found.append(product)
+                    continue
+                outer = self._similarity_around(product, parents)
+                if outer is not None:  # (scale * a) @ b, einsum(..., scale * a, b)
+                    found.append(outer)
+        return found
+
+    def _similarity_around(self, product: cst.BinaryOperation, parents: dict) -> Optional[cst.CSTNode]:
+        parent = parents.get(id(product))
+        if isinstance(parent, cst.BinaryOperation) and isinstance(parent.operator, cst.MatrixMultiply):
+            return parent
+        if isinstance(parent, cst.Arg):
+            call = parents.get(id(parent))
+            if isinstance(call, cst.Call) and (
+                    self.ctx.resolve(call.func) in SIMILARITY_FUNCTIONS
+                    or (isinstance(call.func, cst.Attribute) and self.ctx.resolve(call.func) is None
+                        and call.func.attr.value in SIMILARITY_METHODS)):
+                return call
         return None
 
     def _holders(self, scope, exp_call: cst.Call) -> set:
@@ -263,7 +292,8 @@ class UnclampedLogitScale(OriginRule):
                 return self._similarity(scope, expr.left, depth + 1)
             return False
         if isinstance(expr, cst.Name):
-            values = assignments(scope, expr.value)
+            # `logits = logits * scale` updates the same quantity: judge the name by its other values.
+            values = [v for v in assignments(scope, expr.value) if v is None or expr.value not in names_in([v])]
             return bool(values) and all(v is not None and self._similarity(scope, v, depth + 1) for v in values)
         if isinstance(expr, cst.Call):
             if self.ctx.resolve(expr.func) in SIMILARITY_FUNCTIONS:
