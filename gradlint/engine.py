@@ -79,8 +79,10 @@ class _ImportTracker:
 
 
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], options: Options,
-               partial: bool, rows: Optional[list] = None) -> FileContext:
+               partial: bool, rows: Optional[list] = None, text: Optional[str] = None,
+               tree: Optional[ast.Module] = None) -> FileContext:
     ctx = FileContext(module, path, partial=partial, options=options, rows=rows)
+    ctx.text, ctx.tree = text, tree  # the whole file and its `ast` (see `wholefile`)
     visitors = [_ImportTracker(ctx), *(rule(ctx) for rule in rules)]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
     return ctx
@@ -92,11 +94,17 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     import_row = _import_row(text, tree)
     if reduce and tree is not None:
         reduction = reduce_source(text, rules, tree=tree, force=force_reduce)
+        if reduction is not None:
+            rules = reduction.rules  # a rule whose triggers match no one region cannot report anything
+            if not rules:
+                module = cst.Module(body=[])
+                return _Analysis(module, FileContext(module, path, partial=True, options=options), "", 0, [])
         reduced_import_row = reduction.reduced_row(import_row) if reduction and import_row else 0
-        if reduction is not None and reduced_import_row is not None:
+        if reduction is not None and reduction.text is not None and reduced_import_row is not None:
             try:
                 module = cst.parse_module(reduction.text)
-                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows)
+                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, text=text,
+                                 tree=tree)
                 return _Analysis(module, ctx, reduction.text, reduced_import_row, reduction.rows)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below
@@ -107,7 +115,8 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.message.rstrip('.')}",
                               error.editor_line, error.editor_column)
         return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {error}")
-    return _Analysis(module, _run_rules(module, path, rules, options, partial=False), text, import_row)
+    ctx = _run_rules(module, path, rules, options, partial=False, text=text, tree=tree)
+    return _Analysis(module, ctx, text, import_row)
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,

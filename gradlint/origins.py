@@ -19,9 +19,10 @@ from typing import Callable, Optional
 
 import libcst as cst
 
-from .nodes import arg_value, is_name, is_pure, make_args, number, parenthesized
+from .nodes import arg, arg_value, is_name, is_pure, make_args, number, parenthesized
 from .scopes import LocalsRule
 from .walk import child_fields
+from .wholefile import ModuleScope, WholeFile
 
 # Operations, by qualified name (function forms), method name and module class.
 SOFTMAX, LOG_SOFTMAX, SIGMOID, LOGSIGMOID = "softmax", "log_softmax", "sigmoid", "logsigmoid"
@@ -315,6 +316,7 @@ class OriginRule(LocalsRule):
         self._class_facts: dict = {}
         self._bindings: dict = {}
         self._statement_of_value: dict = {}  # id(assigned value) -> its statement
+        self._whole: Optional[WholeFile] = None
 
     # -- scope tracking ------------------------------------------------------------------------------
     def visit_ClassDef(self, node: cst.ClassDef) -> None:
@@ -362,13 +364,38 @@ class OriginRule(LocalsRule):
         return params[0].name.value if params else None
 
     # -- class facts ---------------------------------------------------------------------------------
+    @property
+    def whole(self) -> WholeFile:
+        """The whole file's routines and classes (see `wholefile`)."""
+        if self._whole is None:
+            self._whole = WholeFile.of(self.ctx)
+        return self._whole
+
+    def routine_key(self):
+        """The `wholefile` key of the routine being walked: `ModuleScope`, `(None, name)` for a top-level
+        function, `(class, name)` for a method of a top-level class; None for anything nested deeper."""
+        if not self._functions:
+            return ModuleScope if not self._classes else None
+        if len(self._functions) != 1:
+            return None
+        name = self._functions[0].name.value
+        if not self._classes:
+            return (None, name)
+        cls, depth = self._classes[-1]
+        return (cls.name.value, name) if len(self._classes) == 1 and depth == 0 else None
+
     def attribute_values(self, attribute: str) -> Optional[list]:
         """Every value the enclosing class assigns to `self.<attribute>` (in any method, or in its body),
-        or None outside a method. Needs the whole class: asks for the full module when parsed in part."""
+        or None outside a method. Read from the whole file (`wholefile`); when that is not at hand, asks
+        for a parse of the whole module."""
         if self.receiver() is None:
             return None
-        self.require_full_module()
         cls = self._classes[-1][0]
+        if len(self._classes) == 1 and self._classes[0][1] == 0:
+            facts = self.whole.class_assignments(cls.name.value)
+            if facts is not None:
+                return facts.get(attribute, [])
+        self.require_full_module()
         facts = self._class_facts.get(id(cls))
         if facts is None:
             facts = self._class_facts[id(cls)] = class_assignments(cls)
@@ -382,19 +409,20 @@ class OriginRule(LocalsRule):
                 return expr.attr.value
         return None
 
-    def constructed(self, expr: cst.BaseExpression, depth: int = 0) -> Optional[cst.Call]:
+    def constructed(self, expr: cst.BaseExpression, depth: int = 0, facts: bool = True) -> Optional[cst.Call]:
         """The constructor call an object came from: `nn.Softmax(dim=1)` for `nn.Softmax(dim=1)`, for a
         local bound to it, or for `self.act` when every assignment of `self.act` in the class is the same
-        kind of call. None when unknown."""
+        kind of call. None when unknown, and for an attribute when `facts` is false (class facts can cost a
+        parse of the whole file)."""
         if depth > 4:
             return None
         if isinstance(expr, cst.Call):
             return expr
         if isinstance(expr, cst.Name):
             value = self.value_of(expr.value)
-            return self.constructed(value, depth + 1) if value is not None else None
+            return self.constructed(value, depth + 1, facts) if value is not None else None
         attribute = self.self_attribute(expr)
-        if attribute is None:
+        if attribute is None or not facts:
             return None
         values = self.attribute_values(attribute)
         calls = [v for v in values or () if isinstance(v, cst.Call)]
@@ -403,9 +431,9 @@ class OriginRule(LocalsRule):
         kinds = {self.ctx.resolve(call.func) for call in calls}
         return calls[0] if len(kinds) == 1 and None not in kinds else None
 
-    def module_of(self, callee: cst.BaseExpression, table: dict) -> Optional[tuple[str, cst.Call]]:
+    def module_of(self, callee: cst.BaseExpression, table: dict, facts: bool = True) -> Optional[tuple[str, cst.Call]]:
         """(kind, constructor) when `callee` is an instance of a module class of `table`."""
-        ctor = self.constructed(callee) if not isinstance(callee, cst.Call) else callee
+        ctor = self.constructed(callee, facts=facts) if not isinstance(callee, cst.Call) else callee
         if ctor is None:
             return None
         kind = table.get(self.ctx.resolve(ctor.func))
@@ -428,23 +456,25 @@ class OriginRule(LocalsRule):
         return True
 
     # -- what computed a value -----------------------------------------------------------------------
-    def origin(self, expr: cst.BaseExpression, *, casts: bool = True, depth: int = 0,
+    def origin(self, expr: cst.BaseExpression, *, casts: bool = True, facts: bool = True, depth: int = 0,
                steps: tuple = (), hops: tuple = ()) -> Optional[Origin]:
         """The softmax/sigmoid/... call whose output `expr` is, through local names, selections and
-        reshapes (and dtype casts when `casts`), else None."""
+        reshapes (and dtype casts when `casts`), else None. `facts=False`: do not look at what the class
+        assigns to its attributes (a module held in `self.act`), which can cost a parse of the file."""
         if depth > 8 or expr is None:
             return None
         if isinstance(expr, cst.Name):
             value = self.value_of(expr.value)
             if value is None:
                 return None
-            return self.origin(value, casts=casts, depth=depth + 1, steps=steps, hops=hops + ((expr, value),))
+            return self.origin(value, casts=casts, facts=facts, depth=depth + 1, steps=steps,
+                               hops=hops + ((expr, value),))
         if isinstance(expr, cst.Subscript):
-            return self.origin(expr.value, casts=casts, depth=depth + 1, steps=steps + (_subscript_step(expr),),
-                               hops=hops)
+            return self.origin(expr.value, casts=casts, facts=facts, depth=depth + 1,
+                               steps=steps + (_subscript_step(expr),), hops=hops)
         if isinstance(expr, cst.Attribute):
             if expr.attr.value in SELECT_ATTRIBUTES:
-                return self.origin(expr.value, casts=casts, depth=depth + 1,
+                return self.origin(expr.value, casts=casts, facts=facts, depth=depth + 1,
                                    steps=steps + (_attribute_step(expr),), hops=hops)
             return None
         if not isinstance(expr, cst.Call):
@@ -456,7 +486,7 @@ class OriginRule(LocalsRule):
                               steps=steps, hops=hops)
             if qualified in SELECT_FUNCTIONS and expr.args and expr.args[0].keyword is None \
                     and not expr.args[0].star:
-                return self.origin(expr.args[0].value, casts=casts, depth=depth + 1,
+                return self.origin(expr.args[0].value, casts=casts, facts=facts, depth=depth + 1,
                                    steps=steps + (_function_step(expr),), hops=hops)
             if qualified not in MODULES:
                 return None
@@ -467,9 +497,10 @@ class OriginRule(LocalsRule):
                 return Origin(METHODS[method], expr, "method", func.value, steps=steps, hops=hops)
             if method in SELECT_METHODS or (casts and method in CAST_METHODS):
                 step = _method_step(expr, cast=method in CAST_METHODS)
-                return self.origin(func.value, casts=casts, depth=depth + 1, steps=steps + (step,), hops=hops)
+                return self.origin(func.value, casts=casts, facts=facts, depth=depth + 1, steps=steps + (step,),
+                                   hops=hops)
             return None
-        module = self.module_of(func, MODULES)
+        module = self.module_of(func, MODULES, facts)
         if module is not None and len(expr.args) == 1 and not expr.args[0].star and expr.args[0].keyword is None:
             kind, ctor = module
             return Origin(kind, expr, "module", expr.args[0].value, ctor=ctor, steps=steps, hops=hops)
@@ -490,12 +521,33 @@ class OriginRule(LocalsRule):
             return func.value
         return None
 
-    def loss_of(self, call: cst.Call) -> Optional[tuple[str, Optional[cst.Call]]]:
+    def loss_of(self, call: cst.Call, facts: bool = True) -> Optional[tuple[str, Optional[cst.Call]]]:
         """(kind, constructor or None) when `call` computes a torch loss of `LOSS_FUNCTIONS`/`LOSS_MODULES`."""
         kind = LOSS_FUNCTIONS.get(self.ctx.resolve(call.func))
         if kind is not None:
             return kind, None
-        return self.module_of(call.func, LOSS_MODULES)
+        return self.module_of(call.func, LOSS_MODULES, facts)
+
+    def loss_input_origin(self, call: cst.Call, kinds: dict, origin_kind: str):
+        """((loss kind, constructor), input argument, origin) when `call` is a loss of `kinds` whose input
+        is an `origin_kind` output, else None. Each side is first asked without the class's facts; the
+        facts (which can cost a parse of the whole file) are looked at only once the other side holds."""
+        given = arg(call, 0, "input")
+        if given is None or given.star:
+            return None
+        loss = self.loss_of(call, facts=False)
+        origin = self.origin(given.value, facts=False)
+        if loss is None and origin is None:
+            return None
+        if origin is None and _attribute_call(given.value):
+            origin = self.origin(given.value)  # `loss(self.act(x), y)`: an attribute called inline
+        if origin is None or origin.kind != origin_kind or origin.input is None:
+            return None
+        if loss is None:
+            loss = self.loss_of(call)
+        if loss is None or loss[0] not in kinds:
+            return None
+        return loss, given, origin
 
     # -- rewriting ----------------------------------------------------------------------------------
     def log_softmax_call(self, origin: Origin) -> tuple[Optional[cst.Call], tuple]:
@@ -540,6 +592,19 @@ class OriginRule(LocalsRule):
         if bindings is None:
             bindings = self._bindings[id(scope)] = _Bindings(scope)
         return bindings.unchanged(names, since, until)
+
+
+def _attribute_call(expr: cst.BaseExpression) -> bool:
+    """`self.x(...)`, maybe reshaped or indexed (`self.act(h).view(-1)`): a call of an attribute."""
+    while True:
+        if isinstance(expr, cst.Subscript):
+            expr = expr.value
+        elif isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) \
+                and expr.func.attr.value in SELECT_METHODS | CAST_METHODS:
+            expr = expr.func.value
+        else:
+            return isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) \
+                and isinstance(expr.func.value, cst.Name)
 
 
 def _decorator_name(decorator: cst.Decorator) -> Optional[str]:

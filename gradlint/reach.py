@@ -20,12 +20,14 @@ using this stays silent there.
 
 from __future__ import annotations
 
+import ast
 from typing import Optional
 
 import libcst as cst
 
 from .nodes import is_name
-from .origins import children, class_assignments
+from .origins import children
+from .wholefile import ModuleScope, WholeFile
 
 LOSS_FUNCTIONS = {f"torch.nn.functional.{name}" for name in (
     "cross_entropy", "nll_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits", "mse_loss",
@@ -53,58 +55,52 @@ def _target_names(target: cst.CSTNode) -> list:
 
 
 class LossReach:
-    """Answers `reaches(seed)` for nodes of one parsed module (the whole file: see `OriginRule`)."""
+    """Answers `reaches(...)` for one file. Routines are named by `wholefile` keys; the routine being walked
+    is passed as a node (the seed is one of its nodes), every other one comes from `WholeFile`."""
 
-    def __init__(self, ctx, count_forward: bool) -> None:
+    def __init__(self, ctx, whole: WholeFile, count_forward: bool) -> None:
         self.ctx = ctx
+        self.whole = whole
         self.count_forward = count_forward
-        self.functions: dict = {}  # module-level function name -> FunctionDef
-        self.owner: dict = {}  # id(FunctionDef) -> its ClassDef (methods)
-        self.methods: dict = {}  # id(ClassDef) -> {name: FunctionDef}
-        self.scope_of: dict = {}  # id(node) -> the routine (or module) whose body holds it, filled lazily
         self._param_cache: dict = {}
-        for statement in ctx.module.body:
-            if isinstance(statement, cst.FunctionDef):
-                self.functions[statement.name.value] = statement
-            elif isinstance(statement, cst.ClassDef):
-                methods = {s.name.value: s for s in statement.body.body if isinstance(s, cst.FunctionDef)}
-                self.methods[id(statement)] = methods
-                for method in methods.values():
-                    self.owner[id(method)] = statement
 
     # -- public ------------------------------------------------------------------------------------
-    def reaches(self, scope: cst.CSTNode, seed: cst.CSTNode) -> bool:
-        """Whether the value of `seed`, an expression in `scope` (a FunctionDef, or the Module), reaches a
-        loss. False when `seed` is evaluated under no_grad."""
-        return self._reaches(scope, seeds={id(seed)}, names=set(), depth=0, visiting=set())
+    def reaches(self, scope: cst.CSTNode, key, seed: cst.CSTNode) -> bool:
+        """Whether the value of `seed`, an expression in `scope` (a FunctionDef, or the Module's own
+        statements) whose `wholefile` key is `key` (None: a routine it does not index), reaches a loss.
+        False when `seed` is evaluated under no_grad."""
+        return self._reaches(scope, key, seeds={id(seed)}, names=set(), depth=0, visiting=set())
 
     def no_grad_routine(self, function: Optional[cst.FunctionDef]) -> bool:
         return function is not None and any(self._no_grad(d.decorator) for d in function.decorators)
 
     # -- the flow ------------------------------------------------------------------------------------
-    def _reaches(self, scope, seeds: set, names: set, depth: int, visiting: set) -> bool:
-        key = (id(scope), frozenset(seeds), frozenset(names))
-        if key in visiting or depth > MAX_DEPTH:
+    def _reaches(self, scope, key, seeds: set, names: set, depth: int, visiting: set) -> bool:
+        mark = (key, id(scope), frozenset(seeds), frozenset(names))
+        if mark in visiting or depth > MAX_DEPTH or scope is None:
             return False
-        visiting = visiting | {key}
+        visiting = visiting | {mark}
         if isinstance(scope, cst.FunctionDef) and self.no_grad_routine(scope):
             return False
         body = scope.body.body if isinstance(scope, cst.FunctionDef) else scope.body
-        flow = _Flow(self, scope, seeds, set(names), depth, visiting)
+        flow = _Flow(self, scope, key, seeds, set(names), depth, visiting)
         for _ in range(2):  # twice: a loop's later statements feed its earlier ones
             if flow.block(body, no_grad=False):
                 return True
-        if flow.returned:
-            if self.count_forward and self._is_forward(scope):
+        if flow.returned and key is not None and key is not ModuleScope:
+            if self.count_forward and self._is_forward(key):
                 return True
-            return any(self._reaches(caller_scope, {id(call)}, set(), depth + 1, visiting)
-                       for caller_scope, call in self.callers(scope))
+            return any(self._reaches(caller, caller_key, {id(call)}, set(), depth + 1, visiting)
+                       for caller_key, caller, call in self.callers(key))
         return False
 
-    def param_reaches(self, function: cst.FunctionDef, index: Optional[int], keyword: Optional[str],
-                      depth: int, visiting: set) -> bool:
+    def param_reaches(self, key, index: Optional[int], keyword: Optional[str], depth: int,
+                      visiting: set) -> bool:
+        function = self.whole.routine(key)
+        if not isinstance(function, cst.FunctionDef):
+            return False
         params = [*function.params.posonly_params, *function.params.params]
-        if id(function) in self.owner and not _is_static(function):
+        if key[0] is not None and not _is_static(function):
             params = params[1:]  # `self`
         name = None
         if keyword is not None:
@@ -114,63 +110,71 @@ class LossReach:
             name = params[index].name.value
         if name is None:
             return False
-        key = (id(function), name)
-        if key not in self._param_cache:
-            self._param_cache[key] = False  # a recursive call sees "not (yet)"
-            self._param_cache[key] = self._reaches(function, set(), {name}, depth + 1, visiting)
-        return self._param_cache[key]
+        cache = (key, name)
+        if cache not in self._param_cache:
+            self._param_cache[cache] = False  # a recursive call sees "not (yet)"
+            self._param_cache[cache] = self._reaches(function, key, set(), {name}, depth + 1, visiting)
+        return self._param_cache[cache]
 
-    def callee(self, call: cst.Call, scope) -> Optional[cst.FunctionDef]:
-        """The routine of this module that `call` runs: `f(...)` for a module-level `def f`, not rebound in
-        the caller, or `self.m(...)` for a method of the caller's class."""
+    def callee(self, call: cst.Call, scope, key):
+        """The key of the routine of this file that `call` runs: `f(...)` for a top-level `def f` not
+        rebound in the caller, or `self.m(...)` for a method of the caller's class; else None."""
         func = call.func
         if isinstance(func, cst.Name):
-            function = self.functions.get(func.value)
-            if function is None or self.ctx.imports.is_bound(func.value):
+            target = (None, func.value)
+            if not self.whole.has_routine(target) or self.ctx.imports.is_bound(func.value):
                 return None
             if isinstance(scope, cst.FunctionDef) and _binds(scope, func.value):
                 return None
-            return function
-        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) and isinstance(scope, cst.FunctionDef):
-            cls = self.owner.get(id(scope))
-            if cls is None or func.value.value != _first_param(scope):
+            return target
+        if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) \
+                and isinstance(scope, cst.FunctionDef) and key not in (None, ModuleScope) and key[0] is not None:
+            if func.value.value != _first_param(scope):
                 return None
-            return self.methods[id(cls)].get(func.attr.value)
+            target = (key[0], func.attr.value)
+            return target if self.whole.has_routine(target) else None
         return None
 
-    def callers(self, function):
-        """(scope, call) for each call of `function` in this module."""
-        if not isinstance(function, cst.FunctionDef):
+    def callers(self, key):
+        """(caller key, caller node, call node) for each call of routine `key` in this file."""
+        if key in (None, ModuleScope) or not self.whole.available:
             return
-        for scope in self._scopes():
-            stack = list(scope.body.body if isinstance(scope, cst.FunctionDef) else scope.body)
+        cls_name, name = key
+        if cls_name is None:
+            def match(call):
+                return isinstance(call.func, ast.Name) and call.func.id == name
+        else:
+            def match(call):
+                return isinstance(call.func, ast.Attribute) and call.func.attr == name \
+                    and isinstance(call.func.value, ast.Name)
+        for caller_key in self.whole.routines():
+            if cls_name is not None and (caller_key is ModuleScope or caller_key[0] != cls_name):
+                continue
+            if not self.whole.calls_in(caller_key, match):
+                continue
+            caller = self.whole.routine(caller_key)
+            if caller is None:
+                continue
+            stack = list(caller.body.body if isinstance(caller, cst.FunctionDef) else caller.body)
             while stack:
                 node = stack.pop()
                 if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
                     continue
-                if isinstance(node, cst.Call) and self.callee(node, scope) is function:
-                    yield scope, node
+                if isinstance(node, cst.Call) and self.callee(node, caller, caller_key) == key:
+                    yield caller_key, caller, node
                 stack.extend(children(node))
 
-    def _scopes(self):
-        yield self.ctx.module
-        yield from self.functions.values()
-        for methods in self.methods.values():
-            yield from methods.values()
+    def _is_forward(self, key) -> bool:
+        return key[0] is not None and key[1] == "forward" and self._is_module_class(key[0], 0)
 
-    def _is_forward(self, function) -> bool:
-        cls = self.owner.get(id(function))
-        return cls is not None and function.name.value == "forward" and self._is_module_class(cls, 0)
-
-    def _is_module_class(self, cls: cst.ClassDef, depth: int) -> bool:
-        for base in cls.bases:
-            if self.ctx.resolve(base.value) in MODULE_BASES:
+    def _is_module_class(self, cls_name: str, depth: int) -> bool:
+        for base in self.whole.class_bases(cls_name) or ():
+            if base is None:
+                continue
+            if self.ctx.resolve(base) in MODULE_BASES:
                 return True
-            if isinstance(base.value, cst.Name) and depth < 4:
-                local = next((s for s in self.ctx.module.body if isinstance(s, cst.ClassDef)
-                              and s.name.value == base.value.value), None)
-                if local is not None and self._is_module_class(local, depth + 1):
-                    return True
+            if isinstance(base, cst.Name) and depth < 4 and self._is_module_class(base.value, depth + 1):
+                return True
         return False
 
     def _no_grad(self, expr: cst.BaseExpression) -> bool:
@@ -178,19 +182,19 @@ class LossReach:
             expr = expr.func
         return self.ctx.resolve(expr) in NO_GRAD
 
-    def is_loss(self, call: cst.Call, scope) -> bool:
+    def is_loss(self, call: cst.Call, scope, key) -> bool:
         qualified = self.ctx.resolve(call.func)
         if qualified in LOSS_FUNCTIONS:
             return True
-        ctor = self._constructor(call.func, scope)
+        ctor = self._constructor(call.func, scope, key)
         if ctor is None:
             return False
         name = self.ctx.resolve(ctor.func) or ""
         return name.startswith("torch.nn.") and name.endswith("Loss")
 
-    def _constructor(self, callee: cst.BaseExpression, scope) -> Optional[cst.Call]:
+    def _constructor(self, callee: cst.BaseExpression, scope, key) -> Optional[cst.Call]:
         """`nn.XLoss(...)` for `nn.XLoss(...)(...)`, for a local assigned it once in `scope`, or for a
-        `self.` attribute every method of the class assigns it."""
+        `self.` attribute that every assignment in the class sets to the same kind of call."""
         if isinstance(callee, cst.Call):
             return callee
         if isinstance(callee, cst.Name) and isinstance(scope, (cst.FunctionDef, cst.Module)):
@@ -198,11 +202,9 @@ class LossReach:
             calls = [v for v in values if isinstance(v, cst.Call)]
             return calls[0] if len(calls) == 1 and len(values) == 1 else None
         if isinstance(callee, cst.Attribute) and isinstance(callee.value, cst.Name) \
-                and isinstance(scope, cst.FunctionDef) and callee.value.value == _first_param(scope):
-            cls = self.owner.get(id(scope))
-            if cls is None:
-                return None
-            values = class_assignments(cls).get(callee.attr.value, [])
+                and isinstance(scope, cst.FunctionDef) and key not in (None, ModuleScope) and key[0] is not None \
+                and callee.value.value == _first_param(scope):
+            values = (self.whole.class_assignments(key[0]) or {}).get(callee.attr.value, [])
             calls = [v for v in values if isinstance(v, cst.Call)]
             if values and len(calls) == len(values) and len({self.ctx.resolve(c.func) for c in calls}) == 1:
                 return calls[0]
@@ -212,9 +214,10 @@ class LossReach:
 class _Flow:
     """Taint through one routine's statements."""
 
-    def __init__(self, reach: LossReach, scope, seeds: set, names: set, depth: int, visiting: set) -> None:
+    def __init__(self, reach: LossReach, scope, key, seeds: set, names: set, depth: int, visiting: set) -> None:
         self.reach = reach
         self.scope = scope
+        self.key = key
         self.seeds = seeds
         self.names = names
         self.depth = depth
@@ -326,9 +329,9 @@ class _Flow:
         if not tainted_args:
             return False
         reach = self.reach
-        if reach.ctx.resolve(func) in BACKWARD_FUNCTIONS or reach.is_loss(call, self.scope):
+        if reach.ctx.resolve(func) in BACKWARD_FUNCTIONS or reach.is_loss(call, self.scope, self.key):
             return True
-        callee = reach.callee(call, self.scope)
+        callee = reach.callee(call, self.scope, self.key)
         if callee is None:
             return False
         for index, a in tainted_args:

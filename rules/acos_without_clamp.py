@@ -68,7 +68,9 @@ class AcosWithoutClamp(OriginRule):
     code = "GL010"
     name = "acos-without-clamp"
     summary = "acos/asin of a computed cosine with no clamp into [-1, 1]: NaN from rounding, infinite gradient at ±1"
-    triggers = ((r"acos", r"asin", r"arccos", r"arcsin"),)
+    triggers = ((r"acos(?<!math\.acos)\s*\(", r"asin(?<!math\.asin)\s*\(", r"arccos(?<!np\.arccos)\s*\(",
+                 r"arcsin(?<!np\.arcsin)\s*\(", r"acos\s+as\b", r"asin\s+as\b", r"arccos\s+as\b",
+                 r"arcsin\s+as\b"),)
     options = (Option("eps", 1e-6, "The fix clamps into [-1 + eps, 1 - eps]."),)
 
     VALID = [

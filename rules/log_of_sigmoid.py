@@ -54,8 +54,9 @@ class LogOfSigmoid(OriginRule):
     name = "log-of-sigmoid"
     summary = "log of a sigmoid (or of 1 - sigmoid): -inf and NaN gradients for large |x|; use F.logsigmoid"
     triggers = (
-        (r"sigmoid", r"Sigmoid", r"expit", r"log\s*\(\s*self\.", r"\)\.log\("),
-        (r"\.log\s*\(", r"log(?<![\w.]log)\s*\(", r"log\s+as\b", r"log1p"),
+        (r"sigmoid(?<!logsigmoid)\s*\(", r"Sigmoid(?<!LogSigmoid)\s*\(", r"expit\s*\(", r"sigmoid\s+as\b",
+         r"expit\s+as\b", r"log\s*\(\s*self\.", r"log\s*\(\s*1\.?0*\s*-\s*self\.", r"\)\.log\(\)"),
+        (r"\.log(?<!math\.log)(?<!np\.log)(?<!self\.log)\s*\(", r"log(?<![\w.]log)\s*\(", r"log\s+as\b", r"log1p\s*\("),
     )
 
     VALID = [

@@ -54,8 +54,9 @@ class LogOfSoftmax(OriginRule):
     name = "log-of-softmax"
     summary = "log of a softmax output: -inf and NaN gradients where softmax underflows; use log_softmax"
     triggers = (
-        (r"softmax", r"Softmax", r"log\s*\(\s*self\.", r"\)\.log\("),
-        (r"\.log\s*\(", r"log(?<![\w.]log)\s*\(", r"log\s+as\b"),
+        (r"softmax(?<!log_softmax)\s*\(", r"Softmax(?<!LogSoftmax)\s*\(", r"softmax\s+as\b",
+         r"log\s*\(\s*self\.", r"\)\.log\(\)"),
+        (r"\.log(?<!math\.log)(?<!np\.log)(?<!self\.log)\s*\(", r"log(?<![\w.]log)\s*\(", r"log\s+as\b"),
     )
 
     VALID = [

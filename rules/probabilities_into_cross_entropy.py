@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.nodes import arg
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -43,6 +42,12 @@ class ProbabilitiesIntoCrossEntropy(OriginRule):
     ```
     and, for `nll_loss` or `kl_div`, `F.log_softmax(logits, dim=1)` as the input.
 
+    Limits: a criterion the class builds in another method (`self.criterion = nn.CrossEntropyLoss()` in
+    `__init__`) is recognised where the routine calling it passes the softmax inline
+    (`self.criterion(F.softmax(out, 1), y)`), not through a local name: the text prefilter would
+    otherwise have to parse every attention routine (a softmax and a `self.` call). Nor is a model whose `forward` ends
+    in a softmax followed into the loss its output feeds.
+
     ## Fix safety
     Unsafe, always: the rewrite changes the loss and its gradient for every input, not only where the
     original was broken. That is the point (the original optimises the wrong objective), but learning
@@ -58,9 +63,14 @@ class ProbabilitiesIntoCrossEntropy(OriginRule):
     code = "GL013"
     name = "probabilities-into-cross-entropy"
     summary = "cross_entropy/nll_loss/kl_div fed a softmax output instead of logits or log-probabilities"
+    # The loss must be called or built in the routine (or passed a softmax inline, for a criterion the
+    # class built elsewhere): a softmax is in most attention routines, a loss name in most imports.
     triggers = (
-        (r"softmax", r"Softmax"),
-        (r"cross_entropy", r"CrossEntropyLoss", r"nll_loss", r"NLLLoss", r"kl_div", r"KLDivLoss", r"self\."),
+        (r"cross_entropy\s*\(", r"CrossEntropyLoss\s*\(", r"nll_loss\s*\(", r"NLLLoss\s*\(", r"kl_div\s*\(",
+         r"KLDivLoss\s*\(", r"cross_entropy\s+as\b", r"nll_loss\s+as\b", r"kl_div\s+as\b",
+         r"self\.\w+\(\s*(?:F\.|torch\.|nn\.functional\.|torch\.nn\.functional\.)?softmax\(",
+         r"self\.\w+\(\s*[A-Za-z_][\w.]*\.softmax\("),
+        (r"softmax(?<!log_softmax)\s*\(", r"Softmax(?<!LogSoftmax)\s*\(", r"softmax\s+as\b"),
     )
 
     VALID = [
@@ -96,10 +106,15 @@ class ProbabilitiesIntoCrossEntropy(OriginRule):
             "import torch.nn.functional as F\nloss = F.nll_loss(F.log_softmax(out, dim=1), target)\n",
             unsafe=True),
         Invalid(
-            "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+            "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
+            "    def __init__(self):\n"
             "        super().__init__()\n        self.fc = nn.Linear(4, 3)\n        self.loss = nn.CrossEntropyLoss()\n\n"
-            "    def forward(self, x, y):\n        out = self.fc(x).softmax(dim=1)\n        return self.loss(out, y)\n",
-            None, note="the softmax's input is a call: reported, no fix"),
+            "    def forward(self, x, y):\n        return self.loss(F.softmax(self.fc(x), dim=1), y)\n",
+            "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
+            "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(4, 3)\n"
+            "        self.loss = nn.CrossEntropyLoss()\n\n"
+            "    def forward(self, x, y):\n        return self.loss(self.fc(x), y)\n",
+            unsafe=True, note="a criterion the class builds in __init__"),
         Invalid(
             "import torch.nn.functional as F\nkd = F.kl_div(F.softmax(s, dim=-1), F.softmax(t, dim=-1))\n",
             "import torch.nn.functional as F\nkd = F.kl_div(F.log_softmax(s, dim=-1), F.softmax(t, dim=-1))\n",
@@ -108,15 +123,10 @@ class ProbabilitiesIntoCrossEntropy(OriginRule):
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)
-        loss = self.loss_of(node)
-        if loss is None or loss[0] not in WHAT:
+        found = self.loss_input_origin(node, WHAT, SOFTMAX)
+        if found is None:
             return
-        given = arg(node, 0, "input")
-        if given is None:
-            return
-        origin = self.origin(given.value)
-        if origin is None or origin.kind != SOFTMAX or origin.input is None:
-            return
+        loss, given, origin = found
         kind = loss[0]
         self.report(node, f"A softmax output is the input of a loss that expects "
                           f"{'logits' if kind == 'cross_entropy' else 'log-probabilities'}: {WHAT[kind]}",

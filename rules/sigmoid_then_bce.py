@@ -4,7 +4,6 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.nodes import arg
 from gradlint.origins import SIGMOID, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -48,6 +47,11 @@ class SigmoidThenBce(OriginRule):
     arguments are literals it can copy; a sigmoid reached through a local name is replaced by its input
     only when that input is a name or attribute not rebound in between. Otherwise there is no fix.
 
+    Limits: a criterion the class builds in another method (`self.criterion = nn.BCELoss()` in
+    `__init__`) is recognised when the sigmoid is passed to it inline (`self.criterion(x.sigmoid(), y)`),
+    not through a local name: the text prefilter would otherwise have to parse every routine that
+    calls a sigmoid and an attribute.
+
     ## Fix safety
     Safe: both losses compute `-(y log σ(x) + (1 - y) log(1 - σ(x)))`, with the same weights and
     reduction. On ordinary logits they agree within float32 rounding, values and gradients (a test
@@ -64,9 +68,14 @@ class SigmoidThenBce(OriginRule):
     code = "GL012"
     name = "sigmoid-then-bce"
     summary = "binary_cross_entropy/BCELoss on a sigmoid output; use the with_logits form"
+    # The loss must be called or built in the routine (or passed a sigmoid inline, for a criterion the
+    # class built elsewhere): a sigmoid is in many gates, a loss name in many imports.
     triggers = (
-        (r"sigmoid", r"Sigmoid", r"expit"),
-        (r"binary_cross_entropy", r"BCELoss", r"self\."),
+        (r"binary_cross_entropy\s*\(", r"BCELoss\s*\(", r"binary_cross_entropy\s+as\b",
+         r"self\.\w+\(\s*(?:F\.|torch\.|nn\.functional\.|torch\.nn\.functional\.|torch\.special\.)?(?:sigmoid|expit)\(",
+         r"self\.\w+\(\s*[A-Za-z_][\w.]*\.sigmoid\(\)"),
+        (r"sigmoid(?<!logsigmoid)\s*\(", r"Sigmoid(?<!LogSigmoid)\s*\(", r"expit\s*\(", r"sigmoid\s+as\b",
+         r"expit\s+as\b"),
     )
 
     VALID = [
@@ -113,9 +122,12 @@ class SigmoidThenBce(OriginRule):
         Invalid(
             "import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n    def __init__(self):\n"
             "        super().__init__()\n        self.head = nn.Linear(8, 1)\n        self.loss_fn = nn.BCELoss()\n\n"
-            "    def forward(self, x, y):\n        p = torch.sigmoid(self.head(x))\n"
-            "        return self.loss_fn(p, y)\n",
-            None, note="the loss is an attribute the class sets to nn.BCELoss()"),
+            "    def forward(self, x, y):\n        return self.loss_fn(torch.sigmoid(self.head(x)), y)\n",
+            "import torch\nfrom torch import nn\n\n\nclass Model(nn.Module):\n    def __init__(self):\n"
+            "        super().__init__()\n        self.head = nn.Linear(8, 1)\n        self.loss_fn = nn.BCELoss()\n\n"
+            "    def forward(self, x, y):\n"
+            "        return nn.functional.binary_cross_entropy_with_logits(self.head(x), y)\n",
+            note="the loss is an attribute the class sets to nn.BCELoss()"),
         Invalid(
             "from torch.nn.functional import binary_cross_entropy\nimport torch\n"
             "l = binary_cross_entropy(torch.special.expit(z), t, w)\n",
@@ -125,15 +137,10 @@ class SigmoidThenBce(OriginRule):
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)
-        loss = self.loss_of(node)
-        if loss is None or loss[0] != "bce":
+        found = self.loss_input_origin(node, ("bce",), SIGMOID)
+        if found is None:
             return
-        given = arg(node, 0, "input")
-        if given is None:
-            return
-        origin = self.origin(given.value)
-        if origin is None or origin.kind != SIGMOID or origin.input is None:
-            return
+        loss, given, origin = found
         self.report(node, "Binary cross-entropy of a sigmoid output: the sigmoid saturates and BCE clamps its "
                           "log at -100, so confidently wrong logits get a wrong loss and no gradient; use "
                           "`binary_cross_entropy_with_logits` on the logits",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -73,10 +74,15 @@ class SqrtWithoutEps(OriginRule):
     code = "GL014"
     name = "sqrt-without-eps"
     summary = "sqrt of a sum of squares (a distance written by hand) that reaches a loss: NaN gradient at 0"
+    # A sqrt (not rsqrt, math.sqrt or np.sqrt) or a power of one half, and something squared.
     triggers = (
-        (r"sqrt", r"\*\*\s*0?\.5\b", r"pow\("),
-        (r"\*", r"pow\(", r"square", r"mse_loss"),
+        (r"sqrt(?<![\w.]rsqrt)(?<!math\.sqrt)(?<!np\.sqrt)\s*\(", r"\*\*\s*0?\.5\b", r"pow\(\s*0?\.5\s*\)",
+         r"pow\([^()\n]*,\s*0?\.5\s*\)", r"sqrt\s+as\b"),
+        (r"\*\*\s*2\b", r"pow\(\s*2", r"pow\([^()\n]*,\s*2\s*\)", r"square", r"mse_loss",
+         r"\)\.(?:nan)?(?:sum|mean)\s*\(", r"(?:sum|mean)\(\s*[\w.]+\s*\*"),
     )
+    # A finding also needs, somewhere in the file, a loss, a backward or a module's forward it reaches.
+    _file_needs = re.compile(r"loss\w*\s*\(|Loss\s*\(|entropy\s*\(|backward\s*\(|kl_div|autograd|def\s+forward\s*\(")
     options = (Option("eps", 1e-12, "Added inside the sqrt when the fix cannot use vector_norm."),)
 
     VALID = [
@@ -140,6 +146,10 @@ class SqrtWithoutEps(OriginRule):
             "    dist = (dx ** 2 + dy ** 2 + 1e-12) ** 0.5\n    dist.sum().backward()\n", unsafe=True),
     ]
 
+    @classmethod
+    def may_match(cls, text: str) -> bool:
+        return super().may_match(text) and cls._file_needs.search(text) is not None
+
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self._no_grad = 0
@@ -152,6 +162,9 @@ class SqrtWithoutEps(OriginRule):
     def leave_With(self, node: cst.With) -> None:
         if any(self._is_no_grad(item.item) for item in node.items):
             self._no_grad -= 1
+
+    def _no_grad_routine(self) -> bool:
+        return self.function is not None and any(self._is_no_grad(d.decorator) for d in self.function.decorators)
 
     def _is_no_grad(self, expr: cst.BaseExpression) -> bool:
         return self.ctx.resolve(expr.func if isinstance(expr, cst.Call) else expr) in (
@@ -180,14 +193,17 @@ class SqrtWithoutEps(OriginRule):
         squares = self._squares(operand)
         if squares is None:
             return
-        self.require_full_module()  # the data flow looks at every routine of the module
         scope = self.function if self.function is not None else self.ctx.module
+        if self._denominator(scope, node) or self._no_grad_routine():
+            return  # a denominator is GL001's; no_grad code has no gradient
+        if not self.whole.available:
+            self.require_full_module()  # the data flow follows helpers and callers anywhere in the file
         if self._reach is None:
-            self._reach = LossReach(self.ctx, count_forward=True)
-        if self._reach.no_grad_routine(self.function) or self._denominator(scope, node) or any(
-                self._denominator(caller_scope, call) for caller_scope, call in self._reach.callers(scope)):
-            return  # a denominator, here or where a caller divides by the result: GL001's
-        if not self._reach.reaches(scope, node):
+            self._reach = LossReach(self.ctx, self.whole, count_forward=True)
+        key = self.routine_key()
+        if any(self._denominator(caller, call) for _, caller, call in self._reach.callers(key)):
+            return  # a caller divides by the result: GL001's
+        if not self._reach.reaches(scope, key, node):
             return
         self.report(node, "sqrt of a sum of squares with nothing added inside, and the result reaches a loss: "
                           "its gradient is NaN wherever the sum is 0 (a point's distance to itself, identical "

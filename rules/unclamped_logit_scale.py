@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import ast
+import re
 from typing import Optional
 
 import libcst as cst
@@ -14,7 +16,6 @@ SIMILARITY_FUNCTIONS = {f"torch.{name}" for name in ("matmul", "mm", "bmm", "ein
 SIMILARITY_METHODS = {"matmul", "mm", "bmm"}
 PASS_THROUGH = CAST_METHODS | {"cpu", "cuda"}  # same value, maybe another device or dtype
 IN_PLACE_CLAMPS = {"clamp_", "clip_", "clamp_max_", "clamp_min_"}
-CLAMP_FUNCTIONS = {"torch.clamp", "torch.clip", "torch.clamp_max"}
 
 
 class UnclampedLogitScale(OriginRule):
@@ -63,7 +64,14 @@ class UnclampedLogitScale(OriginRule):
     code = "GL011"
     name = "unclamped-logit-scale"
     summary = "exp() of a learnable temperature scaling logits, with no clamp: it can grow until logits overflow"
-    triggers = ((r"exp\s*\(",), (r"@", r"matmul", r"mm\(", r"einsum", r"linear", r"cosine_similarity", r"inner"))
+    # An exponential (not math.exp or np.exp) and a similarity: a matrix product (`a @ b`, not a decorator),
+    # matmul/mm/bmm, einsum, F.linear, a cosine similarity.
+    triggers = ((r"exp(?<!math\.exp)(?<!np\.exp)\s*\(",),
+                (r"@[\w(](?<=[\w)\]]@[\w(])", r"@[\w(](?<=[\w)\]] @[\w(])", r" @ ", r"matmul", r"mm\s*\(",
+                 r"einsum", r"linear\s*\(", r"cosine_similarity", r"inner\s*\("))
+    # A finding also needs, somewhere in the file, a parameter and a loss (or a backward) it reaches.
+    _file_needs = (re.compile(r"Parameter\s*\("),
+                   re.compile(r"loss\w*\s*\(|Loss\s*\(|entropy\s*\(|backward\s*\(|kl_div|autograd"))
     options = (Option("max-scale", 100, "The upper bound the fix puts on the exponentiated scale."),)
 
     VALID = [
@@ -158,6 +166,10 @@ class UnclampedLogitScale(OriginRule):
             unsafe=True, note="transformers x_clip: the scale multiplies an einsum operand"),
     ]
 
+    @classmethod
+    def may_match(cls, text: str) -> bool:
+        return super().may_match(text) and all(p.search(text) for p in cls._file_needs)
+
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self._reach: Optional[LossReach] = None
@@ -173,17 +185,19 @@ class UnclampedLogitScale(OriginRule):
             operand = node.func.value
         else:
             return
-        attribute = self._parameter(operand)
-        if attribute is None:
-            return
-        self.require_full_module()  # the parameter, the loss and any clamp can be anywhere in the module
         scope = self.function if self.function is not None else self.ctx.module
+        if self._attribute(operand) is None or not self._scaled_similarities(scope, node):
+            return  # (cheap, local checks first: the rest needs the whole module)
+        if not self.whole.available:
+            self.require_full_module()  # the parameter, the loss and any clamp can be anywhere in the file
+        attribute = self._parameter(operand)
         products = self._scaled_similarities(scope, node)
-        if not products or attribute in self._clamped_in_place():
+        if attribute is None or not products or attribute in self._clamped_in_place():
             return
         if self._reach is None:
-            self._reach = LossReach(self.ctx, count_forward=False)
-        if not any(self._reach.reaches(scope, product) for product in products):
+            self._reach = LossReach(self.ctx, self.whole, count_forward=False)
+        key = self.routine_key()
+        if not any(self._reach.reaches(scope, key, product) for product in products):
             return
         bound = self.option("max-scale")
         self.report(node, f"`{_short(self.code_of(node))}` exponentiates a learnable temperature that scales logits "
@@ -192,21 +206,23 @@ class UnclampedLogitScale(OriginRule):
                     fix=self.replace(node, method(node, "clamp", max=cst.parse_expression(format_number(bound))),
                                      safe=False, message=f"Clamp the scale at {format_number(bound)}"))
 
-    def _parameter(self, expr: Optional[cst.BaseExpression], depth: int = 0) -> Optional[str]:
-        """The attribute name when `expr` is a trainable parameter of the class (through local names and
-        casts), else None."""
+    def _attribute(self, expr: Optional[cst.BaseExpression], depth: int = 0) -> Optional[cst.Attribute]:
+        """The `self.x` that `expr` is, through local names and casts, else None."""
         if expr is None or depth > 4:
             return None
         if isinstance(expr, cst.Name):
             value = self.value_of(expr.value)
-            return self._parameter(value, depth + 1) if value is not None else None
+            return self._attribute(value, depth + 1) if value is not None else None
         if isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) \
                 and expr.func.attr.value in PASS_THROUGH and self.ctx.resolve(expr.func) is None:
-            return self._parameter(expr.func.value, depth + 1)
-        attribute = self.self_attribute(expr)
-        if attribute is not None and self.is_parameter(expr):
-            return attribute
-        return None
+            return self._attribute(expr.func.value, depth + 1)
+        return expr if self.self_attribute(expr) is not None else None
+
+    def _parameter(self, expr: Optional[cst.BaseExpression]) -> Optional[str]:
+        """The attribute name when `expr` is a trainable parameter of the class (through local names and
+        casts), else None."""
+        attribute = self._attribute(expr)
+        return attribute.attr.value if attribute is not None and self.is_parameter(attribute) else None
 
     # -- is the exponential a logit scale? -----------------------------------------------------------
     def _scaled_similarities(self, scope, exp_call: cst.Call) -> list:
@@ -308,36 +324,33 @@ class UnclampedLogitScale(OriginRule):
 
     # -- clamped elsewhere -------------------------------------------------------------------------------
     def _clamped_in_place(self) -> set:
-        """Attribute names clamped in place somewhere in the module: `x.logit_scale.clamp_(...)`,
-        `x.logit_scale.data.clamp_(...)`, `x.logit_scale.data = torch.clamp(...)`."""
+        """Attribute names clamped in place anywhere in the file: `x.logit_scale.clamp_(...)`,
+        `x.logit_scale.data.clamp_(...)`, `x.logit_scale.data = torch.clamp(...)` (read from the whole
+        file's `ast`: the clamp is usually in a training loop far from the model)."""
         if self._clamped is None:
             found: set = set()
-            stack: list = [self.ctx.module]
-            while stack:
-                node = stack.pop()
-                if isinstance(node, cst.Call) and isinstance(node.func, cst.Attribute) \
-                        and node.func.attr.value in IN_PLACE_CLAMPS:
+            for node in ast.walk(self.whole.tree) if self.whole.available else ():
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                        and node.func.attr in IN_PLACE_CLAMPS:
                     name = _attribute_name(node.func.value)
                     if name is not None:
                         found.add(name)
-                elif isinstance(node, cst.Assign) and isinstance(node.value, cst.Call) and (
-                        self.ctx.resolve(node.value.func) in CLAMP_FUNCTIONS
-                        or (isinstance(node.value.func, cst.Attribute)
-                            and node.value.func.attr.value in ("clamp", "clip"))):
+                elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) \
+                        and isinstance(node.value.func, ast.Attribute) \
+                        and node.value.func.attr in ("clamp", "clip", "clamp_max"):
                     for target in node.targets:
-                        name = _attribute_name(target.target)
+                        name = _attribute_name(target)
                         if name is not None:
                             found.add(name)
-                stack.extend(children(node))
             self._clamped = found
         return self._clamped
 
 
-def _attribute_name(expr: cst.BaseExpression) -> Optional[str]:
+def _attribute_name(expr: ast.expr) -> Optional[str]:
     """`logit_scale` for `m.logit_scale` or `m.logit_scale.data`."""
-    if isinstance(expr, cst.Attribute) and expr.attr.value == "data":
+    if isinstance(expr, ast.Attribute) and expr.attr == "data":
         expr = expr.value
-    return expr.attr.value if isinstance(expr, cst.Attribute) else None
+    return expr.attr if isinstance(expr, ast.Attribute) else None
 
 
 def _short(code: str, limit: int = 50) -> str:
