@@ -25,6 +25,7 @@ from typing import Optional
 
 import libcst as cst
 
+from .binder import scope_bindings
 from .nodes import is_name
 from .origins import children
 from .wholefile import ModuleScope, WholeFile
@@ -122,9 +123,7 @@ class LossReach:
         func = call.func
         if isinstance(func, cst.Name):
             target = (None, func.value)
-            if not self.whole.has_routine(target) or self.ctx.imports.is_bound(func.value):
-                return None
-            if isinstance(scope, cst.FunctionDef) and _binds(scope, func.value):
+            if not self.whole.has_routine(target) or not self._runs_module_def(func.value, scope):
                 return None
             return target
         if isinstance(func, cst.Attribute) and isinstance(func.value, cst.Name) \
@@ -134,6 +133,17 @@ class LossReach:
             target = (key[0], func.attr.value)
             return target if self.whole.has_routine(target) else None
         return None
+
+    def _runs_module_def(self, name: str, scope) -> bool:
+        """Whether `name` called in `scope` (a routine `wholefile` indexes) is the module's `def name`: the
+        module binds `name` only there, and the routine does not bind it itself (methods see no class
+        names, so their enclosing scope is the module)."""
+        if len(self.ctx.names.module_scope.bindings.names.get(name, ())) != 1:
+            return False
+        if not isinstance(scope, cst.FunctionDef):
+            return True
+        own = scope_bindings(scope, walrus=True)
+        return name in own.globals or name not in own.names
 
     def callers(self, key):
         """(caller key, caller node, call node) for each call of routine `key` in this file."""
@@ -351,14 +361,6 @@ def _first_param(function: cst.FunctionDef) -> Optional[str]:
 
 def _is_static(function: cst.FunctionDef) -> bool:
     return any(is_name(d.decorator, "staticmethod") for d in function.decorators)
-
-
-def _binds(function: cst.FunctionDef, name: str) -> bool:
-    """Whether `function` binds `name` (a parameter or an assignment)."""
-    params = function.params
-    if any(p.name.value == name for p in (*params.posonly_params, *params.params, *params.kwonly_params)):
-        return True
-    return bool(assignments(function, name))
 
 
 def assignments(scope, name: str) -> list:
