@@ -396,16 +396,16 @@ class FixOutcome:
 
 
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-             unsafe: bool = False) -> FixOutcome:
-    """Apply fixes, re-parse, repeat until nothing changes; then drop the noqa codes that silence
-    nothing (GL100, when selected), which no rewrite changes.
+             unsafe: bool = False, rounds: Optional[int] = None) -> FixOutcome:
+    """Apply fixes, re-parse, repeat until nothing changes (or `rounds` times); then drop the noqa codes
+    that silence nothing (GL100, when selected), which no rewrite changes.
 
     Nested fixes are applied together (see `_Apply`), so one round usually suffices; a fix that makes a
     new finding needs another. Each round must fix something, so the rounds are bounded by the findings
     (and a few more for findings that fixes create)."""
     initial = lint_text(text, path, rules, options, edits=False)  # counted only: no edits needed
     current = text
-    for _ in range(len(initial) + EXTRA_FIX_ROUNDS):
+    for _ in range(rounds if rounds is not None else len(initial) + EXTRA_FIX_ROUNDS):
         tree = _python_syntax(current, path)
         if isinstance(tree, Finding):
             break

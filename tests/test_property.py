@@ -116,12 +116,7 @@ def refused_to_fix(source: str) -> bool:
 
 
 def one_round(text: str) -> str:
-    rounds = engine.MAX_FIX_ROUNDS
-    engine.MAX_FIX_ROUNDS = 1
-    try:
-        return fix_text(text, "generated.py", RULES, unsafe=True).text
-    finally:
-        engine.MAX_FIX_ROUNDS = rounds
+    return fix_text(text, "generated.py", RULES, unsafe=True, rounds=1).text
 
 
 def check(source: str) -> None:
@@ -147,7 +142,7 @@ def check(source: str) -> None:
         # Round by round (a fix can bring up another finding: GL004's eval() makes GL006 ask for train()),
         # each round changes only what that round's findings report as their edits.
         current = source
-        for _ in range(engine.MAX_FIX_ROUNDS):
+        for _ in range(len(lint_text(source, "generated.py", RULES)) + engine.EXTRA_FIX_ROUNDS):  # as fix_text
             edits = [e for f in lint_text(current, "generated.py", RULES) if f.fix is not None for e in f.fix.edits]
             after = one_round(current)
             assert unchanged_outside_edits(current, after, edits), (current, after)
