@@ -26,6 +26,7 @@ class FileContext:
         self.module = module
         self.path = path
         self.text = text  # the whole file's source, when given
+        self.tree = tree  # the whole file's `ast`, when given
         self.partial = partial
         self.reports: list[Report] = []
         self._options = options

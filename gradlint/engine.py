@@ -92,8 +92,13 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     import_row = _import_row(text, tree)
     if reduce and tree is not None:
         reduction = reduce_source(text, rules, tree=tree, force=force_reduce)
+        if reduction is not None:
+            rules = reduction.rules  # a rule whose triggers match no one region cannot report anything
+            if not rules:
+                module = cst.Module(body=[])
+                return _Analysis(module, FileContext(module, path, partial=True, options=options), "", 0, [])
         reduced_import_row = reduction.reduced_row(import_row) if reduction and import_row else 0
-        if reduction is not None and reduced_import_row is not None:
+        if reduction is not None and reduction.text is not None and reduced_import_row is not None:
             try:
                 module = cst.parse_module(reduction.text)
                 ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, tree=tree,

@@ -13,6 +13,10 @@ matched together with the file's import statements, so that `from torch.linalg i
 the triggers see what `n(x)` calls. Triggers are searched once in the whole text; a region matches a
 rule when each of the rule's trigger groups matches on one of its rows (or the imports' rows).
 
+A rule none of whose regions match (its trigger groups matching in different routines, say) is not run on
+the file, and a file where no rule has a matching region is not parsed at all: by the triggers' contract
+nothing can be reported there.
+
 A rule whose verdict depends on code outside the region of its finding (every call site of a helper,
 say) asks for the full module, and the engine parses it again (``Rule.require_full_module``).
 """
@@ -59,8 +63,9 @@ def _imports(node: ast.stmt) -> bool:
 
 @dataclass(frozen=True)
 class Reduction:
-    text: str
+    text: Optional[str]  # None: parse the whole file (when `rules` is not empty)
     rows: list  # rows[i] is the file's row of reduced row i + 1; 0 for a separator standing for dropped lines
+    rules: tuple = ()  # the rules with a region to look at: no other can report anything in the file
 
     def reduced_row(self, row: int) -> Optional[int]:
         """The reduced row showing the file's `row`, or None if it was dropped."""
@@ -79,6 +84,7 @@ class _Relevance:
     """Which rows each trigger group of each rule matches on, to answer 'can this region hold a finding?'"""
 
     def __init__(self, text: str, rules: Sequence, line_starts: list[int], import_spans) -> None:
+        self.matched: set = set()  # indices of the rules that some region matched
         self._rules = []
         for rule in rules:
             groups = []
@@ -97,13 +103,20 @@ class _Relevance:
         return False
 
     def __call__(self, spans) -> bool:
-        return any(all(in_imports or self._hits(rows, spans) for rows, in_imports in groups)
-                   for groups in self._rules)
+        found = False
+        for index, groups in enumerate(self._rules):
+            if (index in self.matched and found) or not all(
+                    in_imports or self._hits(rows, spans) for rows, in_imports in groups):
+                continue
+            self.matched.add(index)
+            found = True
+        return found
 
 
 def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None,
                   force: bool = False) -> Optional[Reduction]:
-    """The text with irrelevant regions blanked, or None when that is unsafe or not worth it.
+    """The text with irrelevant regions blanked (`text` None when blanking is not worth it), and the rules
+    that have a region to look at; None when reducing is unsafe.
 
     `tree` is `ast.parse(text)` when the caller has it already."""
     if _ODD_NEWLINES.search(text):
@@ -183,8 +196,9 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
                         and isinstance(first.value.value, str))
         mark([(1, _span(first)[1] if is_docstring else _span(first)[0] - 1)])
 
-    if not force and sum(keep) >= WORTH_IT * len(lines):
-        return None
+    matched = tuple(rule for index, rule in enumerate(rules) if index in relevant.matched)
+    if not matched or (not force and sum(keep) >= WORTH_IT * len(lines)):
+        return Reduction(None, [], matched)  # nothing to parse, or the whole file
     out, rows = [], []
     for row, line in enumerate(lines, start=1):
         if keep[row]:
@@ -193,4 +207,4 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
         elif not rows or rows[-1] != 0:
             out.append("")
             rows.append(0)
-    return Reduction("\n".join(out), rows)
+    return Reduction("\n".join(out), rows, matched)
