@@ -8,9 +8,10 @@ from typing import Any, Mapping, Optional
 
 import libcst as cst
 
-from .binder import module_bindings, walrus_functions
+from .binder import OTHER, module_bindings, walrus_functions
 from .names import CLASS, COMPREHENSION, FUNCTION, LAMBDA, MODULE, NameResolver, Scope
 from .rule import Reference, Report, Rule
+from .wholefile import WholeFile
 
 
 class FullModuleRequired(Exception):
@@ -134,6 +135,25 @@ class FileContext:
         scope, statement = self._site(at)
         text, line = self.names.spell(qualified, scope, statement)
         return Reference(cst.parse_expression(text), line)
+
+    def module_function(self, expr: cst.BaseExpression, at: Optional[cst.CSTNode] = None) -> Optional[str]:
+        """The name of the module-level function a use of `expr` (a Name) at the walk's position (or `at`)
+        calls: the use sees the module scope's binding of the name, and that binding is one top-level
+        `def` and nothing else (no import, assignment, second `def` or `global` rebinding), else None."""
+        if not isinstance(expr, cst.Name):
+            return None
+        scope, _ = self._site(at)
+        owner = self.names.binder_of(expr.value, scope)
+        if owner is not self.names.module_scope:
+            return None
+        bindings = owner.bindings.names[expr.value]
+        if len(bindings) != 1 or bindings[0].kind != OTHER or not bindings[0].runtime:
+            return None
+        whole = WholeFile.of(self)
+        if not whole.available:
+            self.require_full_module()  # the file's `ast` is what says the binding is a `def`
+            return None
+        return expr.value if whole.has_routine((None, expr.value)) else None
 
     def imported_modules(self, at: Optional[cst.CSTNode] = None) -> list[str]:
         """The qualified names imported at module level and in the scopes around the use."""

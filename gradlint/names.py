@@ -137,6 +137,11 @@ class NameResolver:
             return _agreed(before[-1:])
         return None
 
+    def binder_of(self, name: str, scope: Scope) -> Optional[Scope]:
+        """The scope whose bindings of `name` a use in `scope` sees (None: nothing binds it)."""
+        found = self._binding_scope(name, scope)
+        return found[0] if found is not None else None
+
     def _binding_scope(self, name: str, scope: Scope) -> Optional[tuple[Scope, bool]]:
         """The scope whose binding of `name` a use in `scope` sees, and whether the use runs as that
         scope's statements run (rather than later, from a function or lambda); None if unbound."""

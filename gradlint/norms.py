@@ -56,12 +56,17 @@ class Unguarded:
     inner: Optional[cst.BaseExpression] = None  # sqrt's argument
     term: Optional[cst.BaseExpression] = None  # "sqrt+term": what is added outside the sqrt
     compound: bool = False  # reached through a name bound to an operation on it (`n = a.norm() ** 2`)
+    helper: Optional[str] = None  # a call of this module-level function, whose every return is the above
+    tensor: bool = False  # (helper) every return is provably a tensor
 
 
 class Denominators:
-    def __init__(self, resolve: Callable, value_of: Callable[[str], Optional[cst.BaseExpression]]) -> None:
+    def __init__(self, resolve: Callable, value_of: Callable[[str], Optional[cst.BaseExpression]],
+                 helper: Optional[Callable[[cst.Call], Optional[Unguarded]]] = None) -> None:
+        """`helper(call)`: what a call of a function (not a method) returns, when it is unguarded."""
         self._resolve = resolve
         self._value_of = value_of
+        self._helper = helper
 
     def factors(self, expr: cst.BaseExpression, depth: int = 0) -> list[Unguarded]:
         """The unguarded factors of a denominator: `a.norm() * b.norm()` has two, `-2 * n ** 2` one (`n`)."""
@@ -73,7 +78,7 @@ class Denominators:
                 return self.factors(expr.left, depth + 1) + self.factors(expr.right, depth + 1)
             if isinstance(op, cst.Divide):
                 return self.factors(expr.left, depth + 1)
-            if isinstance(op, cst.Power):
+            if isinstance(op, cst.Power) and number(expr.right) != 0.5:
                 return self.factors(expr.left, depth + 1) if (number(expr.right) or 0) > 0 else []
         if isinstance(expr, cst.UnaryOperation) and isinstance(expr.operator, (cst.Minus, cst.Plus)):
             return self.factors(expr.expression, depth + 1)
@@ -97,6 +102,8 @@ class Denominators:
         if isinstance(expr, cst.Subscript):
             return self.classify(expr.value, depth + 1)
         if isinstance(expr, cst.BinaryOperation):
+            if isinstance(expr.operator, cst.Power) and number(expr.right) == 0.5:  # `s ** 0.5`
+                return Unguarded("sqrt", expr, inner=expr.left) if self.sum_of_squares(expr.left, depth) else None
             return self.sqrt_plus_term(expr, depth)
         if isinstance(expr, cst.Call):
             return self.classify_call(expr, depth)
@@ -108,7 +115,7 @@ class Denominators:
             return None
         for side, other in ((expr.left, expr.right), (expr.right, expr.left)):
             inner = self.classify(side, depth + 1)
-            if inner is not None and inner.kind == "sqrt" and inner.node is side:
+            if inner is not None and inner.kind == "sqrt" and inner.node is side and inner.helper is None:
                 return Unguarded("sqrt+term", expr, inner=inner.inner, term=other)
         return None  # `norm + eps`: a guard
 
@@ -124,16 +131,23 @@ class Denominators:
             if qualified in SQRT_FUNCTIONS:
                 inner = arg_value(call, 0, "input")
                 return Unguarded("sqrt", call, inner=inner) if self.sum_of_squares(inner, depth) else None
+            if qualified == "torch.pow" and number(arg_value(call, 1, "exponent")) == 0.5:
+                inner = arg_value(call, 0, "input")
+                return Unguarded("sqrt", call, inner=inner) if self.sum_of_squares(inner, depth) else None
             if qualified in CLAMP_FUNCTIONS:
                 if self._has_min(call, offset=1):
                     return None
                 inner = arg_value(call, 0, "input")
                 return self.classify(inner, depth + 1) if inner is not None else None
             return None
+        if isinstance(call.func, cst.Name):
+            return self._helper(call) if self._helper is not None else None
         mc = method_call(call)
         if mc is None:
             return None
         receiver, name = mc
+        if name == "pow" and number(arg_value(call, 0, "exponent")) == 0.5 and self.sum_of_squares(receiver, depth):
+            return Unguarded("sqrt", call, inner=receiver)
         if name == "norm" and self._is_tensor_norm(call, receiver):
             return Unguarded("norm", call)
         if name in ("std", "var") and not is_name(receiver, "self", "cls"):

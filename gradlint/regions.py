@@ -10,7 +10,9 @@ byte-for-byte the file's, so columns, ``# noqa`` comments and edits carry over o
 Regions: each top-level function; each function in a top-level class; all other module-level statements
 together (a script's flow runs through them); all other statements of a class together. A region is
 matched together with the file's import statements, so that `from torch.linalg import norm as n` lets
-the triggers see what `n(x)` calls. Triggers are searched once in the whole text; a region matches a
+the triggers see what `n(x)` calls. A rule with `callee_triggers` (GL001: `x / helper(x)`) also matches a
+region that meets its first groups and calls (by name, in the text) a top-level function that meets the
+others: the rule then decides from what the name is bound to. Triggers are searched once in the whole text; a region matches a
 rule when each of the rule's trigger groups matches on one of its rows (or the imports' rows).
 
 A rule none of whose regions match (its trigger groups matching in different routines, say) is not run on
@@ -83,7 +85,8 @@ class Reduction:
 class _Relevance:
     """Which rows each trigger group of each rule matches on, to answer 'can this region hold a finding?'"""
 
-    def __init__(self, text: str, rules: Sequence, line_starts: list[int], import_spans) -> None:
+    def __init__(self, text: str, rules: Sequence, line_starts: list[int], import_spans,
+                 functions: Sequence[ast.stmt] = ()) -> None:
         self.matched: set = set()  # indices of the rules that some region matched
         self._rules = []
         for rule in rules:
@@ -92,7 +95,15 @@ class _Relevance:
                 offsets = sorted({m.start() for p in group for m in p.finditer(text)})
                 rows = sorted({bisect_left(line_starts, o + 1) for o in offsets})  # 1-based row
                 groups.append((rows, self._hits(rows, import_spans)))
-            self._rules.append(groups)
+            callee = rule.callee_triggers
+            calls: list = []  # rows that call a module-level function meeting the groups from `callee` on
+            if callee:
+                names = [f.name for f in functions
+                         if all(in_imports or self._hits(rows, [_span(f)]) for rows, in_imports in groups[callee:])]
+                if names:
+                    pattern = re.compile(r"(?<![\w.])(?:%s)\s*\(" % "|".join(map(re.escape, names)))
+                    calls = sorted({bisect_left(line_starts, m.start() + 1) for m in pattern.finditer(text)})
+            self._rules.append((groups, callee, calls))
 
     @staticmethod
     def _hits(rows: list[int], spans) -> bool:
@@ -104,9 +115,11 @@ class _Relevance:
 
     def __call__(self, spans) -> bool:
         found = False
-        for index, groups in enumerate(self._rules):
-            if (index in self.matched and found) or not all(
-                    in_imports or self._hits(rows, spans) for rows, in_imports in groups):
+        for index, (groups, callee, calls) in enumerate(self._rules):
+            if index in self.matched and found:
+                continue
+            hit = [in_imports or self._hits(rows, spans) for rows, in_imports in groups]
+            if not all(hit) and not (calls and all(hit[:callee]) and self._hits(calls, spans)):
                 continue
             self.matched.add(index)
             found = True
@@ -134,7 +147,8 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
     for line in lines[:-1]:
         line_starts.append(line_starts[-1] + len(line) + 1)
     import_spans = [_span(s) for s in tree.body if _imports(s)]
-    relevant = _Relevance(text, rules, line_starts, import_spans)
+    relevant = _Relevance(text, rules, line_starts, import_spans,
+                          [s for s in tree.body if isinstance(s, _FUNCTIONS)])
 
     def mark(spans) -> None:
         for s, e in spans:

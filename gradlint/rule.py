@@ -10,6 +10,8 @@ A rule knows nothing about files, output formats or the CLI. It declares:
   hide a finding: the INVALID examples of every rule are run through it by a test. Start each regex with
   a literal (``\.norm(?<!self\.norm)\s*\(``, not ``(?<!self)\.norm``): Python scans for a literal
   prefix fast and tries every position otherwise (0.05 s against 1 s on transformers);
+- ``callee_triggers`` (0: none): trigger groups from this index on may instead match in a module-level
+  function that the region calls by name (`x / helper(x)` with the norm in `helper`);
 - ``options``: settings read from ``[tool.gradlint.<name>]``;
 - ``VALID`` and ``INVALID`` examples, run by one parametrised test;
 - ``visit_<Node>`` / ``leave_<Node>`` methods, called in one shared traversal, that call ``self.report``.
@@ -132,6 +134,7 @@ class Rule:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     triggers: ClassVar[Sequence[Union[str, Sequence[str]]]] = ()
+    callee_triggers: ClassVar[int] = 0
     options: ClassVar[Sequence[Option]] = ()
     VALID: ClassVar[Sequence[Valid]] = ()
     INVALID: ClassVar[Sequence[Invalid]] = ()

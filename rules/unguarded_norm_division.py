@@ -15,6 +15,7 @@ from gradlint.guards import (
     statements_after,
     uses_all_selected,
 )
+from gradlint.helpers import Helpers
 from gradlint.nodes import (
     arg_value,
     format_number,
@@ -126,8 +127,10 @@ class UnguardedNormDivision(LocalsRule):
         (r"\.norm(?<!self\.norm)\s*\(", r"\.sqrt(?<!math\.sqrt)(?<!np\.sqrt)\s*\(", r"rsqrt", r"\.std\s*\(",
          r"\.var\s*\(", r"vector_norm", r"matrix_norm", r"norm(?<![\w.]norm)\s*\(",
          r"sqrt(?<![\w.]sqrt)\s*\(", r"std(?<![\w.]std)\s*\(", r"var(?<![\w.]var)\s*\(", r"norm\s+as\b",
-         r"sqrt\s+as\b", r"std\s+as\b", r"var\s+as\b"),
+         r"sqrt\s+as\b", r"std\s+as\b", r"var\s+as\b", r"\*\*\s*0?\.5\b", r"pow\(\s*0?\.5\s*\)",
+         r",\s*0?\.5\s*\)"),
     )
+    callee_triggers = 1  # `x / helper(x)`: the norm may be in a module-level function the division calls
     options = (Option("eps", 1e-6, "Guard inserted by the fix; non-zero in float16 and bfloat16.",
                       above=0, below=1),)
 
@@ -226,8 +229,59 @@ class UnguardedNormDivision(LocalsRule):
               "        initial = torch.cat([p.view(-1) for p in model.parameters()])\n"
               "    return torch.norm(initial - before) / torch.norm(initial)\n",
               note="Lightning's test helpers: a model's whole parameter vector"),
+        Valid("import torch\nimport torch.nn.functional as F\n\n\ndef unit(t):\n"
+              "    return F.normalize(t, dim=-1)\n\n\ndef embed(x):\n    return x / unit(x)\n",
+              note="a helper that guards (F.normalize) returns no norm"),
+        Valid("import torch\n\n\ndef l2(t):\n    return t.norm(dim=-1, keepdim=True) + 1e-6\n\n\n"
+              "def embed(x):\n    return x / l2(x)\n", note="the helper adds eps"),
+        Valid("import torch\n\n\ndef l2(t):\n    n = torch.linalg.vector_norm(t, dim=-1, keepdim=True)\n"
+              "    return n.clamp_min(1e-6)\n\n\ndef embed(x):\n    return x / l2(x)\n",
+              note="the helper clamps its result"),
+        Valid("import torch\n\n\ndef scale(t):\n    return t.abs().amax(dim=-1, keepdim=True)\n\n\n"
+              "def embed(x):\n    return x / scale(x)\n", note="the helper returns something else"),
+        Valid("import torch\n\n\ndef l2(t):\n    if t.dim() == 1:\n        return t.norm()\n"
+              "    return t.abs().sum(-1)\n\n\ndef embed(x):\n    return x / l2(x)\n",
+              note="not every return is a norm"),
+        Valid("import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(t, dim=-1, keepdim=True)\n\n\n"
+              "def embed(x, l2):\n    return x / l2(x)\n", note="`l2` here is the parameter, not the helper"),
+        Valid("import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(t, dim=-1, keepdim=True)\n\n\n"
+              "l2 = torch.nn.Identity()\n\n\ndef embed(x):\n    return x / l2(x)\n",
+              note="the module rebinds the name: not only the `def`"),
+        Valid("import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(REFERENCE, dim=-1, keepdim=True)\n\n\n"
+              "def embed(x):\n    return x / l2(x)\n", note="the norm of a global, not of the argument"),
     ]
     INVALID = [
+        Invalid(
+            "import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(t, dim=-1, keepdim=True)\n\n\n"
+            "def embed(x):\n    return x / l2(x)\n",
+            "import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(t, dim=-1, keepdim=True)\n\n\n"
+            "def embed(x):\n    return x / l2(x).clamp_min(1e-6)\n",
+            note="a helper of the module returns a norm: its result is clamped where it divides"),
+        Invalid(
+            "import torch\n\n\ndef spread(t):\n    s = t.std(dim=0)\n    return s\n\n\n"
+            "def whiten(x):\n    return (x - x.mean(dim=0)) / spread(x)\n",
+            "import torch\n\n\ndef spread(t):\n    s = t.std(dim=0)\n    return s\n\n\n"
+            "def whiten(x):\n    return (x - x.mean(dim=0)) / spread(x).clamp_min(1e-6)\n",
+            note="a helper returning a standard deviation through a local"),
+        Invalid(
+            "import torch\n\n\ndef l2(t):\n    return t.norm()\n\n\ndef embed(x):\n    return x / l2(x)\n",
+            "import torch\n\n\ndef l2(t):\n    return t.norm()\n\n\ndef embed(x):\n"
+            "    return x / l2(x).clamp_min(1e-6)\n",
+            unsafe=True, note="nothing says the helper's result is a tensor: the clamp could raise"),
+        Invalid(
+            "import torch\n\n\ndef _get_vector_norm(tensor: torch.Tensor) -> torch.Tensor:\n"
+            "    square_tensor = torch.pow(tensor, 2)\n"
+            "    sum_tensor = torch.sum(square_tensor, dim=-1, keepdim=True)\n"
+            "    return torch.pow(sum_tensor, 0.5)\n\n\nclass Model:\n"
+            "    def forward(self, image_embeds):\n"
+            "        return image_embeds / _get_vector_norm(image_embeds)\n",
+            note="transformers CLIP: no fix at the call site, where a clamp keeps the sqrt's NaN gradient"),
+        Invalid(
+            "import torch\nz = x / (x * x).sum(-1, keepdim=True) ** 0.5\n",
+            "import torch\nz = x / ((x * x).sum(-1, keepdim=True) + 1e-6) ** 0.5\n", unsafe=True),
+        Invalid(
+            "import torch\nz = x / torch.pow(x.pow(2).sum(-1, keepdim=True), 0.5)\n",
+            "import torch\nz = x / torch.pow(x.pow(2).sum(-1, keepdim=True) + 1e-6, 0.5)\n", unsafe=True),
         Invalid(
             "import torch\n\n\ndef embed(x):\n    return x / x.norm(dim=-1, keepdim=True)\n",
             "import torch\n\n\ndef embed(x):\n"
@@ -351,7 +405,7 @@ class UnguardedNormDivision(LocalsRule):
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
         self._tensors = TensorEvidence(ctx.resolve, self.locals.value_of, self.locals.annotation_of)
-        self._norms = Denominators(ctx.resolve, self.locals.value_of)
+        self._norms = Denominators(ctx.resolve, self.locals.value_of, Helpers(ctx).unguarded)
         self._provenance = Provenance(ctx.resolve)
         self._callers: dict = {}  # module-level function name -> its call sites in the module
         self._grad_off: dict = {}  # module-level function name -> every call runs without gradients
@@ -394,6 +448,8 @@ class UnguardedNormDivision(LocalsRule):
         have a signature only tensors have. A function of torch is a torch division already."""
         if any(self.ctx.resolve(f.node.func) is not None for f in factors if isinstance(f.node, cst.Call)):
             return True
+        if any(f.tensor for f in factors):
+            return True  # a helper of the module that returns a torch function's result
         receivers = [mc[0] for f in factors if isinstance(f.node, cst.Call) and (mc := method_call(f.node))]
         if receivers and all(self._tensors.is_array(r) for r in receivers):
             return False  # NumPy's or pandas' `.std()` in a module that also imports torch
@@ -436,7 +492,13 @@ class UnguardedNormDivision(LocalsRule):
     def _never_zero(self, found: Unguarded, statements) -> bool:
         """The value the norm (or std, var, sum of squares) is taken of cannot make it 0: probabilities,
         or a table built from constants (no input decides whether it is degenerate)."""
-        source = found.inner if found.kind in ("sqrt", "sqrt+term", "rsqrt") else input_of(found.node, self.ctx.resolve)
+        if found.helper is not None:  # what the helper takes the norm of is its argument
+            args = found.node.args
+            source = args[0].value if len(args) == 1 and not args[0].star and args[0].keyword is None else None
+        elif found.kind in ("sqrt", "sqrt+term", "rsqrt"):
+            source = found.inner
+        else:
+            source = input_of(found.node, self.ctx.resolve)
         if source is None:
             return False
         if found.kind == "norm" and self._norms.never_zero(source):
@@ -531,7 +593,9 @@ class UnguardedNormDivision(LocalsRule):
     # -- reporting and fixes -------------------------------------------------------------------------
     def _message(self, denominator, found: Unguarded, masked: bool) -> str:
         shown = _short(self.code_of(denominator))
-        if found.kind == "norm":
+        if found.helper is not None:
+            message = self._helper_message(shown, found)
+        elif found.kind == "norm":
             message = f"Division by a norm with no eps guard: `{shown}` is 0 for an all-zero input (NaN)"
         elif found.kind == "std":
             message = f"Division by a standard deviation with no eps guard: `{shown}` is 0 for constant input"
@@ -554,6 +618,15 @@ class UnguardedNormDivision(LocalsRule):
                         "is still NaN")
         return message
 
+    def _helper_message(self, shown: str, found: Unguarded) -> str:
+        what = {"norm": "a norm", "std": "a standard deviation", "var": "a variance"}.get(found.kind)
+        if what is not None:
+            return (f"Division by `{shown}`: `{found.helper}` returns {what} with no eps guard, 0 for an "
+                    f"all-zero{' or constant' if found.kind != 'norm' else ''} input (NaN)")
+        return (f"Division by `{shown}`: `{found.helper}` returns the sqrt of a sum of squares with no eps "
+                "inside, 0 for an all-zero input (NaN), and sqrt's gradient there is infinite; add an eps "
+                "inside its sqrt (a clamp here would keep the NaN gradient)")
+
     def _is_eps(self, term: Optional[cst.BaseExpression]) -> bool:
         """A small positive constant (directly or through a local name), or a value named eps."""
         value = self._literal(term) if term is not None else None
@@ -566,6 +639,8 @@ class UnguardedNormDivision(LocalsRule):
     def _fix(self, site, denominator, factors: list[Unguarded], numerator):
         eps = self.option("eps")
         first = factors[0]
+        if any(f.helper is not None and f.kind not in ("norm", "std", "var") for f in factors):
+            return None  # eps belongs inside the helper's sqrt, which every caller shares
         if first.kind in ("sqrt", "rsqrt", "sqrt+term"):
             return self._sqrt_fix(first, eps)
         if len(factors) == 1 and first.factor is denominator and not first.compound:
@@ -574,7 +649,8 @@ class UnguardedNormDivision(LocalsRule):
                 return normalized
         clamped = [f for f in factors if f.kind in ("norm", "std", "var")]
         mapping = {f.factor: method(f.factor, "clamp_min", number_node(eps)) for f in clamped}
-        safe = all(f.kind != "var" and not f.compound and self._tensors.is_tensor(f.factor) for f in clamped)
+        safe = all(f.kind != "var" and not f.compound and (f.tensor or self._tensors.is_tensor(f.factor))
+                   for f in clamped)
         which = "the norm factors" if len(mapping) > 1 else "the denominator"
         return self.rewrite(mapping, safe=safe,
                             message=f"Clamp {which} with `.clamp_min({format_number(eps)})`")
@@ -583,12 +659,14 @@ class UnguardedNormDivision(LocalsRule):
         move = found.kind == "sqrt+term" and self._is_eps(found.term)
         added = found.term if move else number_node(eps)
         inner = cst.BinaryOperation(left=parenthesized(found.inner), operator=cst.Add(), right=added)
-        call = self._sqrt_call_in(found.node) if found.kind == "sqrt+term" else found.node
+        call = self._sqrt_in(found) if found.kind == "sqrt+term" else found.node
         if call is None:
             return None
-        if call.args and self.ctx.resolve(call.func) is not None:  # torch.sqrt(inner)
+        if isinstance(call, cst.BinaryOperation):  # inner ** 0.5
+            new_call = call.with_changes(left=parenthesized(inner))
+        elif call.args and self.ctx.resolve(call.func) is not None:  # torch.sqrt(inner), torch.pow(inner, 0.5)
             new_call = call.with_changes(args=[call.args[0].with_changes(value=inner), *call.args[1:]])
-        else:  # inner.sqrt()
+        else:  # inner.sqrt(), inner.pow(0.5)
             new_call = call.with_changes(func=call.func.with_changes(value=parenthesized(inner)))
         if move:
             # Unsafe: sqrt(s + eps) differs from sqrt(s) + eps wherever s is below about eps, that is for
@@ -603,9 +681,11 @@ class UnguardedNormDivision(LocalsRule):
         return keeps_comments(plan)
 
     @staticmethod
-    def _sqrt_call_in(addition: cst.BinaryOperation) -> Optional[cst.Call]:
+    def _sqrt_in(found: Unguarded) -> Optional[cst.BaseExpression]:
+        """The sqrt of `sqrt(s) + term`: the side that is not the term."""
+        addition = found.node
         for side in (addition.left, addition.right):
-            if isinstance(side, cst.Call):
+            if side is not found.term and isinstance(side, (cst.Call, cst.BinaryOperation)):
                 return side
         return None
 
