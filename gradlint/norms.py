@@ -5,7 +5,8 @@
 all-zero (or constant) input and have nothing keeping them from it (`+ eps`, `clamp(min=...)`), each
 with the expression of the denominator that carries it (the one a fix guards). A name is followed to
 the value it holds (`value_of`); a name bound to an operation on a norm (`n = a.norm() ** 2`) gives a
-*compound* factor, which a clamp would not guard as a norm. `sum_of_squares` is the question GL014
+*compound* factor, which a clamp would not guard as a norm. A call of a plain function is asked of `helper` (see
+`helpers`: a function of the module whose every return is unguarded). `sum_of_squares` is the question GL014
 asks too.
 """
 

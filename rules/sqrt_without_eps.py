@@ -105,7 +105,7 @@ class SqrtWithoutEps(OriginRule):
               "    return torch.pow(sum_tensor, 0.5)\n\n\ndef forward(image_embeds, text_embeds, labels):\n"
               "    image_embeds = image_embeds / _get_vector_norm(image_embeds)\n"
               "    return torch.nn.functional.cross_entropy(image_embeds @ text_embeds.T, labels)\n",
-              note="transformers CLIP: a caller divides by the result (GL001's, which does not yet follow helpers)"),
+              note="transformers CLIP: a caller divides by the result (GL001 reports the division)"),
         Valid("import torch\n\n\ndef normalize(x):\n    n = torch.sqrt((x ** 2).sum(-1, keepdim=True))\n"
               "    loss = (x / n).sum()\n    loss.backward()\n", note="a denominator: GL001's"),
     ]

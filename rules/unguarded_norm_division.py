@@ -49,7 +49,14 @@ class UnguardedNormDivision(LocalsRule):
     `torch.div(x, torch.linalg.vector_norm(x))`, `(x - mu) / x.std()`, `x / x.var(dim=0)`,
     `x / torch.sqrt((x**2).sum(-1))`, also as a factor of the denominator (`a / (a.norm() * b.norm())`,
     `x / x.norm() ** 2`), through a local name (`n = x.norm(...)` then `x / n`), `/=`, `torch.div` and
-    `.div`.
+    `.div`. A square root is also `s ** 0.5` or `torch.pow(s, 0.5)`.
+
+    A call of a function defined in the same module is followed (`x / _get_vector_norm(x)`, as in
+    transformers' CLIP models) when the called name is bound, where it is called, to that one module-level
+    `def` (a parameter, local or import of the same name, or a second binding, is something else) and every
+    `return` of the function is one of the above, unguarded, computed from its parameters. A helper that
+    guards (`F.normalize`, `+ eps`, `.clamp_min`) returns no such value; a decorated or async function,
+    a method, and a helper's own helpers are not followed.
 
     `+ eps`, `.clamp(min=...)`, `.clamp_min(...)`, `clamp_`, `torch.clamp(..., min=...)`, `.add(eps)`,
     `torch.maximum(...)` and `F.normalize` are guards. So is code that only divides when the value is
@@ -102,6 +109,11 @@ class UnguardedNormDivision(LocalsRule):
       parameter annotated `torch.Tensor`, a value built by tensor-only methods); otherwise `.clamp_min`
       could raise on a NumPy array or a Python float, and the fix is unsafe;
     - the rewrite keeps every comment of the expression (else `F.normalize` gives way to the clamp).
+    A helper's result is clamped where it divides (`x / l2(x).clamp_min(eps)`) under the same conditions:
+    safe when every return of the helper is a norm or a standard deviation and provably a tensor. A helper
+    returning the square root of a sum of squares gets no fix at the call site: clamping its result keeps
+    the forward finite, but the clamp passes a zero gradient into the sqrt, whose derivative at 0 is
+    infinite, and `0 * inf` is still NaN; eps belongs inside the helper's sqrt, which all its callers share.
     The eps the fix passes is still non-zero in float16 and bfloat16 (`F.normalize`'s default, 1e-12,
     rounds to 0 in float16). A product or power of guarded norms (`eps ** 2`) underflows in float16, as a
     product of two healthy norms of 1e-4 already does in the original: compute such norms in float32
