@@ -30,6 +30,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from .triggers import scan
+
 _ODD_NEWLINES = re.compile(r"\r(?!\n)|[\x0c\x0b\x1c\x1d\x1e\x85\u2028\u2029]")
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # Above this share of kept lines, a second, smaller parse is not worth the ast parse it costs.
@@ -86,10 +88,11 @@ class _Relevance:
     def __init__(self, text: str, rules: Sequence, line_starts: list[int], import_spans) -> None:
         self.matched: set = set()  # indices of the rules that some region matched
         self._rules = []
+        found = scan(text)
         for rule in rules:
             groups = []
             for group in rule.compiled_triggers():
-                offsets = sorted({m.start() for p in group for m in p.finditer(text)})
+                offsets = sorted({m.start() for p in group if found.search(p) for m in p.finditer(text)})
                 rows = sorted({bisect_left(line_starts, o + 1) for o in offsets})  # 1-based row
                 groups.append((rows, self._hits(rows, import_spans)))
             self._rules.append(groups)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence, Union
 
 from .diagnostics import SAFE, UNSAFE
+from .triggers import scan
 
 if TYPE_CHECKING:
     import libcst as cst
@@ -151,12 +152,15 @@ class Rule:
     def compiled_triggers(cls) -> tuple:
         if cls.__dict__.get("_compiled_triggers") is None:
             groups = ((g,) if isinstance(g, str) else tuple(g) for g in cls.triggers)
-            cls._compiled_triggers = tuple(tuple(re.compile(p) for p in group) for group in groups)
+            compiled = (tuple(re.compile(p) for p in group) for group in groups)
+            # Every group must match: asking the smallest group first fails soonest, in fewer reads.
+            cls._compiled_triggers = tuple(sorted(compiled, key=len))
         return cls._compiled_triggers
 
     @classmethod
     def may_match(cls, text: str) -> bool:
-        return all(any(p.search(text) for p in group) for group in cls.compiled_triggers())
+        found = scan(text)  # shared by every rule asking about this text (see `triggers`)
+        return all(any(found.search(p) for p in group) for group in cls.compiled_triggers())
 
     # -- docs ----------------------------------------------------------------------------------------
     @classmethod

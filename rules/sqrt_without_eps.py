@@ -10,6 +10,7 @@ from gradlint.nodes import arg_value, format_number, make_args, number, parenthe
 from gradlint.origins import OriginRule, children, contains, names_in
 from gradlint.reach import LossReach
 from gradlint.rule import Invalid, Option, Valid
+from gradlint.triggers import scan
 
 SQUARE_FUNCTIONS = {"torch.square"}
 SUM_FUNCTIONS = {"torch.sum": "sum", "torch.mean": "mean", "torch.nansum": "sum", "torch.nanmean": "mean"}
@@ -148,7 +149,7 @@ class SqrtWithoutEps(OriginRule):
 
     @classmethod
     def may_match(cls, text: str) -> bool:
-        return super().may_match(text) and cls._file_needs.search(text) is not None
+        return super().may_match(text) and scan(text).search(cls._file_needs)
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)

@@ -10,6 +10,7 @@ from gradlint.nodes import arg_value, format_number, method
 from gradlint.origins import CAST_METHODS, OriginRule, children, names_in
 from gradlint.reach import LossReach, assignments
 from gradlint.rule import Invalid, Option, Valid
+from gradlint.triggers import scan
 
 SIMILARITY_FUNCTIONS = {f"torch.{name}" for name in ("matmul", "mm", "bmm", "einsum", "inner", "tensordot")} | {
     "torch.nn.functional.linear", "torch.nn.functional.cosine_similarity", "torch.cosine_similarity"}
@@ -168,7 +169,7 @@ class UnclampedLogitScale(OriginRule):
 
     @classmethod
     def may_match(cls, text: str) -> bool:
-        return super().may_match(text) and all(p.search(text) for p in cls._file_needs)
+        return super().may_match(text) and all(scan(text).search(p) for p in cls._file_needs)
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
