@@ -27,6 +27,8 @@ from .diagnostics import SAFE, UNSAFE
 from .triggers import scan
 
 if TYPE_CHECKING:
+    import ast
+
     import libcst as cst
 
     from .context import FileContext
@@ -161,6 +163,13 @@ class Rule:
     def may_match(cls, text: str) -> bool:
         found = scan(text)  # shared by every rule asking about this text (see `triggers`)
         return all(any(found.search(p) for p in group) for group in cls.compiled_triggers())
+
+    @classmethod
+    def region_filter(cls, nodes: Sequence["ast.AST"], tree: Optional["ast.Module"], text: str) -> bool:
+        """A finer prefilter for a region whose text matched the triggers: `nodes` are its statements in
+        Python's `ast` (a function, or a run of statements), `tree` the whole file's, `text` its text. Return False only
+        where the region cannot hold a finding (it is then not parsed with LibCST). Default: keep it."""
+        return True
 
     # -- docs ----------------------------------------------------------------------------------------
     @classmethod

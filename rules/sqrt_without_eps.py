@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from typing import Optional
 
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, operands, region_flow
 from gradlint.nodes import arg_value, format_number, make_args, number, parenthesized, same_code
 from gradlint.origins import OriginRule, children, contains, names_in
 from gradlint.reach import LossReach
@@ -146,6 +148,22 @@ class SqrtWithoutEps(OriginRule):
             "import torch\n\n\ndef f(p, q):\n    dx = p[..., 0] - q[..., 0]\n    dy = p[..., 1] - q[..., 1]\n"
             "    dist = (dx ** 2 + dy ** 2 + 1e-12) ** 0.5\n    dist.sum().backward()\n", unsafe=True),
     ]
+
+    @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """A sqrt (or a power of one half) of something a sum, a mean, an addition or an MSE produced."""
+        if aliased(text, {"sqrt", "pow", "sum", "mean", "nansum", "nanmean", "mse_loss"}):
+            return True
+        flow = region_flow(nodes)
+
+        def reduced(expr) -> bool:
+            return (isinstance(expr, ast.Call) and called_name(expr) in ("sum", "mean", "nansum", "nanmean",
+                                                                         "mse_loss")) \
+                or (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add))
+
+        return any(flow.derives(power.left, reduced) for power in flow.powers) or any(
+            flow.derives(operand, reduced) for call in flow.calls if called_name(call) in ("sqrt", "pow")
+            for operand in operands(call))
 
     @classmethod
     def may_match(cls, text: str) -> bool:

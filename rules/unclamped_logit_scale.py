@@ -6,6 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, operands, region_flow
 from gradlint.nodes import arg_value, format_number, method
 from gradlint.origins import CAST_METHODS, OriginRule, children, names_in
 from gradlint.reach import LossReach, assignments
@@ -166,6 +167,24 @@ class UnclampedLogitScale(OriginRule):
             "        return loss\n",
             unsafe=True, note="transformers x_clip: the scale multiplies an einsum operand"),
     ]
+
+    @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """An exponential of an attribute (`self.x.exp()`, `torch.exp(self.x)`), maybe through locals and
+        casts: the exponential of a class's parameter."""
+        if aliased(text, {"exp"}):
+            return True
+        flow = region_flow(nodes)
+
+        def attribute(expr) -> bool:
+            return isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+
+        for call in flow.calls:
+            if called_name(call) != "exp":
+                continue
+            if any(flow.derives(operand, attribute) for operand in operands(call)):
+                return True
+        return False
 
     @classmethod
     def may_match(cls, text: str) -> bool:
