@@ -32,6 +32,8 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from .triggers import scan
+
 _ODD_NEWLINES = re.compile(r"\r(?!\n)|[\x0c\x0b\x1c\x1d\x1e\x85\u2028\u2029]")
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 # Above this share of kept lines, a second, smaller parse is not worth the ast parse it costs.
@@ -85,14 +87,18 @@ class Reduction:
 class _Relevance:
     """Which rows each trigger group of each rule matches on, to answer 'can this region hold a finding?'"""
 
-    def __init__(self, text: str, rules: Sequence, line_starts: list[int], import_spans,
+    def __init__(self, text: str, rules: Sequence, line_starts: list[int], import_spans, tree,
                  functions: Sequence[ast.stmt] = ()) -> None:
         self.matched: set = set()  # indices of the rules that some region matched
+        self._filters = [rule.region_filter for rule in rules]
+        self._tree = tree
+        self._text = text
         self._rules = []
+        found = scan(text)
         for rule in rules:
             groups = []
             for group in rule.compiled_triggers():
-                offsets = sorted({m.start() for p in group for m in p.finditer(text)})
+                offsets = sorted({m.start() for p in group if found.search(p) for m in p.finditer(text)})
                 rows = sorted({bisect_left(line_starts, o + 1) for o in offsets})  # 1-based row
                 groups.append((rows, self._hits(rows, import_spans)))
             callee = rule.callee_triggers
@@ -113,13 +119,16 @@ class _Relevance:
                 return True
         return False
 
-    def __call__(self, spans) -> bool:
+    def __call__(self, spans, nodes) -> bool:
+        """Whether a rule's triggers match the region at `spans`, and its `region_filter` its `nodes`."""
         found = False
         for index, (groups, callee, calls) in enumerate(self._rules):
             if index in self.matched and found:
                 continue
             hit = [in_imports or self._hits(rows, spans) for rows, in_imports in groups]
             if not all(hit) and not (calls and all(hit[:callee]) and self._hits(calls, spans)):
+                continue
+            if not self._filters[index](nodes, self._tree, self._text):
                 continue
             self.matched.add(index)
             found = True
@@ -147,7 +156,7 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
     for line in lines[:-1]:
         line_starts.append(line_starts[-1] + len(line) + 1)
     import_spans = [_span(s) for s in tree.body if _imports(s)]
-    relevant = _Relevance(text, rules, line_starts, import_spans,
+    relevant = _Relevance(text, rules, line_starts, import_spans, tree,
                           [s for s in tree.body if isinstance(s, _FUNCTIONS)])
 
     def mark(spans) -> None:
@@ -166,14 +175,14 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
             span = (previous_end + 1 if previous_end is not None else start, end)
             previous_end = end
             if isinstance(stmt, _FUNCTIONS):
-                if relevant([span]):
+                if relevant([span], [stmt]):
                     mark([span])
                     kept = True
             elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
                 mark([span])
                 kept = True
             elif not isinstance(stmt, ast.ClassDef):
-                loose_spans_out.append(span)
+                loose_spans_out.append((span, stmt))
                 if _imports(stmt):
                     mark([span])
                     kept = True
@@ -188,22 +197,22 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
         body_start = _span(stmt.body[0])[0]
         if body_start == stmt.lineno:  # `class X: ...` on one line
             span = _span(stmt)
-            if relevant([span]) or _imports(stmt):
+            if relevant([span], [stmt]) or _imports(stmt):
                 mark([span])
             continue
         class_loose: list = []
         kept = keep_block(stmt.body, class_loose)
-        if class_loose and relevant(class_loose):
-            mark(class_loose)
+        if class_loose and relevant([s for s, _ in class_loose], [n for _, n in class_loose]):
+            mark([s for s, _ in class_loose])
             kept = True
         nested = [s for s in stmt.body if isinstance(s, ast.ClassDef)]
-        if nested and relevant([_span(s) for s in nested]):
+        if nested and relevant([_span(s) for s in nested], nested):
             mark([_span(s) for s in nested])
             kept = True
         if kept:  # a class with nothing kept is blanked whole
             mark([(start, body_start - 1)])  # decorators and the `class X(Base):` header
-    if module_loose and relevant(module_loose):
-        mark(module_loose)
+    if module_loose and relevant([s for s, _ in module_loose], [n for _, n in module_loose]):
+        mark([s for s, _ in module_loose])
     if tree.body:  # header comments, and the docstring: where fixes add imports
         first = tree.body[0]
         is_docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)

@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Sequence, Union
 
 from .diagnostics import SAFE, UNSAFE
+from .triggers import scan
 
 if TYPE_CHECKING:
+    import ast
+
     import libcst as cst
 
     from .context import FileContext
@@ -154,12 +157,22 @@ class Rule:
     def compiled_triggers(cls) -> tuple:
         if cls.__dict__.get("_compiled_triggers") is None:
             groups = ((g,) if isinstance(g, str) else tuple(g) for g in cls.triggers)
-            cls._compiled_triggers = tuple(tuple(re.compile(p) for p in group) for group in groups)
+            compiled = (tuple(re.compile(p) for p in group) for group in groups)
+            # Every group must match: asking the smallest group first fails soonest, in fewer reads.
+            cls._compiled_triggers = tuple(sorted(compiled, key=len))
         return cls._compiled_triggers
 
     @classmethod
     def may_match(cls, text: str) -> bool:
-        return all(any(p.search(text) for p in group) for group in cls.compiled_triggers())
+        found = scan(text)  # shared by every rule asking about this text (see `triggers`)
+        return all(any(found.search(p) for p in group) for group in cls.compiled_triggers())
+
+    @classmethod
+    def region_filter(cls, nodes: Sequence["ast.AST"], tree: Optional["ast.Module"], text: str) -> bool:
+        """A finer prefilter for a region whose text matched the triggers: `nodes` are its statements in
+        Python's `ast` (a function, or a run of statements), `tree` the whole file's, `text` its text. Return False only
+        where the region cannot hold a finding (it is then not parsed with LibCST). Default: keep it."""
+        return True
 
     # -- docs ----------------------------------------------------------------------------------------
     @classmethod

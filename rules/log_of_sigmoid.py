@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import ast
 from typing import Optional
 
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, imported, instance_call, operands, region_flow
 from gradlint.nodes import number
 from gradlint.origins import SIGMOID, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
@@ -104,6 +106,28 @@ class LogOfSigmoid(OriginRule):
             "import torch\nimport torch.nn.functional as F\nlp = torch.log(torch.sigmoid(x)[:, 0])\n",
             "import torch\nimport torch.nn.functional as F\nlp = F.logsigmoid(x)[:, 0]\n"),
     ]
+
+    @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """A log or log1p of something a sigmoid or a module call produced (or of 1 minus it)."""
+        if aliased(text, {"log", "log1p", "sigmoid", "expit"}):
+            return True
+        flow, modules = region_flow(nodes), imported(tree)
+
+        def sigmoid(expr) -> bool:
+            if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Sub):
+                return flow.derives(expr.right, sigmoid)  # 1 - p
+            if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub):
+                return flow.derives(expr.operand, sigmoid)  # log1p(-p)
+            return isinstance(expr, ast.Call) and (called_name(expr) in ("sigmoid", "expit")
+                                                   or instance_call(expr, flow, modules))
+
+        for call in flow.calls:
+            if called_name(call) not in ("log", "log1p"):
+                continue
+            if any(flow.derives(operand, sigmoid) for operand in operands(call)):
+                return True
+        return False
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)

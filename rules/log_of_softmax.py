@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import ast
+
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -119,6 +122,19 @@ class LogOfSoftmax(OriginRule):
             note="a cast in between: the log is then taken in float16"),
     ]
 
+    @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """A log (method, or a function called `log`) of something a softmax or a module call produced."""
+        if aliased(text, {"log", "softmax"}):
+            return True
+        flow, modules = region_flow(nodes), imported(tree)
+
+        def softmax(expr) -> bool:
+            return isinstance(expr, ast.Call) and (called_name(expr) == "softmax"
+                                                   or instance_call(expr, flow, modules))
+
+        return any(flow.derives(operand, softmax) for operand in map(_log_operand, flow.calls) if operand)
+
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)
         operand = self.log_operand(node)
@@ -142,3 +158,12 @@ class LogOfSoftmax(OriginRule):
         replacement = origin.rebuild(new_op).with_changes(lpar=log_call.lpar, rpar=log_call.rpar)
         return self.replace(log_call, replacement, safe=not origin.cast, references=references,
                             message="Use `log_softmax`")
+
+
+def _log_operand(call: ast.Call):
+    """The operand of `x.log()` or of `log(x)` / `torch.log(x)` in `ast`, else None."""
+    if called_name(call) != "log":
+        return None
+    if not call.args and not call.keywords and isinstance(call.func, ast.Attribute):
+        return call.func.value
+    return first_argument(call) if len(call.args) + len(call.keywords) == 1 else None

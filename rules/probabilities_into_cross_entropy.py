@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import ast
+
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -120,6 +123,21 @@ class ProbabilitiesIntoCrossEntropy(OriginRule):
             "import torch.nn.functional as F\nkd = F.kl_div(F.log_softmax(s, dim=-1), F.softmax(t, dim=-1))\n",
             unsafe=True),
     ]
+
+    @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """Some call's first argument is what a softmax or a module call produced (the loss is checked
+        after the parse)."""
+        if aliased(text, set(("softmax",))):
+            return True
+        flow, modules = region_flow(nodes), imported(tree)
+
+        def produced(expr) -> bool:
+            return isinstance(expr, ast.Call) and (called_name(expr) in ("softmax",)
+                                                   or instance_call(expr, flow, modules))
+
+        return any(call.args or call.keywords for call in flow.calls) and any(
+            flow.derives(first_argument(call), produced) for call in flow.calls)
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)

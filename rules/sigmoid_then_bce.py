@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import ast
 from typing import Optional
 
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
 from gradlint.origins import SIGMOID, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -134,6 +136,21 @@ class SigmoidThenBce(OriginRule):
             "from torch.nn.functional import binary_cross_entropy\nimport torch\n"
             "l = torch.nn.functional.binary_cross_entropy_with_logits(z, t, w)\n"),
     ]
+
+    @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """Some call's first argument is what a sigmoid or a module call produced (the loss is checked
+        after the parse)."""
+        if aliased(text, set(("sigmoid", "expit"))):
+            return True
+        flow, modules = region_flow(nodes), imported(tree)
+
+        def produced(expr) -> bool:
+            return isinstance(expr, ast.Call) and (called_name(expr) in ("sigmoid", "expit")
+                                                   or instance_call(expr, flow, modules))
+
+        return any(call.args or call.keywords for call in flow.calls) and any(
+            flow.derives(first_argument(call), produced) for call in flow.calls)
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)

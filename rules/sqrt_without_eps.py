@@ -1,15 +1,18 @@
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from typing import Optional
 
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, operands, region_flow
 from gradlint.nodes import arg_value, format_number, make_args, number, parenthesized, same_code
 from gradlint.origins import OriginRule, children, contains, names_in
 from gradlint.reach import LossReach
 from gradlint.rule import Invalid, Option, Valid
+from gradlint.triggers import scan
 
 SQUARE_FUNCTIONS = {"torch.square"}
 SUM_FUNCTIONS = {"torch.sum": "sum", "torch.mean": "mean", "torch.nansum": "sum", "torch.nanmean": "mean"}
@@ -147,8 +150,24 @@ class SqrtWithoutEps(OriginRule):
     ]
 
     @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """A sqrt (or a power of one half) of something a sum, a mean, an addition or an MSE produced."""
+        if aliased(text, {"sqrt", "pow", "sum", "mean", "nansum", "nanmean", "mse_loss"}):
+            return True
+        flow = region_flow(nodes)
+
+        def reduced(expr) -> bool:
+            return (isinstance(expr, ast.Call) and called_name(expr) in ("sum", "mean", "nansum", "nanmean",
+                                                                         "mse_loss")) \
+                or (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add))
+
+        return any(flow.derives(power.left, reduced) for power in flow.powers) or any(
+            flow.derives(operand, reduced) for call in flow.calls if called_name(call) in ("sqrt", "pow")
+            for operand in operands(call))
+
+    @classmethod
     def may_match(cls, text: str) -> bool:
-        return super().may_match(text) and cls._file_needs.search(text) is not None
+        return super().may_match(text) and scan(text).search(cls._file_needs)
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)

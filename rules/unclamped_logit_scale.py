@@ -6,10 +6,12 @@ from typing import Optional
 
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, operands, region_flow
 from gradlint.nodes import arg_value, format_number, method
 from gradlint.origins import CAST_METHODS, OriginRule, children, names_in
 from gradlint.reach import LossReach, assignments
 from gradlint.rule import Invalid, Option, Valid
+from gradlint.triggers import scan
 
 SIMILARITY_FUNCTIONS = {f"torch.{name}" for name in ("matmul", "mm", "bmm", "einsum", "inner", "tensordot")} | {
     "torch.nn.functional.linear", "torch.nn.functional.cosine_similarity", "torch.cosine_similarity"}
@@ -167,8 +169,26 @@ class UnclampedLogitScale(OriginRule):
     ]
 
     @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """An exponential of an attribute (`self.x.exp()`, `torch.exp(self.x)`), maybe through locals and
+        casts: the exponential of a class's parameter."""
+        if aliased(text, {"exp"}):
+            return True
+        flow = region_flow(nodes)
+
+        def attribute(expr) -> bool:
+            return isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name)
+
+        for call in flow.calls:
+            if called_name(call) != "exp":
+                continue
+            if any(flow.derives(operand, attribute) for operand in operands(call)):
+                return True
+        return False
+
+    @classmethod
     def may_match(cls, text: str) -> bool:
-        return super().may_match(text) and all(p.search(text) for p in cls._file_needs)
+        return super().may_match(text) and all(scan(text).search(p) for p in cls._file_needs)
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)

@@ -230,6 +230,7 @@ def test_show_settings_and_show_files(two_roots, gradlint):
 
 def test_settings_for_is_the_public_way_to_ask_and_reads_each_file_once(two_roots, monkeypatch):
     from gradlint import settings as settings_module
+    from gradlint.registry import all_rules
     from gradlint.settings import Resolver, settings_for
 
     reads = []
@@ -241,8 +242,7 @@ def test_settings_for_is_the_public_way_to_ask_and_reads_each_file_once(two_root
     first = resolver.settings_for(deep / "x.py")
     assert first.config_file == two_roots / "vision/pyproject.toml"
     assert resolver.settings_for(two_roots / "vision/m.py") is first
-    from gradlint.registry import all_rules
-
+    # vision's file ignores GL001 and says nothing of the rest: every other default rule stays on.
     assert [r.code for r in first.resolved.rules] == [r.code for r in all_rules() if r.code != "GL001"]
     assert resolver.settings_for(two_roots / "tools/m.py").config_file == two_roots / "pyproject.toml"
     assert reads == [two_roots / "vision/pyproject.toml", two_roots / "pyproject.toml"]
