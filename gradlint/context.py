@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import keyword
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import libcst as cst
 
@@ -14,13 +14,18 @@ from .rule import Reference, Report, Rule
 _PREFERRED_ALIASES = {"torch.nn.functional": "F", "torch.nn": "nn", "numpy": "np"}
 
 
+def _line(row: int) -> str:
+    return f"line {row}"
+
+
 class FullModuleRequired(Exception):
     """Raised through the traversal when a rule cannot decide on a partial module."""
 
 
 class FileContext:
     def __init__(self, module: cst.Module, path: str, *, partial: bool,
-                 options: Mapping[str, Mapping[str, Any]], rows: Optional[list] = None) -> None:
+                 options: Mapping[str, Mapping[str, Any]], rows: Optional[list] = None,
+                 describe_row: Optional[Callable[[int], str]] = None) -> None:
         self.module = module
         self.path = path
         self.partial = partial
@@ -30,6 +35,7 @@ class FileContext:
         self._statements: list[cst.CSTNode] = []
         self._positions = None  # PositionProvider results, resolved on first use
         self._rows = rows  # reduced row -> the file's row (None: the module is the whole file)
+        self._describe_row = describe_row or _line  # how a message names a row of the file
 
     # -- called by the walker ------------------------------------------------------------------------
     def enter_statement(self, node: cst.CSTNode) -> None:
@@ -82,6 +88,10 @@ class FileContext:
     def line_of(self, node: cst.CSTNode) -> int:
         """The 1-based row of the file where `node` starts (to word a report)."""
         return self.file_row(self.positions()[node].start.line)
+
+    def where(self, node: cst.CSTNode) -> str:
+        """Where `node` starts, for a message: "line 49" ("cell 3, line 2" when the file is a notebook)."""
+        return self._describe_row(self.line_of(node))
 
     def resolve(self, expr: cst.BaseExpression) -> Optional[str]:
         return self.imports.resolve(expr)

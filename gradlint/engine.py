@@ -15,7 +15,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import libcst as cst
 
@@ -30,6 +30,7 @@ from .walk import Dispatcher
 MAX_FIX_ROUNDS = 10
 Options = Mapping[str, Mapping[str, Any]]
 NO_OPTIONS: Options = MappingProxyType({})
+DescribeRow = Optional[Callable[[int], str]]  # how messages name a row ("cell 3, line 2"); None: "line N"
 
 
 class FixBrokeCode(Exception):
@@ -79,15 +80,16 @@ class _ImportTracker:
 
 
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], options: Options,
-               partial: bool, rows: Optional[list] = None) -> FileContext:
-    ctx = FileContext(module, path, partial=partial, options=options, rows=rows)
+               partial: bool, rows: Optional[list] = None, describe_row: DescribeRow = None) -> FileContext:
+    ctx = FileContext(module, path, partial=partial, options=options, rows=rows, describe_row=describe_row)
     visitors = [_ImportTracker(ctx), *(rule(ctx) for rule in rules)]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
     return ctx
 
 
 def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options,
-             tree: Optional[ast.Module], *, reduce: bool = True, force_reduce: bool = False):
+             tree: Optional[ast.Module], *, reduce: bool = True, force_reduce: bool = False,
+             describe_row: DescribeRow = None):
     """An _Analysis, or a syntax-error Finding if LibCST cannot parse the file."""
     import_row = _import_row(text, tree)
     if reduce and tree is not None:
@@ -96,7 +98,8 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         if reduction is not None and reduced_import_row is not None:
             try:
                 module = cst.parse_module(reduction.text)
-                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows)
+                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows,
+                                 describe_row=describe_row)
                 return _Analysis(module, ctx, reduction.text, reduced_import_row, reduction.rows)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below
@@ -107,11 +110,13 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.message.rstrip('.')}",
                               error.editor_line, error.editor_column)
         return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {error}")
-    return _Analysis(module, _run_rules(module, path, rules, options, partial=False), text, import_row)
+    ctx = _run_rules(module, path, rules, options, partial=False, describe_row=describe_row)
+    return _Analysis(module, ctx, text, import_row)
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-              reduce: bool = True, force_reduce: bool = False, edits: bool = True) -> list[Finding]:
+              reduce: bool = True, force_reduce: bool = False, edits: bool = True,
+              describe_row: DescribeRow = None) -> list[Finding]:
     """The file's findings. `edits=False` leaves each fix's edits out (only its applicability and message):
     the text output needs no more, and each edit costs a rewrite of the module and a diff."""
     tree = _python_syntax(text, path)
@@ -120,13 +125,14 @@ def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Option
     rules = active_rules(text, rules)
     if not rules:
         return []
-    analysis = _analyse(text, path, rules, options, tree, reduce=reduce, force_reduce=force_reduce)
+    analysis = _analyse(text, path, rules, options, tree, reduce=reduce, force_reduce=force_reduce,
+                        describe_row=describe_row)
     if isinstance(analysis, Finding):
         return [analysis]
     try:
         return [finding for finding, _ in _findings(analysis, path, edits)]
     except FullModuleRequired:
-        analysis = _analyse(text, path, rules, options, tree, reduce=False)
+        analysis = _analyse(text, path, rules, options, tree, reduce=False, describe_row=describe_row)
         return [finding for finding, _ in _findings(analysis, path, edits)]
 
 
@@ -265,15 +271,16 @@ class FixOutcome:
 
 
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-             unsafe: bool = False) -> FixOutcome:
+             unsafe: bool = False, describe_row: DescribeRow = None) -> FixOutcome:
     """Apply fixes, re-parse, repeat until nothing changes (at most MAX_FIX_ROUNDS rounds)."""
-    initial = lint_text(text, path, rules, options)
+    initial = lint_text(text, path, rules, options, describe_row=describe_row)
     current = text
     for _ in range(MAX_FIX_ROUNDS):
         tree = _python_syntax(current, path)
         if isinstance(tree, Finding):
             break
-        analysis = _analyse(current, path, active_rules(current, rules), options, tree, reduce=False)
+        analysis = _analyse(current, path, active_rules(current, rules), options, tree, reduce=False,
+                            describe_row=describe_row)
         if isinstance(analysis, Finding):
             break
         plans = [report.fix for finding, report in _findings(analysis, path, edits=False)
@@ -285,5 +292,5 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             break
         _assert_parses(after)
         current = after
-    remaining = lint_text(current, path, rules, options) if current != text else initial
+    remaining = lint_text(current, path, rules, options, describe_row=describe_row) if current != text else initial
     return FixOutcome(current, max(0, len(initial) - len(remaining)), remaining)

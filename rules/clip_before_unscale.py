@@ -253,7 +253,7 @@ class ClipBeforeUnscale(RoutineRule):
             done.add(id(step))
             scaler, optimizer = step.key, step.extra["optimizer"]
             message = (f"`{self.text(clip.node.func)}(...)` clips gradients that "
-                       f"`{self.text(backward.node)}` (line {self.line(backward.node)}) left multiplied by the "
+                       f"`{self.text(backward.node)}` ({self.at(backward.node)}) left multiplied by the "
                        f"loss scale: call `{scaler}.unscale_({optimizer})` first, or the threshold applies to "
                        "scaled gradients")
             self.report(clip.node, message, self._fix(r, clip, backward, step, unscales), statement=clip.stmt)

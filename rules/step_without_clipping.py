@@ -444,7 +444,7 @@ class StepWithoutClipping(RoutineRule):
             self.require_full_module()
             last = max(prior, key=lambda b: b.index)
             message = (f"`{self.text(step.node)}` applies the gradients of "
-                       f"`{self.text(last.node)}` (line {self.line(last.node)}) with no gradient clipping in "
+                       f"`{self.text(last.node)}` ({self.at(last.node)}) with no gradient clipping in "
                        f"between: one outlier batch can make a huge update that derails training (or NaNs)")
             self.report(step.node, message, self._fix(r, step, prior, last), statement=step.stmt)
 
