@@ -23,7 +23,7 @@ from .context import FileContext, FullModuleRequired
 from .diagnostics import SYNTAX_ERROR, Edit, Finding, Fix, Location, file_error
 from .edits import diff_edits
 from .noqa import NoqaMap
-from .regions import reduce_source
+from .regions import Reduction, reduce_source
 from .rule import FixPlan, Report, Rule
 from .walk import Dispatcher
 
@@ -52,7 +52,7 @@ class _Analysis:
         return mapped
 
 
-def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding, None]:
+def syntax_tree(text: str, path: str) -> Union[ast.Module, Finding, None]:
     """`ast.parse(text)`; None for syntax newer than this Python that LibCST reads; else an E999 Finding."""
     try:
         with warnings.catch_warnings():
@@ -91,7 +91,7 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
              tree: Optional[ast.Module], *, reduce: bool = True, force_reduce: bool = False,
              describe_row: DescribeRow = None):
     """An _Analysis, or a syntax-error Finding if LibCST cannot parse the file."""
-    import_row = _import_row(text, tree)
+    import_row = imports_end_row(text, tree)
     if reduce and tree is not None:
         reduction = reduce_source(text, rules, tree=tree, force=force_reduce)
         reduced_import_row = reduction.reduced_row(import_row) if reduction and import_row else 0
@@ -119,7 +119,7 @@ def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Option
               describe_row: DescribeRow = None) -> list[Finding]:
     """The file's findings. `edits=False` leaves each fix's edits out (only its applicability and message):
     the text output needs no more, and each edit costs a rewrite of the module and a diff."""
-    tree = _python_syntax(text, path)
+    tree = syntax_tree(text, path)
     if isinstance(tree, Finding):
         return [tree]
     rules = active_rules(text, rules)
@@ -134,6 +134,18 @@ def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Option
     except FullModuleRequired:
         analysis = _analyse(text, path, rules, options, tree, reduce=False, describe_row=describe_row)
         return [finding for finding, _ in _findings(analysis, path, edits)]
+
+
+def lint_reduction(reduction: Reduction, path: str, rules: Sequence[type[Rule]], options: Options,
+                   import_row: int, *, edits: bool = True, describe_row: DescribeRow = None) -> list[Finding]:
+    """The findings of one partial parse (see `regions.region_reductions`), in the file's rows.
+
+    `import_row` is the reduced row after which fixes add imports. Raises `FullModuleRequired` when a
+    rule needs the whole file, `libcst.ParserSyntaxError` when the reduction does not parse."""
+    module = cst.parse_module(reduction.text)
+    ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, describe_row=describe_row)
+    analysis = _Analysis(module, ctx, reduction.text, import_row, reduction.rows)
+    return [finding for finding, _ in _findings(analysis, path, edits)]
 
 
 def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[Finding, Report]]:
@@ -203,7 +215,7 @@ _ROW = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _HEADER_COMMENT = re.compile(r"\s*(#.*)?$")
 
 
-def _import_row(text: str, tree: Optional[ast.Module]) -> int:
+def imports_end_row(text: str, tree: Optional[ast.Module]) -> int:
     """The row after which a fix adds imports: after the module's docstring and leading import block.
 
     Taken from the original file, so that it is the same whether LibCST saw the whole file or the
@@ -276,7 +288,7 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     initial = lint_text(text, path, rules, options, describe_row=describe_row)
     current = text
     for _ in range(MAX_FIX_ROUNDS):
-        tree = _python_syntax(current, path)
+        tree = syntax_tree(current, path)
         if isinstance(tree, Finding):
             break
         analysis = _analyse(current, path, active_rules(current, rules), options, tree, reduce=False,

@@ -101,11 +101,34 @@ class _Relevance:
                    for groups in self._rules)
 
 
-def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None,
-                  force: bool = False) -> Optional[Reduction]:
-    """The text with irrelevant regions blanked, or None when that is unsafe or not worth it.
+@dataclass
+class _Plan:
+    """What to keep of a file: `always` (imports, header comments, docstring) and each relevant region's
+    spans (a region inside a class brings the class's header along)."""
 
-    `tree` is `ast.parse(text)` when the caller has it already."""
+    lines: list
+    always: list
+    regions: list  # [[(start, end), ...], ...]: rows, 1-based, inclusive
+
+    def reduction(self, spans) -> Reduction:
+        keep = bytearray(len(self.lines) + 2)  # indexed by 1-based row
+        for s, e in spans:
+            keep[s:e + 1] = b"\x01" * (e + 1 - s)
+        out, rows = [], []
+        for row, line in enumerate(self.lines, start=1):
+            if keep[row]:
+                out.append(line)
+                rows.append(row)
+            elif not rows or rows[-1] != 0:
+                out.append("")
+                rows.append(0)
+        return Reduction("\n".join(out), rows)
+
+    def kept_rows(self, spans) -> int:
+        return len({row for s, e in spans for row in range(s, e + 1)})
+
+
+def _plan(text: str, rules: Sequence, tree: Optional[ast.Module]) -> Optional[_Plan]:
     if _ODD_NEWLINES.search(text):
         return None  # ast and LibCST could number lines differently; parse it all
     if tree is None:
@@ -116,19 +139,16 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return None  # let LibCST report the error (or parse syntax newer than this Python)
     lines = text.split("\n")
-    keep = bytearray(len(lines) + 2)  # indexed by 1-based row
     line_starts = [0]
     for line in lines[:-1]:
         line_starts.append(line_starts[-1] + len(line) + 1)
     import_spans = [_span(s) for s in tree.body if _imports(s)]
     relevant = _Relevance(text, rules, line_starts, import_spans)
+    always: list = []
+    regions: list = []
 
-    def mark(spans) -> None:
-        for s, e in spans:
-            keep[s:e + 1] = b"\x01" * (e + 1 - s)
-
-    def keep_block(body: list, loose_spans_out: list) -> bool:
-        """Keep relevant functions of `body`; collect its other statements as one region.
+    def keep_block(body: list, loose_spans_out: list, header: list) -> bool:
+        """Collect the relevant functions of `body` as regions; its other statements as one region.
 
         A statement's span reaches up to the end of the one before it: the blank lines and comments in
         between stay with it, so fixes that insert above a statement see the same lines either way."""
@@ -140,20 +160,20 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
             previous_end = end
             if isinstance(stmt, _FUNCTIONS):
                 if relevant([span]):
-                    mark([span])
+                    regions.append([*header, span])
                     kept = True
             elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-                mark([span])
+                always.extend([*header, span])
                 kept = True
             elif not isinstance(stmt, ast.ClassDef):
                 loose_spans_out.append(span)
                 if _imports(stmt):
-                    mark([span])
+                    always.extend([*header, span])
                     kept = True
         return kept
 
     module_loose: list = []
-    keep_block(tree.body, module_loose)
+    keep_block(tree.body, module_loose, [])
     for stmt in tree.body:
         if not isinstance(stmt, ast.ClassDef) or not stmt.body:
             continue
@@ -161,36 +181,50 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
         body_start = _span(stmt.body[0])[0]
         if body_start == stmt.lineno:  # `class X: ...` on one line
             span = _span(stmt)
-            if relevant([span]) or _imports(stmt):
-                mark([span])
+            if _imports(stmt):
+                always.append(span)
+            elif relevant([span]):
+                regions.append([span])
             continue
+        header = [(start, body_start - 1)]  # decorators and the `class X(Base):` header
         class_loose: list = []
-        kept = keep_block(stmt.body, class_loose)
+        keep_block(stmt.body, class_loose, header)
         if class_loose and relevant(class_loose):
-            mark(class_loose)
-            kept = True
-        nested = [s for s in stmt.body if isinstance(s, ast.ClassDef)]
-        if nested and relevant([_span(s) for s in nested]):
-            mark([_span(s) for s in nested])
-            kept = True
-        if kept:  # a class with nothing kept is blanked whole
-            mark([(start, body_start - 1)])  # decorators and the `class X(Base):` header
+            regions.append([*header, *class_loose])
+        nested = [_span(s) for s in stmt.body if isinstance(s, ast.ClassDef)]
+        if nested and relevant(nested):
+            regions.append([*header, *nested])
     if module_loose and relevant(module_loose):
-        mark(module_loose)
+        regions.append(module_loose)
     if tree.body:  # header comments, and the docstring: where fixes add imports
         first = tree.body[0]
         is_docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
                         and isinstance(first.value.value, str))
-        mark([(1, _span(first)[1] if is_docstring else _span(first)[0] - 1)])
+        always.append((1, _span(first)[1] if is_docstring else _span(first)[0] - 1))
+    return _Plan(lines, always, regions)
 
-    if not force and sum(keep) >= WORTH_IT * len(lines):
+
+def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None,
+                  force: bool = False) -> Optional[Reduction]:
+    """The text with irrelevant regions blanked, or None when that is unsafe or not worth it.
+
+    `tree` is `ast.parse(text)` when the caller has it already."""
+    plan = _plan(text, rules, tree)
+    if plan is None:
         return None
-    out, rows = [], []
-    for row, line in enumerate(lines, start=1):
-        if keep[row]:
-            out.append(line)
-            rows.append(row)
-        elif not rows or rows[-1] != 0:
-            out.append("")
-            rows.append(0)
-    return Reduction("\n".join(out), rows)
+    spans = [*plan.always, *(span for region in plan.regions for span in region)]
+    if not force and plan.kept_rows(spans) >= WORTH_IT * len(plan.lines):
+        return None
+    return plan.reduction(spans)
+
+
+def region_reductions(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None) -> Optional[list]:
+    """One reduction per relevant region (each with the imports, header and docstring), for a caller that
+    keeps each region's results while the others change (the language server); None as `reduce_source`.
+
+    A rule that needs more than its region asks for the full module, as it does in `reduce_source`'s
+    reduction (see `Rule.require_full_module`)."""
+    plan = _plan(text, rules, tree)
+    if plan is None:
+        return None
+    return [plan.reduction([*plan.always, *region]) for region in plan.regions]
