@@ -11,12 +11,14 @@ from __future__ import annotations
 import ast
 import warnings
 from dataclasses import replace
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .diagnostics import IO_ERROR, SYNTAX_ERROR, Finding, Fix, file_error
 from .engine import NO_OPTIONS, FixBrokeCode, FixOutcome, Options, fix_text, lint_text
 from .notebook import CellEditError, CellModule, NotebookError, is_notebook, read_notebook
 from .rule import Rule
+
+LintModule = Callable[[str, Callable[[int], str]], list]  # (module text, describe_row) -> findings
 
 
 def lint_document(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
@@ -28,7 +30,8 @@ def lint_document(text: str, path: str, rules: Sequence[type[Rule]], options: Op
         notebook = read_notebook(text)
     except NotebookError as error:
         return [file_error(IO_ERROR, path, f"Failed to read {path}: {error}")]
-    return lint_cells(CellModule.join(notebook.code_sources), path, rules, options, edits=edits)
+    return lint_cells(CellModule.join(notebook.code_sources), path, lambda module, describe_row: lint_text(
+        module, path, rules, options, edits=edits, describe_row=describe_row))
 
 
 def fix_document(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
@@ -52,18 +55,16 @@ def fix_document(text: str, path: str, rules: Sequence[type[Rule]], options: Opt
     return FixOutcome(fixed, max(0, len(findings) - len(remaining)), remaining)
 
 
-def lint_cells(module: CellModule, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS,
-               *, edits: bool = True, lint=lint_text) -> list[Finding]:
-    """The findings of a notebook's code cells, each located in its cell.
+def lint_cells(module: CellModule, path: str, lint: LintModule) -> list[Finding]:
+    """The findings of a notebook's code cells, each located in its cell; `lint(text, describe_row)`
+    lints the joined module (`lint_text`, or the language server's warm linter).
 
     A kernel compiles each cell alone, so each cell must parse alone: a syntax error is reported in the
-    cell that has it (joined, an unclosed bracket would show up in the next cell). `lint` lints the
-    joined module (the language server passes its warm one)."""
+    cell that has it (joined, an unclosed bracket would show up in the next cell)."""
     errors = [error for error in (_cell_syntax(cell, path) for cell in module.cells) if error is not None]
     if errors:
         return errors
-    findings = lint(module.text, path, rules, options, edits=edits, describe_row=module.describe)
-    return [_in_cell(finding, module) for finding in findings]
+    return [_in_cell(finding, module) for finding in lint(module.text, module.describe)]
 
 
 def _cell_syntax(cell, path: str) -> Optional[Finding]:

@@ -87,6 +87,11 @@ class CellModule:
         return module
 
     # -- positions ----------------------------------------------------------------------------------
+    @property
+    def layout(self) -> tuple:
+        """Changes whenever a row of the module would be named differently (`describe`)."""
+        return tuple((cell.number, cell.first_row) for cell in self.cells)
+
     def cell_at(self, row: int) -> Cell:
         """The cell that holds the module's `row` (past the end: the last cell)."""
         index = max(0, bisect.bisect_right(self._starts, row) - 1)

@@ -165,7 +165,7 @@ class _Scanner:
     def source_spans(self) -> list:
         start = self._ws(0)
         cells_span = None
-        for key, value_start, value_end, _ in self._members(start):
+        for key, value_start, _, _ in self._members(start):
             if key == "cells":
                 cells_span = value_start  # the last one wins, as in json.loads
         spans = []
@@ -212,12 +212,11 @@ class _Style:
         if not lines:
             return "[]"
         old_lines = [json.loads(text[s:e]) for s, e in cell.items]
-        kept = {}
-        matcher = difflib.SequenceMatcher(None, old_lines, lines, autojunk=False)
-        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-            if tag == "equal":
-                for k in range(i2 - i1):
-                    kept[j1 + k] = text[cell.items[i1 + k][0]:cell.items[i1 + k][1]]
+        kept = {}  # new line -> the JSON text of the same old line
+        for block in difflib.SequenceMatcher(None, old_lines, lines, autojunk=False).get_matching_blocks():
+            for k in range(block.size):
+                start, end = cell.items[block.a + k]
+                kept[block.b + k] = text[start:end]
         items = [kept.get(j) or self._dump(line) for j, line in enumerate(lines)]
         opening, between, closing = self._layout(text, cell)
         return "[" + opening + between.join(items) + closing + "]"
