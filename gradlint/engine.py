@@ -31,6 +31,8 @@ MAX_FIX_ROUNDS = 10
 Options = Mapping[str, Mapping[str, Any]]
 NO_OPTIONS: Options = MappingProxyType({})
 DescribeRow = Optional[Callable[[int], str]]  # how messages name a row ("cell 3, line 2"); None: "line N"
+# Which findings get their fix's edits: all (True), none (False), or those that start in rows (first, last).
+Edits = Union[bool, tuple]
 
 
 class FixBrokeCode(Exception):
@@ -115,10 +117,11 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-              reduce: bool = True, force_reduce: bool = False, edits: bool = True,
+              reduce: bool = True, force_reduce: bool = False, edits: Edits = True,
               describe_row: DescribeRow = None) -> list[Finding]:
     """The file's findings. `edits=False` leaves each fix's edits out (only its applicability and message):
-    the text output needs no more, and each edit costs a rewrite of the module and a diff."""
+    the text output needs no more, and each edit costs a rewrite of the module and a diff. `edits=(a, b)`
+    computes them only for the findings that start on rows a to b (an editor's code actions)."""
     tree = syntax_tree(text, path)
     if isinstance(tree, Finding):
         return [tree]
@@ -137,7 +140,7 @@ def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Option
 
 
 def lint_reduction(reduction: Reduction, path: str, rules: Sequence[type[Rule]], options: Options,
-                   import_row: int, *, edits: bool = True, describe_row: DescribeRow = None) -> list[Finding]:
+                   import_row: int, *, edits: Edits = True, describe_row: DescribeRow = None) -> list[Finding]:
     """The findings of one partial parse (see `regions.region_reductions`), in the file's rows.
 
     `import_row` is the reduced row after which fixes add imports. Raises `FullModuleRequired` when a
@@ -148,7 +151,7 @@ def lint_reduction(reduction: Reduction, path: str, rules: Sequence[type[Rule]],
     return [finding for finding, _ in _findings(analysis, path, edits)]
 
 
-def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[Finding, Report]]:
+def _findings(analysis: _Analysis, path: str, edits: Edits = True) -> list[tuple[Finding, Report]]:
     """Each unsuppressed report as a Finding (rows of the file), beside the report it came from.
 
     `edits=False` skips computing each fix's edits (a whole-module rewrite and a diff apiece): `fix_text`
@@ -170,7 +173,7 @@ def _findings(analysis: _Analysis, path: str, edits: bool = True) -> list[tuple[
                 rows.append(statement.end.line)
         if noqa.suppresses(report.rule.code, rows):
             continue
-        if edits:
+        if edits is True or edits and edits[0] <= row(span.start.line) <= edits[1]:
             fix = _fix_of(analysis, report.fix)
         else:
             fix = Fix(report.fix.applicability, report.fix.message) if report.fix is not None else None

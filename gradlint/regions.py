@@ -61,6 +61,10 @@ def _imports(node: ast.stmt) -> bool:
 class Reduction:
     text: str
     rows: list  # rows[i] is the file's row of reduced row i + 1; 0 for a separator standing for dropped lines
+    spans: tuple = ()  # `region_reductions`: the region's own rows, as (first, last) pairs
+
+    def covers(self, row: int) -> bool:
+        return any(first <= row <= last for first, last in self.spans)
 
     def reduced_row(self, row: int) -> Optional[int]:
         """The reduced row showing the file's `row`, or None if it was dropped."""
@@ -110,22 +114,37 @@ class _Plan:
     always: list
     regions: list  # [[(start, end), ...], ...]: rows, 1-based, inclusive
 
-    def reduction(self, spans) -> Reduction:
-        keep = bytearray(len(self.lines) + 2)  # indexed by 1-based row
-        for s, e in spans:
-            keep[s:e + 1] = b"\x01" * (e + 1 - s)
+    def reduction(self, spans, own: tuple = ()) -> Reduction:
+        """The lines in `spans`; each run of other lines becomes one empty line (row 0)."""
         out, rows = [], []
-        for row, line in enumerate(self.lines, start=1):
-            if keep[row]:
-                out.append(line)
-                rows.append(row)
-            elif not rows or rows[-1] != 0:
+        cursor = 1  # the first row not yet placed
+        for first, last in _merged(spans, len(self.lines)):
+            if first > cursor:
                 out.append("")
                 rows.append(0)
-        return Reduction("\n".join(out), rows)
+            out.extend(self.lines[first - 1:last])
+            rows.extend(range(first, last + 1))
+            cursor = last + 1
+        if cursor <= len(self.lines):
+            out.append("")
+            rows.append(0)
+        return Reduction("\n".join(out), rows, own)
 
     def kept_rows(self, spans) -> int:
         return len({row for s, e in spans for row in range(s, e + 1)})
+
+
+def _merged(spans, count: int) -> list:
+    """Sorted, non-overlapping (first, last) row ranges covering `spans`, within rows 1 to `count`."""
+    merged: list = []
+    for first, last in sorted((max(1, s), min(count, e)) for s, e in spans):
+        if first > last:
+            continue
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return merged
 
 
 def _plan(text: str, rules: Sequence, tree: Optional[ast.Module]) -> Optional[_Plan]:
@@ -227,4 +246,4 @@ def region_reductions(text: str, rules: Sequence, *, tree: Optional[ast.Module] 
     plan = _plan(text, rules, tree)
     if plan is None:
         return None
-    return [plan.reduction([*plan.always, *region]) for region in plan.regions]
+    return [plan.reduction([*plan.always, *region], tuple(region)) for region in plan.regions]

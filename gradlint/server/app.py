@@ -13,6 +13,7 @@ the client to watch `**/pyproject.toml`; saving one in the editor works too).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from .projects import Project, Projects
 logger = logging.getLogger(__name__)
 
 FIX_ALL = "source.fixAll.gradlint"
+EXACT_AFTER_S = 0.3  # a pause in typing after which verdicts that need the whole module are brought up to date
 PYTHON_SUFFIXES = (".py", ".pyi")
 _UNREADABLE = SimpleNamespace(jsonrpc="unreadable")  # handle_message logs and drops it
 
@@ -79,6 +81,7 @@ class GradlintServer(LanguageServer):
         self.unsafe_fixes = False
         self.linted: dict[str, _Linted] = {}  # text document or notebook uri -> its last lint
         self._pending: dict[str, bool] = {}  # uri -> is a notebook; linted at the next turn of the loop
+        self._exact_timers: dict[str, asyncio.TimerHandle] = {}
         self._shown: set[str] = set()
 
     # -- errors --------------------------------------------------------------------------------------
@@ -142,45 +145,91 @@ class GradlintServer(LanguageServer):
         self.text_document_publish_diagnostics(
             types.PublishDiagnosticsParams(uri=uri, diagnostics=diagnostics, version=version))
 
-    def lint_document(self, uri: str) -> None:
-        document = self.workspace.get_text_document(uri)
-        path = _path(uri)
-        if not _is_python(document, path):
-            return
+    def check(self, uri: str, *, notebook: bool, quick: bool = False, edits=False) -> Optional[tuple]:
+        """(_Linted, exact) for the current text of a document or notebook; None when it is not checked
+        (not Python, excluded, or its configuration is broken). `edits`: as `WarmLinter.lint`, in the
+        rows of the document (a notebook: of its joined cells)."""
+        if notebook:
+            nb = self.workspace.get_notebook_document(notebook_uri=uri)
+            if nb is None:
+                return None
+            path = _path(uri)
+        else:
+            document = self.workspace.get_text_document(uri)
+            path = _path(uri)
+            if not _is_python(document, path):
+                return None
         project = self.project_for(path)
         if project is None or (path is not None and project.excludes(path)):
+            return None
+        name = str(path) if path is not None else uri
+        exact = [True]
+
+        def lint(text: str, describe_row=None, describe_key=None) -> list[Finding]:
+            if quick:
+                found, exact[0] = project.linter.lint_quick(text, name, describe_row=describe_row,
+                                                            describe_key=describe_key)
+                return found
+            return project.linter.lint(text, name, edits=edits, describe_row=describe_row, describe_key=describe_key)
+
+        if notebook:
+            module = CellModule.join(self._cell_sources(nb))
+            found = lint_cells(module, name, lambda text, describe: lint(text, describe, module.layout))
+            cell_uris = [cell.document for cell in nb.cells]
+        else:
+            found, cell_uris = lint(document.source), []
+        kept = [f for f in found if f.is_file_error or path is None or project.keep(path, f)]
+        return _Linted(path, project, kept, cell_uris), exact[0]
+
+    def lint_document(self, uri: str, *, exact: bool = False) -> None:
+        document = self.workspace.get_text_document(uri)
+        checked = self.check(uri, notebook=False, quick=not exact)
+        if checked is None:
             self.linted.pop(uri, None)
             self._publish(uri, [], document.version)
             return
-        name = str(path) if path is not None else uri
-        findings = [f for f in project.linter.lint(document.source, name)
-                    if f.is_file_error or path is None or project.keep(path, f)]
-        self.linted[uri] = _Linted(path, project, findings)
-        self._publish(uri, [diagnostic(f, document) for f in findings], document.version)
+        linted, done = checked
+        self.linted[uri] = linted
+        self._publish(uri, [diagnostic(f, document) for f in linted.findings], document.version)
+        if not done:
+            self._exact_later(uri, notebook=False, version=document.version)
 
-    def lint_notebook(self, uri: str) -> None:
+    def lint_notebook(self, uri: str, *, exact: bool = False) -> None:
         notebook = self.workspace.get_notebook_document(notebook_uri=uri)
         if notebook is None:
             return
-        path = _path(uri)
-        cell_uris = [cell.document for cell in notebook.cells]
-        project = self.project_for(path)
-        if project is None or (path is not None and project.excludes(path)):
+        checked = self.check(uri, notebook=True, quick=not exact)
+        linted, done = checked if checked is not None else (None, True)
+        if linted is None:
             self.linted.pop(uri, None)
-            findings = []
         else:
-            module = CellModule.join(self._cell_sources(notebook))
-            name = str(path) if path is not None else uri
+            self.linted[uri] = linted
+        findings = linted.findings if linted is not None else []
+        for number, cell in enumerate(notebook.cells, start=1):
+            document = self.workspace.get_text_document(cell.document)
+            self._publish(cell.document, [diagnostic(f, document) for f in findings if f.cell == number],
+                          document.version)
+        if not done:
+            self._exact_later(uri, notebook=True, version=notebook.version)
 
-            def lint(text, describe_row):
-                return project.linter.lint(text, name, describe_row=describe_row, describe_key=module.layout)
+    def _exact_later(self, uri: str, *, notebook: bool, version) -> None:
+        """The quick lint reused whole-module verdicts of an older text: lint exactly once typing pauses."""
+        timer = self._exact_timers.pop(uri, None)
+        if timer is not None:
+            timer.cancel()
 
-            findings = [f for f in lint_cells(module, name, lint)
-                        if f.is_file_error or path is None or project.keep(path, f)]
-            self.linted[uri] = _Linted(path, project, findings, cell_uris)
-        for number, cell_uri in enumerate(cell_uris, start=1):
-            document = self.workspace.get_text_document(cell_uri)
-            self._publish(cell_uri, [diagnostic(f, document) for f in findings if f.cell == number], document.version)
+        def run() -> None:
+            self._exact_timers.pop(uri, None)
+            current = (self.workspace.get_notebook_document(notebook_uri=uri) if notebook
+                       else self.workspace.text_documents.get(uri))
+            if current is not None and current.version == version:
+                try:
+                    self.lint_notebook(uri, exact=True) if notebook else self.lint_document(uri, exact=True)
+                except Exception as error:
+                    logger.exception("linting %s failed", uri)
+                    self._show_once(f"gradlint: internal error while checking {uri}: {type(error).__name__}: {error}")
+
+        self._exact_timers[uri] = asyncio.get_running_loop().call_later(EXACT_AFTER_S, run)
 
     def _cell_sources(self, notebook: types.NotebookDocument) -> list[Optional[str]]:
         return [self.workspace.get_text_document(cell.document).source
@@ -205,12 +254,12 @@ class GradlintServer(LanguageServer):
             return not only or any(kind == o or kind.startswith(f"{o}.") for o in only)
 
         actions = []
-        if wanted(types.CodeActionKind.QuickFix):
-            for finding in findings:
+        here = [f for f in findings if _overlaps(diagnostic(f, document).range, params.range)]
+        if wanted(types.CodeActionKind.QuickFix) and here:
+            for finding in self._with_edits(here, notebook, uri, linted):
                 shown = diagnostic(finding, document)
-                if not _overlaps(shown.range, params.range):
-                    continue
-                actions.extend(self._quick_fixes(finding, shown, document, linted))
+                if _overlaps(shown.range, params.range):
+                    actions.extend(self._quick_fixes(finding, shown, document, linted))
         if wanted(FIX_ALL) and any(f.fixable(False) for f in linted.findings):
             action = types.CodeAction(title="gradlint: apply all safe fixes", kind=FIX_ALL,
                                       data={"uri": notebook.uri if notebook is not None else uri})
@@ -218,6 +267,21 @@ class GradlintServer(LanguageServer):
                 action.edit = self.fix_all_edit(action.data["uri"])
             actions.append(action)
         return actions
+
+    def _with_edits(self, findings: list[Finding], notebook, uri: str, linted: _Linted) -> list[Finding]:
+        """The findings of the document again, with their fixes' edits for the rows of `findings` (diagnostics
+        are published without edits: each costs a rewrite)."""
+        first = min(f.location.row for f in findings)
+        last = max(f.end_location.row for f in findings)
+        if notebook is None:
+            checked = self.check(uri, notebook=False, edits=(first, last))
+            return checked[0].findings if checked is not None else []
+        module = CellModule.join(self._cell_sources(notebook))
+        number = findings[0].cell
+        cell = next(c for c in module.cells if c.number == number)
+        offset = cell.first_row - 1
+        checked = self.check(notebook.uri, notebook=True, edits=(first + offset, last + offset))
+        return [f for f in checked[0].findings if f.cell == number] if checked is not None else []
 
     def _quick_fixes(self, finding: Finding, shown: types.Diagnostic, document: TextDocument,
                      linted: _Linted) -> list[types.CodeAction]:
@@ -380,6 +444,14 @@ def build() -> GradlintServer:
 
 def serve() -> None:
     logging.basicConfig(level=os.environ.get("GRADLINT_LOG", "WARNING"), format="%(levelname)s %(message)s")
-    build().start_io()
+    server = build()
+    from ..registry import all_rules
+
+    all_rules()  # imported now, so that the first document does not wait for it, and frozen below
+    # As in the command line's runner: LibCST's short-lived trees are freed by reference counting, and
+    # the cyclic collector's frequent passes over everything imported and kept only cost time.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    server.start_io()
 
 
