@@ -39,8 +39,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TARGET_MS = 50.0
-SETTLED_EDITS = 8  # edits after which the benchmark waits for the exact diagnostics
-SETTLE_S = 1.5  # no diagnostics for this long after the last ones: the server is done with that version
+SETTLED_EDITS = 5  # edits after which the benchmark waits for the exact diagnostics
+SETTLE_S = 6.0  # no diagnostics for this long after the last ones: the server is done with that version
 
 
 def training_document(lines: int = 2000) -> str:

@@ -34,7 +34,7 @@ from ..diagnostics import Finding
 from ..documents import lint_cells
 from ..engine import FixBrokeCode, fix_text
 from ..notebook import CellEditError, CellModule
-from .convert import diagnostic, noqa_edit, text_edit, whole_document_edits
+from .convert import diagnostic, diagnostics, noqa_edit, text_edit, whole_document_edits
 from .projects import Project, Projects
 
 logger = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class GradlintServer(LanguageServer):
             return
         linted, done = checked
         self.linted[uri] = linted
-        self._publish(uri, [diagnostic(f, document) for f in linted.findings], document.version)
+        self._publish(uri, diagnostics(linted.findings, document), document.version)
         if not done:
             self._exact_later(uri, notebook=False, version=document.version)
 
@@ -207,7 +207,7 @@ class GradlintServer(LanguageServer):
         findings = linted.findings if linted is not None else []
         for number, cell in enumerate(notebook.cells, start=1):
             document = self.workspace.get_text_document(cell.document)
-            self._publish(cell.document, [diagnostic(f, document) for f in findings if f.cell == number],
+            self._publish(cell.document, diagnostics([f for f in findings if f.cell == number], document),
                           document.version)
         if not done:
             self._exact_later(uri, notebook=True, version=notebook.version)
@@ -254,7 +254,8 @@ class GradlintServer(LanguageServer):
             return not only or any(kind == o or kind.startswith(f"{o}.") for o in only)
 
         actions = []
-        here = [f for f in findings if _overlaps(diagnostic(f, document).range, params.range)]
+        lines = document.lines
+        here = [f for f in findings if _overlaps(diagnostic(f, document, lines).range, params.range)]
         if wanted(types.CodeActionKind.QuickFix) and here:
             for finding in self._with_edits(here, notebook, uri, linted):
                 shown = diagnostic(finding, document)

@@ -26,17 +26,26 @@ def _position(location: Location) -> ServerTextPosition:
     return ServerTextPosition(line=location.row - 1, character=location.column - 1)
 
 
-def lsp_range(document: TextDocument, start: Location, end: Location) -> types.Range:
-    return document.range_to_client_units(ServerTextRange(start=_position(start), end=_position(end)))
+def lsp_range(document: TextDocument, start: Location, end: Location, lines=None) -> types.Range:
+    """`lines`: the document's lines, when the caller converts many ranges (pygls splits them anew on
+    every access)."""
+    lines = document.lines if lines is None else lines
+    return document.position_codec.range_to_client_units(lines, ServerTextRange(start=_position(start),
+                                                                                end=_position(end)))
 
 
-def diagnostic(finding: Finding, document: TextDocument) -> types.Diagnostic:
+def diagnostics(findings, document: TextDocument) -> list[types.Diagnostic]:
+    lines = document.lines
+    return [diagnostic(finding, document, lines) for finding in findings]
+
+
+def diagnostic(finding: Finding, document: TextDocument, lines=None) -> types.Diagnostic:
     end = finding.end_location
     if end == finding.location:  # a syntax or read error points at a place: show one character
         end = Location(end.row, end.column + 1)
     url = rule_url(finding.code, finding.rule_name)
     return types.Diagnostic(
-        range=lsp_range(document, finding.location, end),
+        range=lsp_range(document, finding.location, end, lines),
         message=finding.message,
         severity=types.DiagnosticSeverity.Error if finding.is_file_error else types.DiagnosticSeverity.Warning,
         code=finding.code,
