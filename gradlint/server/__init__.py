@@ -1,4 +1,6 @@
-"""`gradlint server`: the Language Server Protocol over stdio, for editors (see the README).
+"""The language server: the Language Server Protocol over stdio, for editors (see the README).
+
+Started as `python -m gradlint.server` (the command line's `gradlint server` will call `main`).
 
 Built on pygls and lsprotocol, installed by the `server` extra (`pip install 'gradlint[server]'`) so that
 the command line and the pre-commit hooks stay light.
