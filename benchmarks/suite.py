@@ -159,7 +159,7 @@ def corpus_files(root: Path) -> list[str]:
     """The files `gradlint check <root>` checks, relative to `root`."""
     from gradlint.discovery import Excluder, discover
 
-    return sorted(path.relative_to(root).as_posix() for path in discover([str(root)], Excluder(root)))
+    return sorted(path.relative_to(root).as_posix() for path in discover([str(root)], Excluder(root)).files)
 
 
 def scan(corpus: str, check: FileCheck = lint_file) -> Scan:

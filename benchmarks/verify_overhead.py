@@ -2,6 +2,7 @@
 
     python benchmarks/verify_overhead.py [--device cpu|cuda] [--rounds 10] [--steps 10] [--tracer]
     python benchmarks/verify_overhead.py --fixed [--device cpu|cuda] [--rounds 30] [--steps 30]
+    python benchmarks/verify_overhead.py --logging [--device cpu|cuda] [--steps 40]
 
 Pre-LN encoder, d 256 x 4 layers, batch 16 x 64 (the sizes the issue measured), Adam, synthetic data
 without padding (so no NaN). Blocks of plain steps and of steps under the checks alternate (the
@@ -16,6 +17,12 @@ step, where a per-step constant shows as a percentage). Also counts what the che
 reads (`item`, `bool`, `tolist`, ... on CPU; on CUDA the synchronizing calls that
 `torch.cuda.set_sync_debug_mode` reports, and the monitor's own waits), torch ops (kernel launches on
 CUDA, from `torch.profiler`), and where the time goes (cProfile of the gradlint functions).
+
+`--logging`: what logging each step's numbers costs, on top of the checks: `gradlint.watch(on_step=...)`
+turning each step into metrics (`Health.stats`, `watch.metrics`), and `GradlintCallback` in a real Lightning
+`Trainer` logging them through `self.log_dict` at every step (`log_every_n_steps=1`, the worst case) to a
+`CSVLogger`. The time spent in that code is clocked around it, step by step, and set against a plain
+step of the same model outside Lightning (the stricter denominator).
 """
 
 from __future__ import annotations
@@ -107,6 +114,8 @@ def main() -> None:
     p.add_argument("--tracer", action="store_true", help="also time one step under the replay tracer")
     p.add_argument("--fixed", action="store_true",
                    help="the fixed cost a step, in microseconds, on a small model (see above)")
+    p.add_argument("--logging", action="store_true",
+                   help="the per-step cost of logging (watch's on_step, the Lightning callback; see above)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,6 +123,10 @@ def main() -> None:
     if args.fixed:
         args.rounds, args.steps = args.rounds or 30, args.steps or 30
         fixed_cost(args, device)
+        return
+    if args.logging:
+        args.steps = args.steps or 40
+        logging_cost(args, device)
         return
     args.rounds, args.steps = args.rounds or 10, args.steps or 10
     model, optimizer, batch = make(args, device)
@@ -163,12 +176,14 @@ def main() -> None:
     ((out - y) ** 2).mean().backward()
     acts = [(tracker.hook(monitor), tracker.name) for tracker in monitor._activations]
     act_inputs = {name: torch.relu(torch.randn_like(out)) for _, name in acts}
+    monitor.steps = 2  # activations are looked at on every other step: time a step where they are
     pieces = {
         # the step's read as the step makes it: asynchronous on CUDA (a copy, read once done)
-        "grad norms + one read": lambda: monitor._collect(optimizer),
+        "grad norms + one read": lambda: monitor._safe_collect(monitor._series_of(optimizer), optimizer),
         "root output flag": lambda: monitor._flag_output(out),
         "activation hooks": lambda: [hook(None, None, act_inputs[name]) for hook, name in acts],
     }
+    every = {"activation hooks": 2}  # a step in two
     total = 0.0
     for name, fn in pieces.items():
         fn()
@@ -179,9 +194,10 @@ def main() -> None:
             fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        cost = (time.perf_counter() - start) / 20
+        cost = (time.perf_counter() - start) / 20 / every.get(name, 1)
         total += cost
-        print(f"  {name:<22} {cost * 1e3:7.3f} ms  {100 * cost / pm:6.3f} % of a plain step")
+        print(f"  {name:<22} {cost * 1e3:7.3f} ms  {100 * cost / pm:6.3f} % of a plain step"
+              + (f" (on one step in {every[name]})" if name in every else ""))
     monitor.flush()
     monitor.detach()
     print(f"  {'sum of the pieces':<22} {total * 1e3:7.3f} ms  {100 * total / pm:6.3f} %")
@@ -277,9 +293,9 @@ def fixed_cost(args, device) -> None:
         a = block(model, optimizer, batch, n, device, clock)[pick]
         monitor = attach(progress)
         step(model, optimizer, batch)  # finds the roots: not timed
-        waits -= monitor.waits
+        waits -= monitor.reads.waits
         b = block(model, optimizer, batch, n, device, clock)[pick]
-        waits += monitor.waits
+        waits += monitor.reads.waits
         monitor.flush()
         monitor.detach()
         c = block(model, optimizer, batch, n, device, clock)[pick]
@@ -374,6 +390,89 @@ def fixed_cost(args, device) -> None:
     for cost, calls, label in sorted(rows, reverse=True)[:16]:
         print(f"  {cost * 1e6:8.1f} us  {calls:5.1f} calls  {label}")
     progress.close()
+
+
+class Clock:
+    """Seconds spent inside the wrapped callables, and how many calls."""
+
+    def __init__(self):
+        self.seconds, self.calls = 0.0, 0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.calls += 1
+        return timed
+
+
+def logging_cost(args, device) -> None:
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from gradlint.lightning import GradlintCallback
+    from gradlint.verify import watch as watch_module
+
+    model, optimizer, batch = make(args, device)
+    for _ in range(3):
+        step(model, optimizer, batch)
+    plain, _ = block(model, optimizer, batch, 10, device)
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, d {args.d_model} x "
+          f"{args.layers} layers, batch {args.batch} x {args.seq_len}: plain step {plain * 1e3:.2f} ms")
+
+    # watch(on_step=...): each step's numbers as metrics, handed to a sink (the user's logger)
+    clock, sink = Clock(), []
+    to_metrics = clock.wrap(lambda stats: sink.append(watch_module.metrics(stats)))
+    with gradlint.watch(model, optimizer, on_step=to_metrics) as health:
+        health.stats = clock.wrap(health.stats)
+        for _ in range(args.steps):
+            step(model, optimizer, batch)
+    per_step = clock.seconds / max(1, len(sink))
+    print(f"watch on_step     {per_step * 1e6:8.1f} us a step  ({100 * per_step / plain:.3f} % of a plain step; "
+          f"{len(sink[-1])} metrics a step)")
+
+    # the Lightning callback, logging every step through self.log_dict to a CSVLogger
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def training_step(self, batch_, index):
+            x, y, mask = batch_
+            pred = self.model(x, mask)
+            return ((pred - y) ** 2 * mask[..., None]).sum() / mask.sum()
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-4)
+
+    timed = Clock()
+
+    class Timed(GradlintCallback):
+        def on_fit_start(self, trainer, pl_module):
+            super().on_fit_start(trainer, pl_module)
+            self.health.stats = timed.wrap(self.health.stats)
+
+        def on_train_batch_end(self, *a):
+            return timed.wrap(super().on_train_batch_end)(*a)
+
+    x, y, mask = batch
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu(), mask.cpu()),
+                                         batch_size=len(x))
+    callback = Timed(print_summary=False)
+    with tempfile.TemporaryDirectory() as logs, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = L.Trainer(max_epochs=args.steps, log_every_n_steps=1, logger=CSVLogger(logs), callbacks=[callback],
+                            accelerator=device.type, devices=1, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=False)
+        trainer.fit(Module(), loader)
+        columns = (Path(logs) / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    steps = trainer.global_step
+    per_step = timed.seconds / max(1, steps)
+    print(f"Lightning logging {per_step * 1e6:8.1f} us a step  ({100 * per_step / plain:.3f} % of a plain step; "
+          f"{steps} steps logged to a CSVLogger, {columns.count('gradlint/')} gradlint columns)")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,12 @@ __all__ = ["__version__", "watch"]
 
 def __getattr__(name):
     if name == "watch":
-        from .verify.watch import watch
-
+        try:
+            from .verify.watch import watch
+        except ModuleNotFoundError as error:
+            if error.name != "torch":
+                raise
+            raise ImportError("gradlint.watch needs PyTorch, which the runtime checks run on: "
+                              "pip install 'gradlint[verify]'") from error
         return watch
     raise AttributeError(f"module 'gradlint' has no attribute {name!r}")

@@ -7,6 +7,7 @@ internal error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,7 +18,11 @@ EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
 
 def _codes(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+    codes = [part.strip() for part in text.split(",")]
+    if not all(codes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated rule codes or prefixes, like GL001,GL005; "
+                                         f"got {text!r}")
+    return codes
 
 
 def _add_lint_options(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +40,9 @@ def _add_lint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--statistics", action="store_true", help="count findings per rule")
     parser.add_argument("--exit-zero", action="store_true", help="exit 0 even if findings remain")
     parser.add_argument("--no-cache", action="store_true", help="neither read nor write the result cache")
+    parser.add_argument("--cache-dir", metavar="DIR", default=os.environ.get("GRADLINT_CACHE_DIR") or None,
+                        help="the cache folder, any folder gradlint owns (default: .gradlint_cache in the "
+                             "project; also GRADLINT_CACHE_DIR)")
     parser.add_argument("--config", type=Path, metavar="FILE", help="a pyproject.toml to use")
     parser.add_argument("-q", "--quiet", action="store_true", help="print findings only, no summary")
     parser.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: one per core)")
@@ -93,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def _lint(args: argparse.Namespace) -> int:
     from .config import ConfigError, find_config, load_settings
     from .discovery import PathNotFound
-    from .reporters import Report, render
+    from .reporters import Report, printable, render
     from .runner import RunOptions, print_errors, run
 
     cwd = Path.cwd()
@@ -104,7 +112,8 @@ def _lint(args: argparse.Namespace) -> int:
         config = args.config or find_config(Path(args.paths[0]) if Path(args.paths[0]).exists() else cwd)
         settings = load_settings(config, cwd)
         options = RunOptions(select=args.select, extend_select=args.extend_select, ignore=args.ignore,
-                             use_cache=not args.no_cache, fix=write or args.command == "fix", write=write,
+                             use_cache=not args.no_cache, cache_dir=args.cache_dir,
+                             fix=write or args.command == "fix", write=write,
                              unsafe_fixes=args.unsafe_fixes, jobs=args.jobs, force_exclude=args.force_exclude,
                              edits=args.output_format == "json")
         result = run(args.paths, settings, options, cwd)
@@ -112,7 +121,7 @@ def _lint(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except PathNotFound as error:
-        print(f"error: {error}: No such file or directory", file=sys.stderr)
+        print(f"error: {printable(str(error))}: No such file or directory", file=sys.stderr)
         return EXIT_ERROR
 
     mode = "write" if write else ("diff" if args.command == "fix" else "check")
@@ -120,19 +129,22 @@ def _lint(args: argparse.Namespace) -> int:
         for diff in result.diffs:
             sys.stdout.write(diff if diff.endswith("\n") else diff + "\n")
         fixable = [f for f in result.findings if f.fixable(args.unsafe_fixes)]
+        file_errors = [f for f in result.findings if f.is_file_error]  # files that cannot be fixed: say why
+        if file_errors:
+            print(render("text", Report(file_errors, cwd, quiet=True)), file=sys.stderr)
         if not args.quiet:
             print(render("text", Report(result.findings, cwd, args.unsafe_fixes, result.fixed, "diff")),
                   file=sys.stderr)
-        print_errors(result.errors)
+        print_errors(result.errors, result.warnings)
         if result.errors:
             return EXIT_ERROR
-        return EXIT_FINDINGS if fixable and not args.exit_zero else EXIT_CLEAN
+        return EXIT_FINDINGS if (fixable or file_errors) and not args.exit_zero else EXIT_CLEAN
 
     report = Report(result.findings, cwd, args.unsafe_fixes, result.fixed, mode, args.statistics, args.quiet)
     output = render(args.output_format, report)
     if output:
         print(output)
-    print_errors(result.errors)
+    print_errors(result.errors, result.warnings)
     if result.errors:
         return EXIT_ERROR
     return EXIT_FINDINGS if result.findings and not args.exit_zero else EXIT_CLEAN

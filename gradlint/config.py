@@ -9,7 +9,7 @@ exclude = []                    # gitignore-style patterns, relative to this fil
 extend-exclude = ["fixtures"]
 respect-gitignore = true
 per-file-ignores = { "tests/*" = ["GL001"] }
-cache-dir = ".gradlint_cache"
+cache-dir = ".gradlint_cache"   # a folder inside the project that only gradlint writes to
 
 [tool.gradlint.unguarded-norm-division]   # a rule's options, under its name
 eps = 1e-4
@@ -18,6 +18,7 @@ eps = 1e-4
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ TOP_LEVEL_KEYS = {
     "select", "extend-select", "ignore", "exclude", "extend-exclude", "respect-gitignore",
     "per-file-ignores", "cache-dir",
 }
+
+
+DEFAULT_CACHE_DIR = ".gradlint_cache"
 
 
 class ConfigError(Exception):
@@ -54,7 +58,18 @@ class Settings:
 
     @property
     def cache_path(self) -> Path:
-        return (self.root / (self.cache_dir or ".gradlint_cache")).resolve()
+        """The configured cache folder: inside the project (a cloned repository's pyproject.toml must not
+        make gradlint write elsewhere), and not the project folder itself. `--cache-dir` and
+        GRADLINT_CACHE_DIR, which the user types, may name any folder."""
+        if self.cache_dir is None:
+            return Path(os.path.abspath(self.root / DEFAULT_CACHE_DIR))
+        folder = Path(os.path.realpath(self.root / self.cache_dir))
+        root = Path(os.path.realpath(self.root))
+        if folder == root or root not in folder.parents:
+            raise ConfigError(f"{self.config_file}: `cache-dir = {self.cache_dir!r}` must name a folder inside "
+                              f"the project ({root}), not the project itself; for a cache elsewhere use "
+                              "--cache-dir or GRADLINT_CACHE_DIR")
+        return folder
 
 
 def find_config(start: Path) -> Optional[Path]:
@@ -77,13 +92,19 @@ def find_config(start: Path) -> Optional[Path]:
     return None
 
 
-def _string_list(table: dict, key: str, where: str) -> list[str]:
+def _string_list(table: dict, key: str, where: str, example: str = '["GL001"]') -> list[str]:
     value = table.get(key, [])
-    if isinstance(value, str):
-        value = [value]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: `{key}` must be a list of strings")
+        raise ConfigError(f"{where}: `{key}` must be a list of strings, like {example}; got {_toml_value(value)}")
     return value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
 
 
 def load_settings(config_file: Optional[Path], cwd: Path) -> Settings:
@@ -103,10 +124,16 @@ def load_settings(config_file: Optional[Path], cwd: Path) -> Settings:
     settings.select = _string_list(table, "select", where) if "select" in table else None
     settings.extend_select = _string_list(table, "extend-select", where)
     settings.ignore = _string_list(table, "ignore", where)
-    settings.exclude = _string_list(table, "exclude", where)
-    settings.extend_exclude = _string_list(table, "extend-exclude", where)
-    settings.respect_gitignore = bool(table.get("respect-gitignore", True))
-    settings.cache_dir = table.get("cache-dir")
+    settings.exclude = _string_list(table, "exclude", where, '["build", "*_pb2.py"]')
+    settings.extend_exclude = _string_list(table, "extend-exclude", where, '["build", "*_pb2.py"]')
+    respect_gitignore = table.get("respect-gitignore", True)
+    if not isinstance(respect_gitignore, bool):
+        raise ConfigError(f"{where}: `respect-gitignore` must be true or false; got {_toml_value(respect_gitignore)}")
+    settings.respect_gitignore = respect_gitignore
+    cache_dir = table.get("cache-dir")
+    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir.strip()):
+        raise ConfigError(f"{where}: `cache-dir` must be a folder name (a string); got {_toml_value(cache_dir)}")
+    settings.cache_dir = cache_dir
     per_file = table.get("per-file-ignores", {})
     if not isinstance(per_file, dict):
         raise ConfigError(f"{where}: `per-file-ignores` must be a table of pattern = [codes]")
@@ -134,10 +161,9 @@ def validate_rule_options(settings: Settings, rules: Sequence) -> dict[str, dict
             if key not in declared:
                 known = ", ".join(declared) or "none"
                 raise ConfigError(f"{where}: {rule.code} ({rule_name}) has no option `{key}` (options: {known})")
-            default = declared[key].default
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                    isinstance(default, (int, float)) and not isinstance(value, (int, float))):
-                raise ConfigError(f"{where}: `{rule_name}.{key}` must be like {default!r}")
+            problem = declared[key].problem(value)
+            if problem is not None:
+                raise ConfigError(f"{where}: `{rule_name}.{key}` {problem}")
         options[rule_name] = values
     return options
 
@@ -146,13 +172,17 @@ def matches_selector(code: str, selector: str) -> bool:
     return selector.upper() == "ALL" or code.startswith(selector.upper())
 
 
+def check_selectors(rules: Sequence, selectors: Sequence[str], where: str = "") -> None:
+    codes = [rule.code for rule in rules]
+    for selector in selectors:
+        if not selector or not any(matches_selector(code, selector) for code in codes):
+            raise ConfigError(f"{where}unknown rule selector: `{selector}` (rules: {', '.join(codes)})")
+
+
 def select_rules(rules: Sequence, select: Optional[Sequence[str]], extend_select: Sequence[str],
                  ignore: Sequence[str]) -> list:
     """ruff's selection: (select or all) + extend-select - ignore; selectors are codes or prefixes."""
-    codes = [rule.code for rule in rules]
-    for selector in [*(select or []), *extend_select, *ignore]:
-        if not any(matches_selector(code, selector) for code in codes):
-            raise ConfigError(f"unknown rule selector: `{selector}`")
+    check_selectors(rules, [*(select or []), *extend_select, *ignore])
     chosen = select if select is not None else ["ALL"]
     picked = [r for r in rules if any(matches_selector(r.code, s) for s in [*chosen, *extend_select])]
     return [r for r in picked if not any(matches_selector(r.code, s) for s in ignore)]

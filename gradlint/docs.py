@@ -1,8 +1,15 @@
-"""Rule documentation, for `gradlint rule` and for the README's rule table."""
+"""Rule documentation, for `gradlint rule` (text or JSON) and for the README's rule table."""
 
 from __future__ import annotations
 
+import json
+
 from .rule import Rule
+
+# ruff's `fix_availability` from gradlint's examples: a rule whose INVALID examples all carry a fix
+# always has one; some with and some without, sometimes.
+_AVAILABILITY = {"none": ("None", "Fix is not available."), "sometimes": ("Sometimes", "Fix is sometimes available."),
+                 "always": ("Always", "Fix is always available.")}
 
 
 def explain(rule: type[Rule]) -> str:
@@ -13,6 +20,45 @@ def explain(rule: type[Rule]) -> str:
         lines += ["", f"Configure under `[tool.gradlint.{rule.name}]`:"]
         lines += [f"- `{opt.name}` = `{opt.default!r}`: {opt.doc}" for opt in rule.options]
     return "\n".join(lines)
+
+
+def explain_all(rules) -> str:
+    """`gradlint rule --all`: every rule's documentation, one after the other."""
+    return "\n\n".join(explain(rule) for rule in rules)
+
+
+def rule_dict(rule: type[Rule]) -> dict:
+    """One rule in `gradlint rule --output-format json`: ruff's keys (name, code, linter, summary, fix,
+    fix_availability, explanation, preview), plus what gradlint adds (fix safety, default, options, url)."""
+    from .reporters import rule_url
+
+    availability = rule.fix_availability()
+    kind = "none" if availability == "none" else "sometimes" if availability.startswith("sometimes") else "always"
+    ruff_availability, fix_sentence = _AVAILABILITY[kind]
+    return {
+        "name": rule.name,
+        "code": rule.code,
+        "linter": "gradlint",
+        "summary": rule.summary,
+        "fix": fix_sentence,
+        "fix_availability": ruff_availability,
+        "fix_safety": availability.replace("sometimes ", ""),
+        "explanation": rule.documentation() + "\n",
+        "preview": False,
+        "default_enabled": rule.default_enabled,
+        "options": [{"name": opt.name, "default": opt.default, "doc": opt.doc} for opt in rule.options],
+        "url": rule_url(rule.code, rule.name),
+    }
+
+
+def rule_json(rule: type[Rule]) -> str:
+    """`gradlint rule CODE --output-format json`."""
+    return json.dumps(rule_dict(rule), indent=2)
+
+
+def rules_json(rules) -> str:
+    """`gradlint rule --all --output-format json`: a list of `rule_dict`s."""
+    return json.dumps([rule_dict(rule) for rule in rules], indent=2)
 
 
 def rule_table(rules) -> str:
@@ -35,6 +81,6 @@ def rules_markdown(rules) -> str:
 if __name__ == "__main__":
     import sys
 
-    from .registry import all_rules
+    from .registry import every_rule
 
-    print(rules_markdown(all_rules()) if "--markdown" in sys.argv else rule_table(all_rules()), end="")
+    print(rules_markdown(every_rule()) if "--markdown" in sys.argv else rule_table(every_rule()), end="")

@@ -20,14 +20,15 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import libcst as cst
 
 from .context import FileContext, FullModuleRequired
-from .diagnostics import SYNTAX_ERROR, Edit, Finding, Fix, Location, file_error
-from .edits import diff_edits
-from .noqa import NoqaMap
+from .diagnostics import SAFE, Edit, Finding, Fix, Location
+from .edits import apply_edits, diff_edits
+from .noqa import NoqaDirectives, removal_edit, unused_codes
 from .regions import Reduction, reduce_source
 from .rule import FixPlan, Report, Rule
+from .syntax import python_syntax
 from .walk import Dispatcher
 
-MAX_FIX_ROUNDS = 10
+EXTRA_FIX_ROUNDS = 3  # rounds beyond one per initial finding
 Options = Mapping[str, Mapping[str, Any]]
 NO_OPTIONS: Options = MappingProxyType({})
 DescribeRow = Optional[Callable[[int], str]]  # how messages name a row ("cell 3, line 2"); None: "line N"
@@ -54,37 +55,36 @@ class _Analysis:
         return mapped
 
 
-def syntax_tree(text: str, path: str) -> Union[ast.Module, Finding, None]:
-    """`ast.parse(text)`; None for syntax newer than this Python that LibCST reads; else an E999 Finding."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return ast.parse(text, filename=path)
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
-        try:
-            cst.parse_module(text)
-            return None
-        except Exception:
-            pass
-        if isinstance(error, SyntaxError):
-            return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.msg}", error.lineno or 1,
-                              error.offset or 1)
-        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error}")
+def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding]:
+    """`ast.parse(text)`, or the E999 finding CPython's refusal gives (see `syntax`): LibCST's native parser
+    never sees what CPython refused."""
+    return python_syntax(text, path)
+
+
+class LibCSTCannotParse(Exception):
+    """Valid Python (CPython parsed it) that LibCST's parser refuses: the file is not checked."""
 
 
 def active_rules(text: str, rules: Sequence[type[Rule]]) -> list[type[Rule]]:
     return [rule for rule in rules if rule.may_match(text)]
 
 
-class _ImportTracker:
-    def __init__(self, ctx: FileContext) -> None:
-        self.visit_Import = self.visit_ImportFrom = ctx.visit_import
+@dataclass
+class FileResult:
+    findings: list[Finding]
+    warnings: list[str]  # for stderr (`warning: ...`): an invalid noqa directive, say; the exit code stays
 
 
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], options: Options,
-               partial: bool, rows: Optional[list] = None, describe_row: DescribeRow = None) -> FileContext:
-    ctx = FileContext(module, path, partial=partial, options=options, rows=rows, describe_row=describe_row)
-    visitors = [_ImportTracker(ctx), *(rule(ctx) for rule in rules)]
+               partial: bool, rows: Optional[list] = None, tree: Optional[ast.Module] = None,
+               text: Optional[str] = None, describe_row: DescribeRow = None) -> FileContext:
+    ctx = FileContext(module, path, partial=partial, options=options, rows=rows, tree=tree, text=text,
+                      describe_row=describe_row)
+    # The whole file's `ast` tree when LibCST parsed only some regions: what the file declares elsewhere
+    # (a class's bases and methods) can be read there without parsing it all again.
+    ctx.outline = tree if partial else None
+    enter, leave = ctx.walk_hooks()
+    visitors = [enter, *(rule(ctx) for rule in rules), leave]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
     return ctx
 
@@ -100,81 +100,121 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         if reduction is not None and reduced_import_row is not None:
             try:
                 module = cst.parse_module(reduction.text)
-                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows,
-                                 describe_row=describe_row)
+                ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, tree=tree,
+                                 text=text, describe_row=describe_row)
                 return _Analysis(module, ctx, reduction.text, reduced_import_row, reduction.rows)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below
     try:
         module = cst.parse_module(text)
-    except (cst.ParserSyntaxError, RecursionError, ValueError) as error:
-        if isinstance(error, cst.ParserSyntaxError):
-            return file_error(SYNTAX_ERROR, path, f"SyntaxError: {error.message.rstrip('.')}",
-                              error.editor_line, error.editor_column)
-        return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {error}")
-    ctx = _run_rules(module, path, rules, options, partial=False, describe_row=describe_row)
+    except (cst.ParserSyntaxError, ValueError) as error:  # CPython parsed it: a limit of LibCST's parser
+        detail = error.message.rstrip(".") if isinstance(error, cst.ParserSyntaxError) else str(error)
+        raise LibCSTCannotParse(f"LibCST cannot parse this file, which Python accepts: {detail}") from None
+    ctx = _run_rules(module, path, rules, options, partial=False, tree=tree, text=text, describe_row=describe_row)
     return _Analysis(module, ctx, text, import_row)
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
               reduce: bool = True, force_reduce: bool = False, edits: Edits = True,
               describe_row: DescribeRow = None) -> list[Finding]:
-    """The file's findings. `edits=False` leaves each fix's edits out (only its applicability and message):
-    the text output needs no more, and each edit costs a rewrite of the module and a diff. `edits=(a, b)`
-    computes them only for the findings that start on rows a to b (an editor's code actions)."""
-    tree = syntax_tree(text, path)
+    """The file's findings (see `lint_file`)."""
+    return lint_file(text, path, rules, options, reduce=reduce, force_reduce=force_reduce, edits=edits,
+                     describe_row=describe_row).findings
+
+
+def lint_file(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
+              reduce: bool = True, force_reduce: bool = False, edits: Edits = True,
+              describe_row: DescribeRow = None) -> FileResult:
+    """The file's findings, and warnings about its noqa directives. `edits=False` leaves each fix's edits
+    out (only its applicability and message): the text output needs no more, and each edit costs a
+    rewrite of the module and a diff. `edits=(a, b)` computes them only for the findings that start on
+    rows a to b (an editor's code actions). `describe_row` words a row in messages ("cell 3, line 2")."""
+    tree = _python_syntax(text, path)
     if isinstance(tree, Finding):
-        return [tree]
-    rules = active_rules(text, rules)
-    if not rules:
-        return []
-    analysis = _analyse(text, path, rules, options, tree, reduce=reduce, force_reduce=force_reduce,
-                        describe_row=describe_row)
-    if isinstance(analysis, Finding):
-        return [analysis]
-    try:
-        return [finding for finding, _ in _findings(analysis, path, edits)]
-    except FullModuleRequired:
-        analysis = _analyse(text, path, rules, options, tree, reduce=False, describe_row=describe_row)
-        return [finding for finding, _ in _findings(analysis, path, edits)]
+        return FileResult([tree], [])
+    directives = NoqaDirectives(text, path)
+    return FileResult(_lint(text, path, rules, options, tree, directives, reduce, force_reduce, edits,
+                            describe_row), directives.warnings)
 
 
-def lint_reduction(reduction: Reduction, path: str, rules: Sequence[type[Rule]], options: Options,
-                   import_row: int, *, edits: Edits = True, describe_row: DescribeRow = None) -> list[Finding]:
-    """The findings of one partial parse (see `regions.region_reductions`), in the file's rows.
+def _lint(text, path, rules, options, tree, directives: NoqaDirectives, reduce, force_reduce, edits,
+          describe_row: DescribeRow = None):
+    enabled = rules
+    rules = [rule for rule in active_rules(text, rules) if not directives.exempts(rule.code)]
+    visiting = [rule for rule in rules if not rule.audits_noqa]
+    found: list[Finding] = []
+    if visiting:
+        analysis = _analyse(text, path, visiting, options, tree, reduce=reduce, force_reduce=force_reduce,
+                            describe_row=describe_row)
+        if isinstance(analysis, Finding):
+            return [analysis]
+        try:
+            found = [finding for finding, _ in _findings(analysis, path, directives, edits)]
+        except FullModuleRequired:
+            directives.forget_uses()  # the whole file is checked again
+            analysis = _analyse(text, path, visiting, options, tree, reduce=False, describe_row=describe_row)
+            found = [finding for finding, _ in _findings(analysis, path, directives, edits)]
+    audits = [finding for auditor in rules if auditor.audits_noqa
+              for finding in _unused_noqa(auditor, directives, path, {rule.code for rule in enabled})]
+    return sorted(found + audits, key=Finding.sort_key) if audits else found
 
-    `import_row` is the reduced row after which fixes add imports. Raises `FullModuleRequired` when a
+
+def lint_reduction(reduction: Reduction, text: str, tree: ast.Module, path: str, rules: Sequence[type[Rule]],
+                   options: Options, import_row: int, directives: NoqaDirectives, *, edits: Edits = True,
+                   describe_row: DescribeRow = None) -> list[Finding]:
+    """The findings of one partial parse of `text` (see `regions.region_reductions`), in the file's rows.
+
+    `tree` is the whole file's `ast`, `import_row` the reduced row after which fixes add imports, and
+    `rules` must hold no noqa auditor (its verdict needs every region). Raises `FullModuleRequired` when a
     rule needs the whole file, `libcst.ParserSyntaxError` when the reduction does not parse."""
     module = cst.parse_module(reduction.text)
-    ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, describe_row=describe_row)
+    ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, tree=tree, text=text,
+                     describe_row=describe_row)
     analysis = _Analysis(module, ctx, reduction.text, import_row, reduction.rows)
-    return [finding for finding, _ in _findings(analysis, path, edits)]
+    return [finding for finding, _ in _findings(analysis, path, directives, edits)]
 
 
-def _findings(analysis: _Analysis, path: str, edits: Edits = True) -> list[tuple[Finding, Report]]:
+def _unused_noqa(auditor: type[Rule], directives: NoqaDirectives, path: str, enabled: set) -> list[Finding]:
+    """`auditor`'s findings: the codes of line directives that silenced nothing, each with the edit that
+    drops them (removing a comment never changes what the code does: a safe fix)."""
+    from .registry import every_rule
+
+    known = {rule.code for rule in every_rule()}
+    findings = []
+    for directive in directives.lines.values():
+        unused = unused_codes(directive, known, enabled)
+        if not unused:
+            continue
+        fix = Fix(SAFE, auditor.fix_message, (removal_edit(directive, unused.kept),))
+        findings.append(Finding(
+            code=auditor.code, message=auditor.message(unused.describe()), filename=path,
+            location=Location(directive.row, directive.column),
+            end_location=Location(directive.row, directive.end_column), fix=fix, rule_name=auditor.name,
+            noqa_rows=(directive.row,)))
+    return findings
+
+
+def _findings(analysis: _Analysis, path: str, directives: NoqaDirectives,
+              edits: Edits = True) -> list[tuple[Finding, Report]]:
     """Each unsuppressed report as a Finding (rows of the file), beside the report it came from.
 
-    `edits=False` skips computing each fix's edits (a whole-module rewrite and a diff apiece): `fix_text`
-    applies the plans themselves."""
+    `edits=False` skips computing each fix's edits (one rewrite of the module for all of them): `fix_text`
+    applies the plans themselves; `edits=(first, last)` computes them for the reports that start there."""
     ctx = analysis.ctx
     if not ctx.reports:
         return []
     positions = ctx.positions()
-    noqa = NoqaMap(analysis.source)
     row = analysis.file_row
     findings = []
-    for report in ctx.reports:
+    kept = [report for report in ctx.reports if not _suppressed(report, positions, directives, row)]
+    wanted = [edits is True or bool(edits) and edits[0] <= row(positions[r.node].start.line) <= edits[1]
+              for r in kept]
+    fixes = _fixes(analysis, [r.fix if want else None for r, want in zip(kept, wanted)]) if any(wanted) else None
+    for index, report in enumerate(kept):
         span = positions[report.node]
-        rows = [span.start.line]
-        if report.statement is not None:
-            statement = positions[report.statement]
-            rows.append(statement.start.line)
-            if isinstance(report.statement, cst.SimpleStatementLine):
-                rows.append(statement.end.line)
-        if noqa.suppresses(report.rule.code, rows):
-            continue
-        if edits is True or edits and edits[0] <= row(span.start.line) <= edits[1]:
-            fix = _fix_of(analysis, report.fix)
+        rows = _statement_rows(report, positions)
+        if fixes is not None and wanted[index]:
+            fix = fixes[index]
         else:
             fix = Fix(report.fix.applicability, report.fix.message) if report.fix is not None else None
         findings.append((Finding(
@@ -186,8 +226,46 @@ def _findings(analysis: _Analysis, path: str, edits: Edits = True) -> list[tuple
     return findings
 
 
+def _statement_rows(report: Report, positions) -> list[int]:
+    rows = [positions[report.node].start.line]
+    if report.statement is not None:
+        statement = positions[report.statement]
+        rows.append(statement.start.line)
+        if isinstance(report.statement, cst.SimpleStatementLine):
+            rows.append(statement.end.line)
+    return rows
+
+
+def _suppressed(report: Report, positions, directives: NoqaDirectives, row) -> bool:
+    return directives.suppresses(report.rule.code, [row(r) for r in _statement_rows(report, positions)])
+
+
+def _fixes(analysis: _Analysis, plans: Sequence[Optional[FixPlan]]) -> list[Optional[Fix]]:
+    """Every report's Fix with its edits, from one rewrite of the module (see `fix_edits`)."""
+    from .fix_edits import plan_edits
+
+    present = [i for i, plan in enumerate(plans) if plan is not None]
+    if not present:
+        return [None] * len(plans)
+    if analysis.module.code != analysis.source:  # LibCST lost text: no edits may be derived from it
+        return [Fix(p.applicability, p.message) if p is not None else None for p in plans]
+    edits = plan_edits(
+        analysis.module, analysis.ctx.positions(), analysis.source, [plans[i] for i in present],
+        analysis.import_row, expected=lambda together: apply_plans(analysis.module, together, analysis.import_row),
+        alone=lambda plan: _fix_of(analysis, plan))
+    out: list[Optional[Fix]] = [None] * len(plans)
+    for i, plan_result in zip(present, edits):
+        if isinstance(plan_result, Fix) or plan_result is None:
+            out[i] = plan_result  # computed alone
+        elif plan_result:
+            out[i] = Fix(plans[i].applicability, plans[i].message, tuple(
+                Edit(e.content, Location(analysis.file_row(e.location.row), e.location.column),
+                     Location(analysis.file_row(e.end_location.row), e.end_location.column)) for e in plan_result))
+    return out
+
+
 def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
-    if plan is None:
+    if plan is None or not keeps_comments(plan):
         return None
     try:
         after = apply_plans(analysis.module, [plan], analysis.import_row)
@@ -203,15 +281,68 @@ def _fix_of(analysis: _Analysis, plan: Optional[FixPlan]) -> Optional[Fix]:
 # -- applying fixes ---------------------------------------------------------------------------------
 
 class _Apply(cst.CSTTransformer):
+    """Replaces nodes, innermost first: a replacement built around an original node that holds a fix of
+    its own (`inner.clamp(...)` around an einsum whose operand is fixed too) gets the fixed node, so that
+    nested findings are all fixed in one pass."""
+
     def __init__(self, changes: dict) -> None:
         super().__init__()
         self._changes = changes
+        self._done: dict = {}  # id(original node) -> (original node, what it became)
 
     def on_leave(self, original_node, updated_node):
         entry = self._changes.get(id(original_node))
-        if entry is not None and entry[0] is original_node:
+        if entry is None or entry[0] is not original_node:
+            return updated_node
+        replacement = entry[1]
+        if self._done:
+            replacement = _Substitute(self._done).into(replacement)
+        self._done[id(original_node)] = (original_node, replacement)
+        return replacement
+
+
+class _Substitute(cst.CSTTransformer):
+    def __init__(self, done: dict) -> None:
+        super().__init__()
+        self._done = done
+
+    def into(self, replacement):
+        if isinstance(replacement, cst.FlattenSentinel):
+            return cst.FlattenSentinel([node.visit(self) for node in replacement.nodes])
+        return replacement.visit(self) if isinstance(replacement, cst.CSTNode) else replacement
+
+    def on_leave(self, original_node, updated_node):
+        entry = self._done.get(id(original_node))
+        if entry is not None and entry[0] is original_node and isinstance(entry[1], cst.CSTNode):
             return entry[1]
         return updated_node
+
+
+def _comments(node) -> list[str]:
+    """The comments inside a node (or the nodes of a FlattenSentinel), in order."""
+    nodes = list(node.nodes) if isinstance(node, cst.FlattenSentinel) else \
+        [node] if isinstance(node, cst.CSTNode) else []
+    out = []
+    while nodes:
+        item = nodes.pop()
+        if isinstance(item, cst.Comment):
+            out.append(item.value)
+        nodes.extend(item.children)
+    return sorted(out)
+
+
+def keeps_comments(plan: FixPlan) -> bool:
+    """Whether every comment of the code a plan replaces is still in what replaces it."""
+    for original, replacement in plan.changes.values():
+        before = _comments(original)
+        if not before:
+            continue
+        after = _comments(replacement)
+        for comment in before:
+            if comment not in after:
+                return False
+            after.remove(comment)
+    return True
 
 
 _ROW = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
@@ -248,7 +379,9 @@ def imports_end_row(text: str, tree: Optional[ast.Module]) -> int:
 
 def _insert_imports(code: str, row: int, lines: Sequence[str]) -> str:
     rows = _ROW.findall(code)
-    present = {r.strip() for r in rows}
+    # Only an import of the leading block makes ours redundant: one indented under `if TYPE_CHECKING:`
+    # or `try:`, or further down the file, may not run before the code that needs it.
+    present = {r.strip() for r in rows[:row] if not r[:1].isspace()}
     new = [line for line in dict.fromkeys(lines) if line not in present]
     if not new:
         return code
@@ -287,19 +420,28 @@ class FixOutcome:
 
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
              unsafe: bool = False, describe_row: DescribeRow = None) -> FixOutcome:
-    """Apply fixes, re-parse, repeat until nothing changes (at most MAX_FIX_ROUNDS rounds)."""
-    initial = lint_text(text, path, rules, options, describe_row=describe_row)
+    """Apply fixes, re-parse, repeat until nothing changes; then drop the noqa codes that silence
+    nothing (GL100, when selected), which no rewrite changes.
+
+    Nested fixes are applied together (see `_Apply`), so one round usually suffices; a fix that makes a
+    new finding needs another. Each round must fix something, so the rounds are bounded by the findings
+    (and a few more for findings that fixes create)."""
+    initial = lint_text(text, path, rules, options, edits=False, describe_row=describe_row)  # counted only
     current = text
-    for _ in range(MAX_FIX_ROUNDS):
-        tree = syntax_tree(current, path)
+    for _ in range(len(initial) + EXTRA_FIX_ROUNDS):
+        tree = _python_syntax(current, path)
         if isinstance(tree, Finding):
             break
-        analysis = _analyse(current, path, active_rules(current, rules), options, tree, reduce=False,
-                            describe_row=describe_row)
+        directives = NoqaDirectives(current, path)
+        visiting = [rule for rule in active_rules(current, rules)
+                    if not rule.audits_noqa and not directives.exempts(rule.code)]
+        if not visiting:
+            break
+        analysis = _analyse(current, path, visiting, options, tree, reduce=False, describe_row=describe_row)
         if isinstance(analysis, Finding):
             break
-        plans = [report.fix for finding, report in _findings(analysis, path, edits=False)
-                 if finding.fixable(unsafe)]
+        plans = [report.fix for finding, report in _findings(analysis, path, directives, edits=False)
+                 if finding.fixable(unsafe) and keeps_comments(report.fix)]
         if not plans:
             break
         after = apply_plans(analysis.module, plans, analysis.import_row)
@@ -308,4 +450,14 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         _assert_parses(after)
         current = after
     remaining = lint_text(current, path, rules, options, describe_row=describe_row) if current != text else initial
+    noqa_edits = [edit for finding in remaining if finding.fixable(unsafe) and _is_audit(finding, rules)
+                  for edit in finding.fix.edits]
+    if noqa_edits:
+        current = apply_edits(current, noqa_edits)
+        _assert_parses(current)
+        remaining = lint_text(current, path, rules, options, describe_row=describe_row)
     return FixOutcome(current, max(0, len(initial) - len(remaining)), remaining)
+
+
+def _is_audit(finding: Finding, rules: Sequence[type[Rule]]) -> bool:
+    return any(rule.audits_noqa and rule.code == finding.code for rule in rules)

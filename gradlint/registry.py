@@ -10,7 +10,8 @@ from .rule import Rule
 
 
 @lru_cache(maxsize=None)
-def all_rules() -> tuple[type[Rule], ...]:
+def every_rule() -> tuple[type[Rule], ...]:
+    """Every rule, by code: those on by default and those that run only when selected (GL100)."""
     from . import rules as package
 
     found: dict[str, type[Rule]] = {}
@@ -25,9 +26,16 @@ def all_rules() -> tuple[type[Rule], ...]:
     return tuple(found[code] for code in sorted(found))
 
 
+@lru_cache(maxsize=None)
+def all_rules() -> tuple[type[Rule], ...]:
+    """The rules on by default: what `select` (default ALL) chooses from. Rules with
+    `default_enabled = False` join once selection takes `every_rule()` and enables only those by default."""
+    return tuple(rule for rule in every_rule() if rule.default_enabled)
+
+
 def rule_by_code_or_name(key: str) -> type[Rule] | None:
     key_upper = key.upper()
-    for rule in all_rules():
+    for rule in every_rule():
         if rule.code == key_upper or rule.name == key:
             return rule
     return None

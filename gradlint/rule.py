@@ -17,6 +17,7 @@ A rule knows nothing about files, output formats or the CLI. It declares:
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -32,9 +33,55 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Option:
+    """A rule setting read from `[tool.gradlint.<rule-name>]`.
+
+    A number must be finite and of the default's kind (a whole number where the default is an int), and
+    lie in its declared range: `above` (exclusive), `at_least`, `below` (exclusive), `at_most`.
+    `problem(value)` says what is wrong with a configured value, or None."""
+
     name: str
     default: Any
     doc: str
+    above: Optional[float] = None
+    at_least: Optional[float] = None
+    below: Optional[float] = None
+    at_most: Optional[float] = None
+
+    def problem(self, value: Any) -> Optional[str]:
+        if isinstance(self.default, bool):
+            return None if isinstance(value, bool) else f"must be true or false, like {_toml(self.default)}"
+        if isinstance(self.default, (int, float)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return f"must be a number, like {_toml(self.default)}"
+            if not math.isfinite(value):
+                return f"must be a finite number, not {_toml(value)}"
+            if isinstance(self.default, int) and not float(value).is_integer():
+                return f"must be a whole number, not {value!r}"
+            if self.range_text() and not self._in_range(value):
+                return f"must be {self.range_text()}, not {_toml(value)}"
+            return None
+        if type(value) is not type(self.default):
+            return f"must be like {_toml(self.default)}"
+        return None
+
+    def _in_range(self, value: float) -> bool:
+        return ((self.above is None or value > self.above) and (self.at_least is None or value >= self.at_least)
+                and (self.below is None or value < self.below) and (self.at_most is None or value <= self.at_most))
+
+    def range_text(self) -> str:
+        """`> 0 and < 1`, `>= 2`; empty when any finite number will do."""
+        parts = [f"{sign} {bound:g}" for sign, bound in
+                 ((">", self.above), (">=", self.at_least), ("<", self.below), ("<=", self.at_most))
+                 if bound is not None]
+        return " and ".join(parts)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf")
+    return repr(value)
 
 
 @dataclass(frozen=True)
@@ -88,6 +135,11 @@ class Rule:
     options: ClassVar[Sequence[Option]] = ()
     VALID: ClassVar[Sequence[Valid]] = ()
     INVALID: ClassVar[Sequence[Invalid]] = ()
+    # False: the rule runs only when selected by its code or a prefix (as ruff's default leaves out RUF100).
+    default_enabled: ClassVar[bool] = True
+    # True: the rule visits no code; it judges the file's noqa directives once every other rule has
+    # reported (see `UnusedNoqa`), through `message(details)` and `fix_message`.
+    audits_noqa: ClassVar[bool] = False
 
     _compiled_triggers: ClassVar[Optional[tuple]] = None
 
@@ -129,8 +181,10 @@ class Rule:
         default the statement the walk is in; a rule judging a routine as it leaves it names its own)."""
         self.ctx.add_report(Report(self, node, message, fix), statement)
 
-    def reference(self, qualified: str) -> Reference:
-        return self.ctx.reference(qualified)
+    def reference(self, qualified: str, at: Optional["cst.CSTNode"] = None) -> Reference:
+        """How a fix spells `qualified` where the walk is (or at `at`), and the import it needs: see
+        `FileContext.reference`. Put `ref.expr` in the replacement and pass `references=[ref]`."""
+        return self.ctx.reference(qualified, at)
 
     def replace(self, node: "cst.CSTNode", replacement: Union["cst.CSTNode", Any], *, message: str,
                 safe: bool = True, references: Sequence[Reference] = ()) -> FixPlan:

@@ -1,8 +1,11 @@
-"""A run over many files: discover, read and hash, answer from the cache, lint the rest in parallel, fix.
+"""A run over many files: discover, read and hash, answer from the cache, lint and fix the rest.
 
-Only a cache miss imports libcst and the rules. Many misses are linted in worker processes (forked
-after the rules are imported, so workers start warm); a few are linted in-process, because a pool costs
-more to start than a pre-commit run of three files takes.
+Only a cache miss imports libcst and the rules. Files are linted (and fixed) in forked worker processes
+on a deep stack (`workers`): a file that crashes the parser costs that file, never the run. Workers are
+forked after the rules are imported, so they start warm; a small run uses one.
+
+One file never stops the run: what goes wrong with a file becomes a one-line error naming it (exit 2),
+and the other files are checked and fixed as usual.
 """
 
 from __future__ import annotations
@@ -13,16 +16,18 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-from .cache import Cache, digest, settings_key
-from .config import Settings, select_rules, validate_rule_options
-from .diagnostics import IO_ERROR, Finding, file_error
-from .discovery import Excluder, discover
-from .fsio import SourceError, WriteError, atomic_write, read_source
+from .cache import Cache, CacheRefused, digest, settings_key
+from .config import ConfigError, Settings, check_selectors, select_rules, validate_rule_options
+from .diagnostics import IO_ERROR, SYNTAX_ERROR, Finding, file_error
+from .discovery import Excluder, discover, pattern_spec
+from .fsio import SourceError, WriteError, atomic_write, declared_encoding_error, read_regular, read_source
+from .reporters import one_line, printable
+from .workers import Crashed, cpu_count, fork_available, run_here, run_isolated
 
-PARALLEL_FILES = 12  # a process pool pays for itself from this many files...
-PARALLEL_BYTES = 1_000_000  # ...holding this much source (open_clip's 450 kB runs faster in-process)
+PARALLEL_FILES = 12  # more than one worker pays for itself from this many files...
+PARALLEL_BYTES = 1_000_000  # ...holding this much source (open_clip's 450 kB runs faster in one)
 
 
 @dataclass
@@ -31,6 +36,7 @@ class RunOptions:
     extend_select: list[str] = field(default_factory=list)
     ignore: list[str] = field(default_factory=list)
     use_cache: bool = True
+    cache_dir: Optional[str] = None  # --cache-dir or GRADLINT_CACHE_DIR: any folder gradlint owns
     fix: bool = False  # compute fixes for files with fixable findings
     write: bool = False  # write them (else produce diffs)
     unsafe_fixes: bool = False
@@ -46,6 +52,7 @@ class RunResult:
     fixed_files: list[str] = field(default_factory=list)
     diffs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # written to stderr; they make the exit code 2
+    warnings: list[str] = field(default_factory=list)  # written to stderr; the exit code is unchanged
     files: int = 0
 
 
@@ -63,7 +70,8 @@ class Selection:
 
     def key(self) -> str:
         return settings_key({"select": self.select, "extend": self.extend_select, "ignore": self.ignore,
-                             "options": self.settings.rule_options, "edits": self.edits})
+                             "options": self.settings.rule_options, "edits": self.edits,
+                             "per-file-ignores": self.settings.per_file_ignores})
 
     def resolve(self):
         if self._rules is None:
@@ -72,48 +80,126 @@ class Selection:
             rules = all_rules()
             self._options = validate_rule_options(self.settings, rules)
             self._rules = select_rules(rules, self.select, self.extend_select, self.ignore)
+            for pattern, codes in self.settings.per_file_ignores.items():
+                check_selectors(rules, codes, f"{self.settings.config_file}: per-file-ignores `{pattern}`: ")
         return self._rules, self._options
 
 
-# -- linting one file (also in worker processes) -----------------------------------------------------
+# -- one file (in a worker process) -------------------------------------------------------------------
 
-_WORKER: dict = {}
+@dataclass(frozen=True)
+class Job:
+    display: str
+    path: str
+    lint: bool  # False: the cache has its findings, only fix it
+    fix: bool
+    write: bool
+    may_write: bool  # False for a link met in a walk that points outside the paths given
+    skip: tuple[str, ...] = ()  # per-file-ignores selectors that apply to this file
 
 
-def _lint_job(job: tuple[str, str]) -> tuple[str, Optional[bytes], list[Finding], Optional[str]]:
-    """(display, digest of what was read, findings, internal error). Reads the file itself, so that
-    the parent keeps no source in memory and the cache stores results for exactly the bytes linted."""
-    display, path = job
+@dataclass
+class Outcome:
+    findings: Optional[list[Finding]] = None  # None: keep the cached ones
+    digest: Optional[bytes] = None  # of the bytes the findings are for (what was read, or written)
+    fixed: int = 0
+    diff: Optional[str] = None
+    error: Optional[str] = None
+    warning: Optional[str] = None
+
+
+_WORKER: dict = {}  # rules, options, edits, unsafe: set before workers fork
+
+
+def _rules_for(job: Job) -> list:
+    from .config import matches_selector
+
+    return [r for r in _WORKER["rules"] if not any(matches_selector(r.code, s) for s in job.skip)]
+
+
+def check_file(job: Job) -> Outcome:
+    """Lint one file (and fix it, if asked and fixable). Never raises: a problem is the outcome's error."""
     try:
-        source = read_source(path)
-    except SourceError as error:
-        return display, None, [file_error(IO_ERROR, display, f"Failed to read {display}: {error}")], None
-    try:
-        from .engine import lint_text
-
-        findings = lint_text(source.text, display, _WORKER["rules"], _WORKER["options"], edits=_WORKER["edits"])
-        return display, digest(source.raw), findings, None
+        return _check_file(job)
     except Exception as error:  # one broken file must not stop the run; its error is shown
-        return display, None, [], f"{display}: internal error: {type(error).__name__}: {error}"
+        return Outcome(error=f"{job.display}: internal error: {type(error).__name__}: {error}")
 
 
-def _init_worker(codes: list[str], options: dict, edits: bool) -> None:
-    from .registry import all_rules
+def libcst_round_trips(text: str) -> bool:
+    """Whether LibCST's tree of `text` prints back as `text`. Fixes are printed from that tree; where it
+    drops text (LibCST 1.x loses indented comment lines before a CRLF comment at the end of a module),
+    a fix would drop it too."""
+    import libcst as cst
 
-    _WORKER.update(rules=[r for r in all_rules() if r.code in codes], options=options, edits=edits)
+    return cst.parse_module(text).code == text
 
+
+def _check_file(job: Job) -> Outcome:
+    from .engine import FixBrokeCode, LibCSTCannotParse, fix_text, lint_text
+
+    try:
+        source = read_source(job.path)
+    except SourceError as error:
+        return Outcome(findings=[file_error(IO_ERROR, job.display, f"Failed to read {job.display}: {error}")])
+    encoding_error = declared_encoding_error(source.raw)
+    if encoding_error is not None:
+        if source.bom:
+            encoding_error += " (the file starts with a UTF-8 byte order mark but declares another encoding)"
+        return Outcome(findings=[file_error(SYNTAX_ERROR, job.display, f"SyntaxError: {encoding_error}")],
+                       digest=digest(source.raw))
+    rules = _rules_for(job)
+    outcome = Outcome(digest=digest(source.raw))
+    try:
+        if job.lint:
+            outcome.findings = lint_text(source.text, job.display, rules, _WORKER["options"], edits=_WORKER["edits"])
+            if not any(f.fixable(_WORKER["unsafe"]) for f in outcome.findings):
+                return outcome
+        if not job.fix:
+            return outcome
+        if not job.may_write:
+            outcome.warning = (f"{job.display}: a symbolic link met in the walk that points outside the paths "
+                               "given; not fixed (name it on the command line to fix it)")
+            return outcome
+        if not libcst_round_trips(source.text):
+            outcome.error = (f"{job.display}: not fixed: LibCST does not give this file back byte for byte "
+                             "(a LibCST bug), so a fix could lose text")
+            return outcome
+        fixed = fix_text(source.text, job.display, rules, _WORKER["options"], unsafe=_WORKER["unsafe"])
+    except LibCSTCannotParse as error:
+        return Outcome(error=f"{job.display}: not checked: {error}")
+    except RecursionError:
+        return Outcome(error=f"{job.display}: not checked: nested too deeply for LibCST's tree "
+                             f"(over {sys.getrecursionlimit()} levels), though Python accepts it")
+    except FixBrokeCode as error:
+        outcome.error = (f"{job.display}: a fix produced code that does not parse; file left as it was "
+                         f"(please report this): {error}")
+        return outcome
+    if fixed.text == source.text:
+        return outcome
+    if not job.write:
+        # Without --write the findings stay (they are still in the file); the diff shows the fix.
+        outcome.diff = "".join(difflib.unified_diff(
+            source.text.splitlines(keepends=True), fixed.text.splitlines(keepends=True),
+            fromfile=f"a/{printable(job.display)}", tofile=f"b/{printable(job.display)}"))
+        outcome.fixed = fixed.fixed
+        return outcome
+    try:
+        data = source.encode(fixed.text)
+        atomic_write(source.path, data, source.raw)
+    except (WriteError, UnicodeEncodeError) as error:
+        outcome.error = f"{job.display}: {error}"
+        return outcome
+    outcome.findings, outcome.digest, outcome.fixed = fixed.remaining, digest(data), fixed.fixed
+    return outcome
+
+
+# -- many files -------------------------------------------------------------------------------------
 
 def _size(path: str) -> int:
     try:
         return os.path.getsize(path)
     except OSError:
         return 0
-
-
-def _cpu_count() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _tune_gc() -> None:
@@ -125,29 +211,31 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _map(jobs: list, jobs_count: Optional[int]) -> list:
+def _init_spawned_worker(codes: list[str], options: dict, edits: bool, unsafe: bool) -> None:
+    from .registry import all_rules
+
+    _WORKER.update(rules=[r for r in all_rules() if r.code in codes], options=options, edits=edits, unsafe=unsafe)
+
+
+def _map(jobs: list[Job], jobs_count: Optional[int]) -> list:
     _tune_gc()
-    workers = max(1, min(jobs_count or _cpu_count(), len(jobs)))
-    sizes = [_size(job[1]) for job in jobs]
-    if workers == 1 or len(jobs) < PARALLEL_FILES or sum(sizes) < PARALLEL_BYTES:
-        return [_lint_job(job) for job in jobs]
+    sizes = [_size(job.path) for job in jobs]
+    many = len(jobs) >= PARALLEL_FILES and sum(sizes) >= PARALLEL_BYTES
+    workers = max(1, min(jobs_count or cpu_count(), len(jobs))) if many else 1
+    order = sorted(range(len(jobs)), key=lambda i: -sizes[i])  # biggest first: no long file left at the end
+    if fork_available():
+        return run_isolated(check_file, jobs, workers, order)
+    if workers == 1:
+        return run_here(check_file, jobs)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # fork starts workers with libcst and the rules already imported; elsewhere they import them once.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
     codes = [rule.code for rule in _WORKER["rules"]]
-    # Biggest files first, so no worker is left with a long file at the end.
-    order = sorted(range(len(jobs)), key=lambda i: -sizes[i])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                             initargs=(codes, _WORKER["options"], _WORKER["edits"])) as pool:
-        results = list(pool.map(_lint_job, [jobs[i] for i in order], chunksize=2))
-    by_index = dict(zip(order, results))
-    return [by_index[i] for i in range(len(jobs))]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(),
+                             initializer=_init_spawned_worker,
+                             initargs=(codes, _WORKER["options"], _WORKER["edits"], _WORKER["unsafe"])) as pool:
+        return list(pool.map(check_file, jobs, chunksize=2))
 
-
-# -- the run ----------------------------------------------------------------------------------------
 
 def display_path(path: Path, cwd: Path) -> str:
     absolute = Path(os.path.abspath(path))
@@ -157,121 +245,106 @@ def display_path(path: Path, cwd: Path) -> str:
         return absolute.as_posix()
 
 
-def _per_file_filter(settings: Settings) -> Callable[[Path, Finding], bool]:
+def _per_file_skips(settings: Settings):
+    """path -> the per-file-ignores selectors that apply to it."""
     if not settings.per_file_ignores:
-        return lambda path, finding: True
-    import pathspec
+        return lambda path: ()
+    where = f"{settings.config_file}: per-file-ignores"
+    specs = [(pattern_spec([pattern], where), tuple(codes)) for pattern, codes in settings.per_file_ignores.items()]
 
-    from .config import matches_selector
-    from .discovery import GITIGNORE_SYNTAX
-
-    specs = [(pathspec.PathSpec.from_lines(GITIGNORE_SYNTAX, [pattern]), codes)
-             for pattern, codes in settings.per_file_ignores.items()]
-
-    def keep(path: Path, finding: Finding) -> bool:
+    def skips(path: Path) -> tuple[str, ...]:
         try:
             rel = Path(os.path.abspath(path)).relative_to(settings.root).as_posix()
         except ValueError:
             rel = path.name
+        out: list[str] = []
         for spec, codes in specs:
-            if (spec.match_file(rel) or spec.match_file(path.name)) and any(
-                    matches_selector(finding.code, c) for c in codes):
-                return False
-        return True
+            if spec.match_file(rel) or spec.match_file(path.name):
+                out.extend(codes)
+        return tuple(dict.fromkeys(out))
 
-    return keep
+    return skips
+
+
+def _open_cache(settings: Settings, options: RunOptions, key: str, result: RunResult) -> Optional[Cache]:
+    if not options.use_cache:
+        return None
+    folder = Path(os.path.abspath(options.cache_dir)) if options.cache_dir else settings.cache_path
+    try:
+        return Cache(folder, key)
+    except CacheRefused as error:
+        result.errors.append(str(error))
+        return None
 
 
 def run(paths: Sequence[str], settings: Settings, options: RunOptions, cwd: Path) -> RunResult:
-    excluder = Excluder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore)
-    files = discover(paths, excluder, force_exclude=options.force_exclude)
+    try:
+        excluder = Excluder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore,
+                            where=f"{settings.config_file}: exclude")
+        skips = _per_file_skips(settings)
+    except ValueError as error:  # a pattern git would ignore
+        raise ConfigError(str(error)) from None
+    found = discover(paths, excluder, force_exclude=options.force_exclude)
     selection = Selection(settings, options)
-    cache = Cache(settings.cache_path, selection.key()) if options.use_cache else None
-    result = RunResult(files=len(files))
+    result = RunResult(files=len(found.files), warnings=list(found.warnings), errors=list(found.errors))
+    cache = _open_cache(settings, options, selection.key(), result)
 
     per_file: dict[str, list[Finding]] = {}
-    paths_by_display: dict[str, Path] = {}
-    misses: list[tuple[str, str]] = []
-    for path in files:
+    jobs: list[Job] = []
+    for path in found.files:
         display = display_path(path, cwd)
-        paths_by_display[display] = path
         cached = None
         if cache is not None:
             try:
-                cached = cache.get(display, digest(path.read_bytes()))
-            except OSError:
+                cached = cache.get(display, digest(read_regular(path)))
+            except SourceError:
                 cached = None
+        fixable = cached is not None and any(f.fixable(options.unsafe_fixes) for f in cached)
         if cached is not None:
             per_file[display] = cached
-        else:
-            misses.append((display, str(path)))
+        if cached is None or (options.fix and fixable):
+            jobs.append(Job(display, str(path), lint=cached is None, fix=options.fix, write=options.write,
+                            may_write=path not in found.outside_links, skip=skips(path)))
 
-    if misses:
+    if jobs:
         rules, rule_options = selection.resolve()
-        _WORKER.update(rules=rules, options=rule_options, edits=options.edits)
-        for display, content_digest, findings, error in _map(misses, options.jobs):
-            if error is not None:
-                result.errors.append(error)
-                continue
-            per_file[display] = findings
-            if cache is not None and content_digest is not None:
-                cache.put(display, content_digest, findings)
+        _WORKER.update(rules=rules, options=rule_options, edits=options.edits, unsafe=options.unsafe_fixes)
+        for job, outcome in zip(jobs, _map(jobs, options.jobs)):
+            _take(job, outcome, per_file, result, cache)
 
-    if options.fix:
-        _fix_files(per_file, paths_by_display, selection, options, result, cache)
-
-    keep = _per_file_filter(settings)
     for display in sorted(per_file):
-        path = paths_by_display[display]
-        result.findings.extend(f for f in per_file[display] if f.is_file_error or keep(path, f))
+        result.findings.extend(per_file[display])
     result.findings.sort(key=Finding.sort_key)
+    result.diffs.sort()
+    result.fixed_files.sort()
     if cache is not None:
         cache.save()
     return result
 
 
-def _fix_files(per_file, paths_by_display, selection, options, result, cache) -> None:
-    todo = [d for d, findings in per_file.items() if any(f.fixable(options.unsafe_fixes) for f in findings)]
-    if not todo:
+def _take(job: Job, outcome, per_file: dict, result: RunResult, cache: Optional[Cache]) -> None:
+    if isinstance(outcome, Crashed):
+        result.errors.append(f"{job.display}: not checked: gradlint's parser crashed on this file "
+                             f"({outcome.describe()}; retried alone); please report this")
+        per_file.pop(job.display, None)
         return
-    from .engine import FixBrokeCode, fix_text
-
-    rules, rule_options = selection.resolve()
-    for display in sorted(todo):
-        try:
-            source = read_source(paths_by_display[display])
-            outcome = fix_text(source.text, display, rules, rule_options, unsafe=options.unsafe_fixes)
-        except SourceError as error:
-            result.errors.append(f"{display}: {error}")
-            continue
-        except FixBrokeCode as error:
-            result.errors.append(f"{display}: a fix produced code that does not parse; file left as it was "
-                                 f"(please report this): {error}")
-            continue
-        except Exception as error:
-            result.errors.append(f"{display}: internal error while fixing: {type(error).__name__}: {error}")
-            continue
-        if outcome.text == source.text:
-            continue
-        if options.write:
-            try:
-                data = source.encode(outcome.text)
-                atomic_write(source.path, data, source.raw)
-            except (WriteError, UnicodeEncodeError) as error:
-                result.errors.append(f"{display}: {error}")
-                continue
-            if cache is not None:
-                cache.put(display, digest(data), outcome.remaining)
-            per_file[display] = outcome.remaining
-        else:
-            # Without --write the findings stay (they are still in the file); the diff shows the fix.
-            result.diffs.append("".join(difflib.unified_diff(
-                source.text.splitlines(keepends=True), outcome.text.splitlines(keepends=True),
-                fromfile=f"a/{display}", tofile=f"b/{display}")))
+    if outcome.error is not None:
+        result.errors.append(outcome.error)
+    if outcome.warning is not None:
+        result.warnings.append(outcome.warning)
+    if outcome.findings is not None:
+        per_file[job.display] = outcome.findings
+        if cache is not None and outcome.digest is not None:
+            cache.put(job.display, outcome.digest, outcome.findings)
+    if outcome.diff is not None:
+        result.diffs.append(outcome.diff)
+    if outcome.fixed or outcome.diff is not None:
         result.fixed += outcome.fixed
-        result.fixed_files.append(display)
+        result.fixed_files.append(job.display)
 
 
-def print_errors(errors: Sequence[str]) -> None:
+def print_errors(errors: Sequence[str], warnings: Sequence[str] = ()) -> None:
+    for warning in warnings:
+        print(f"warning: {one_line(warning)}", file=sys.stderr)
     for error in errors:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)

@@ -9,6 +9,7 @@ before the function they decorate.
 from __future__ import annotations
 
 import dataclasses
+from functools import lru_cache
 from typing import Callable, Iterable
 
 import libcst as cst
@@ -25,6 +26,7 @@ _SOURCE_ORDER = {
 }
 
 
+@lru_cache(maxsize=None)
 def child_fields(cls: type) -> tuple[str, ...]:
     if cls in _SOURCE_ORDER:
         present = {f.name for f in dataclasses.fields(cls)}

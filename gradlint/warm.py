@@ -34,10 +34,11 @@ from .engine import (
     imports_end_row,
     lint_reduction,
     lint_text,
-    syntax_tree,
 )
+from .noqa import NoqaDirectives
 from .regions import region_reductions
 from .rule import Rule
+from .syntax import python_syntax
 
 MAX_ENTRIES = 4096  # regions kept, over every document of the linter (a few MB at most)
 MAX_DOCUMENTS = 64  # documents whose syntax tree is kept for the next edit
@@ -67,7 +68,7 @@ class _Syntax:
         lines = text.splitlines(keepends=True)
         tree = self._splice(lines) if self._tree is not None else None
         if tree is None:
-            tree = syntax_tree(text, path)
+            tree = python_syntax(text, path)
         self._lines, self._tree = (lines, tree) if isinstance(tree, ast.Module) else (None, None)
         return tree
 
@@ -131,12 +132,14 @@ class WarmLinter:
         tree = self._syntax_of(path).parse(text, path)
         if isinstance(tree, Finding):
             return [tree], True
-        rules = active_rules(text, self.rules)
+        directives = NoqaDirectives(text, path)
+        rules = [rule for rule in active_rules(text, self.rules) if not directives.exempts(rule.code)]
         if not rules:
             return [], True
         codes = tuple(rule.code for rule in rules)
-        reductions = region_reductions(text, rules, tree=tree) if tree is not None else None
-        if reductions is None:  # syntax newer than this Python, or odd newlines: no regions
+        # Odd newlines give no regions; an unused-noqa audit (GL100) needs every region's verdicts at once.
+        reductions = region_reductions(text, rules, tree=tree)
+        if reductions is None or any(rule.audits_noqa for rule in rules):
             return self._whole(text, path, rules, codes, edits, describe_row, describe_key), True
         import_row = imports_end_row(text, tree)
         findings: dict = {}
@@ -152,8 +155,8 @@ class WarmLinter:
             found = self._get(key)
             if found is None:
                 try:
-                    found = lint_reduction(reduction, path, rules, self.options, reduced_import_row,
-                                           edits=region_edits, describe_row=describe_row)
+                    found = lint_reduction(reduction, text, tree, path, rules, self.options, reduced_import_row,
+                                           directives, edits=region_edits, describe_row=describe_row)
                 except (FullModuleRequired, cst.ParserSyntaxError):
                     found = _WHOLE
                 self._put(key, found)

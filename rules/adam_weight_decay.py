@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.nodes import arg, is_name, number
+from gradlint.nodes import is_name, number
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.scopes import LocalsRule
 
 ADAM = {"torch.optim.Adam", "torch.optim.adam.Adam"}
+PARTIAL = {"functools.partial"}
 WEIGHT_DECAY_POSITION = 4  # Adam(params, lr, betas, eps, weight_decay, amsgrad)
 
 
@@ -18,7 +19,10 @@ class AdamWeightDecay(LocalsRule):
     is passed too. The name is resolved through the module's imports: `torch.optim.Adam`, `optim.Adam`,
     `from torch.optim import Adam` and `from torch import optim as topt; topt.Adam` are Adam;
     `tf.keras.optimizers.Adam` and `keras.optimizers.Adam` are not. A local name is followed to its value
-    (`wd = 0.0` then `weight_decay=wd` is not reported).
+    (`wd = 0.0` then `weight_decay=wd` is not reported). The same decay given in a param group
+    (`Adam([{"params": p, "weight_decay": 0.01}])`, also `dict(params=p, weight_decay=wd)` and a list
+    bound to a local name) or bound in advance with `functools.partial(Adam, weight_decay=...)` is
+    coupled L2 too.
 
     ## Why is this bad?
     `Adam`'s `weight_decay` is an L2 penalty: it is added to the gradient, and the gradient is then divided
@@ -42,8 +46,9 @@ class AdamWeightDecay(LocalsRule):
     `Adam(..., decoupled_weight_decay=True)` (PyTorch 2.7+) is the same optimiser as AdamW and is not
     reported.
 
-    The fix keeps every argument (AdamW takes the same positional and keyword arguments, except
-    `decoupled_weight_decay`, which the fix drops when it is `False`). It reuses the module's spelling
+    The fix keeps every argument and param group (AdamW takes the same positional and keyword arguments
+    and group keys, except `decoupled_weight_decay`, which the fix drops when it is `False`); in a
+    `functools.partial` it replaces the class passed. It reuses the module's spelling
     (`optim.Adam` becomes `optim.AdamW`, `torch.optim.Adam` becomes `torch.optim.AdamW`); for a bare
     `Adam` it reuses an imported `AdamW` or adds `from torch.optim import AdamW` beside the Adam import.
 
@@ -53,9 +58,10 @@ class AdamWeightDecay(LocalsRule):
     Set `report-non-literal = false` to report only literal values. Not reported, because the call cannot
     be proved to use a non-zero coupled decay: a `**kwargs` splat (it may carry `weight_decay` or
     `decoupled_weight_decay=True`), `decoupled_weight_decay=<expression>`, a negative literal (Adam
-    raises on it).
+    raises on it), and a value the program itself calls an L2 penalty (`weight_decay=args.l2`,
+    `weight_decay=cfg.l2_reg`: a paper's "L2 regularisation with Adam", which is what it asks for).
 
-    Scope: only `torch.optim.Adam`, as the issue asks. `NAdam` and `RAdam` have the same coupled default
+    Scope: only `torch.optim.Adam`. `NAdam` and `RAdam` have the same coupled default
     but their fix is a flag (`decoupled_weight_decay=True`), not a class, and their published recipes use
     the coupled form on purpose; `Adamax` has no decoupled variant to rewrite to; `SparseAdam` has no
     weight decay; subclasses of Adam are user classes whose constructor the rule cannot see. Each would be
@@ -115,6 +121,17 @@ class AdamWeightDecay(LocalsRule):
               note="timm's optimizer registry: a reference, not a call"),
         Valid("import torch\noptimizer = torch.optim.Adam(params, lr=1e-3, weight_decay=-1e-4)\n",
               note="Adam raises on a negative value"),
+        Valid("import torch\noptimizer = torch.optim.Adam([{'params': decay, 'weight_decay': 0.0}, "
+              "{'params': no_decay}], lr=1e-3)\n", note="param groups without a decay"),
+        Valid("import functools\nimport torch\nmake = functools.partial(torch.optim.Adam, lr=1e-3)\n"),
+        Valid("from functools import partial\nimport torch\n"
+              "make = partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05)\n"),
+        Valid("import argparse\nfrom torch.optim import Adam\n\n\ndef main(model):\n"
+              "    parser = argparse.ArgumentParser()\n"
+              "    parser.add_argument('--l2', type=float, default=5e-4, help='weight decay')\n"
+              "    args = parser.parse_args()\n"
+              "    return Adam(model.parameters(), lr=0.005, weight_decay=args.l2)\n",
+              note="pytorch/examples' GAT: the paper's L2 penalty with Adam, asked for by name"),
     ]
     INVALID = [
         Invalid(
@@ -178,35 +195,98 @@ class AdamWeightDecay(LocalsRule):
             "    decoupled_weight_decay=False\n)\n",
             "import torch\nopt = torch.optim.AdamW(\n    params,\n    weight_decay=1e-4\n)\n",
             unsafe=True, note="dropping the last argument keeps the layout"),
+        Invalid(
+            "import torch\nopt = torch.optim.Adam([{'params': model.parameters(), 'weight_decay': 0.01}], lr=1e-3)\n",
+            "import torch\nopt = torch.optim.AdamW([{'params': model.parameters(), 'weight_decay': 0.01}], lr=1e-3)\n",
+            unsafe=True, note="a param group's weight_decay is coupled L2 too"),
+        Invalid(
+            "import torch\n\n\ndef build(model, wd):\n"
+            "    groups = [dict(params=model.encoder.parameters(), weight_decay=wd),\n"
+            "              dict(params=model.head.parameters(), weight_decay=0.0)]\n"
+            "    return torch.optim.Adam(groups, lr=1e-4)\n",
+            "import torch\n\n\ndef build(model, wd):\n"
+            "    groups = [dict(params=model.encoder.parameters(), weight_decay=wd),\n"
+            "              dict(params=model.head.parameters(), weight_decay=0.0)]\n"
+            "    return torch.optim.AdamW(groups, lr=1e-4)\n",
+            unsafe=True, note="groups bound to a local name"),
+        Invalid(
+            "import functools\nimport torch\n"
+            "make_optimizer = functools.partial(torch.optim.Adam, lr=1e-3, weight_decay=1e-4)\n",
+            "import functools\nimport torch\n"
+            "make_optimizer = functools.partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4)\n",
+            unsafe=True, note="functools.partial binds Adam's arguments in advance"),
+        Invalid(
+            "from functools import partial\nfrom torch.optim import Adam\n"
+            "make_optimizer = partial(Adam, weight_decay=5e-4)\n",
+            "from functools import partial\nfrom torch.optim import Adam\nfrom torch.optim import AdamW\n"
+            "make_optimizer = partial(AdamW, weight_decay=5e-4)\n",
+            unsafe=True),
     ]
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)
-        if self.ctx.resolve(node.func) not in ADAM:
-            return
-        if any(a.star == "**" for a in node.args):
+        qualified = self.ctx.resolve(node.func)
+        if qualified in ADAM:
+            self._check(node, node, node.func, list(node.args))
+        elif qualified in PARTIAL and node.args and not node.args[0].star and node.args[0].keyword is None \
+                and self.ctx.resolve(node.args[0].value) in ADAM:
+            # `functools.partial(Adam, weight_decay=...)`: the arguments after Adam are Adam's.
+            self._check(node, node, node.args[0].value, list(node.args[1:]))
+
+    def _check(self, site: cst.Call, call: cst.Call, adam: cst.BaseExpression, args: list) -> None:
+        """`args` are the arguments Adam receives (after `params` when they come positionally)."""
+        if any(a.star == "**" for a in args):
             return  # the splat may hold weight_decay or decoupled_weight_decay=True
-        decoupled = arg(node, None, "decoupled_weight_decay")
+        decoupled = _argument(args, None, "decoupled_weight_decay")
         if decoupled is not None and not is_name(decoupled.value, "False"):
             return  # True, or an expression that may be True
-        decay = arg(node, WEIGHT_DECAY_POSITION, "weight_decay")
-        if decay is None:
+        default = _argument(args, WEIGHT_DECAY_POSITION, "weight_decay")
+        params = _argument(args, 0, "params")
+        decays = [("", default.value)] if default is not None else []
+        groups = self._groups(params.value) if params is not None else None
+        if groups:
+            for group in groups:
+                value = _group_value(group, "weight_decay")
+                if _group_value(group, "decoupled_weight_decay") is not None:
+                    continue  # a group of its own kind: not provable
+                if value is not None:
+                    decays.append(("param group ", value))
+        reported = None
+        for where, value in decays:
+            if _named_l2(value):
+                continue  # the program calls it an L2 penalty: coupled L2 is what it asks for
+            literal = self._literal(value)
+            if literal is not None and literal <= 0:
+                continue
+            if literal is None and not self.option("report-non-literal"):
+                continue
+            if reported is None or (literal is not None and reported[2] is None):
+                reported = (where, value, literal)
+        if reported is None:
             return
-        value = self._literal(decay.value)
-        shown = _short(self.code_of(decay.value))
-        if value is not None:
-            if value <= 0:
-                return
-            message = (f"`Adam(weight_decay={shown})` is an L2 penalty that Adam's adaptive step rescales; "
+        where, value, literal = reported
+        shown = _short(self.code_of(value))
+        if literal is not None:
+            message = (f"`Adam({where}weight_decay={shown})` is an L2 penalty that Adam's adaptive step rescales; "
                        "use `AdamW` (decoupled decay). AdamW's decay is scaled by lr, so the value may need "
                        "retuning")
         else:
-            if not self.option("report-non-literal"):
-                return
-            message = (f"`Adam(weight_decay={shown})`: if non-zero, an L2 penalty that Adam's adaptive step "
-                       "rescales; use `AdamW` (the same update when it is 0). AdamW's decay is scaled by lr, "
+            message = (f"`Adam({where}weight_decay={shown})`: if non-zero, an L2 penalty that Adam's adaptive "
+                       "step rescales; use `AdamW` (the same update when it is 0). AdamW's decay is scaled by lr, "
                        "so the value may need retuning")
-        self.report(node, message, fix=self._fix(node, decoupled))
+        self.report(site, message, fix=self._fix(call, adam, decoupled))
+
+    def _groups(self, params: cst.BaseExpression, depth: int = 0) -> list:
+        """The param-group dicts of a `params` argument written as a list of dicts (or a local name bound
+        to one); [] when it is not one."""
+        if isinstance(params, cst.Name) and depth < 4:
+            value = self.value_of(params.value)
+            return self._groups(value, depth + 1) if value is not None else []
+        if not isinstance(params, (cst.List, cst.Tuple)):
+            return []
+        groups = [e.value for e in params.elements if isinstance(e, cst.Element)]
+        return [g for g in groups if isinstance(g, cst.Dict) or (
+            isinstance(g, cst.Call) and is_name(g.func, "dict"))]
 
     def _literal(self, expr: cst.BaseExpression, depth: int = 0) -> float | None:
         """The number `expr` holds, following local names to literals; None when not provable."""
@@ -216,14 +296,13 @@ class AdamWeightDecay(LocalsRule):
         bound = self.value_of(expr.value)
         return self._literal(bound, depth + 1) if bound is not None else None
 
-    def _fix(self, call: cst.Call, decoupled: cst.Arg | None):
-        func = call.func
+    def _fix(self, call: cst.Call, adam: cst.BaseExpression, decoupled: cst.Arg | None):
         references = ()
-        if isinstance(func, cst.Attribute) and self.ctx.resolve(func) == "torch.optim.Adam":
-            new_func = func.with_changes(attr=cst.Name("AdamW"))  # optim.Adam -> optim.AdamW
+        if isinstance(adam, cst.Attribute) and self.ctx.resolve(adam) == "torch.optim.Adam":
+            new_adam = adam.with_changes(attr=cst.Name("AdamW"))  # optim.Adam -> optim.AdamW
         else:
             ref = self.reference("torch.optim.AdamW")
-            new_func, references = ref.expr, (ref,)
+            new_adam, references = ref.expr.with_changes(lpar=adam.lpar, rpar=adam.rpar), (ref,)
         args = list(call.args)
         if decoupled is not None:  # AdamW does not accept decoupled_weight_decay
             index = next(i for i, a in enumerate(args) if a is decoupled)
@@ -231,10 +310,50 @@ class AdamWeightDecay(LocalsRule):
                 args[index - 1] = args[index - 1].with_changes(
                     comma=decoupled.comma, whitespace_after_arg=decoupled.whitespace_after_arg)
             del args[index]
-        new_call = call.with_changes(func=new_func, args=args)
-        shown = _code(new_func)
+        if adam is call.func:
+            new_call = call.with_changes(func=new_adam, args=args)
+        else:  # functools.partial(Adam, ...)
+            args[0] = args[0].with_changes(value=new_adam)
+            new_call = call.with_changes(args=args)
+        shown = _code(new_adam)
         return self.replace(call, new_call, safe=False, references=references,
                             message=f"Use `{shown}` (retune weight_decay: AdamW's decay is scaled by lr)")
+
+
+def _named_l2(value: cst.BaseExpression) -> bool:
+    """`args.l2`, `l2_penalty`, `cfg.l2_reg`: a name whose own words say L2."""
+    name = value.attr.value if isinstance(value, cst.Attribute) else value.value if isinstance(value, cst.Name) else ""
+    return "l2" in name.lower().split("_")
+
+
+def _argument(args: list, position: int | None, keyword: str) -> cst.Arg | None:
+    """The argument passed as `keyword`, or at `position` among the positional ones (None after `*args`)."""
+    for a in args:
+        if a.keyword is not None and a.keyword.value == keyword:
+            return a
+    if position is None:
+        return None
+    plain = []
+    for a in args:
+        if a.star == "*":
+            return None
+        if a.keyword is None:
+            plain.append(a)
+    return plain[position] if position < len(plain) else None
+
+
+def _group_value(group: cst.BaseExpression, key: str) -> cst.BaseExpression | None:
+    """`group[key]` of a `{"params": ..., key: v}` or `dict(params=..., key=v)` literal, or None."""
+    if isinstance(group, cst.Dict):
+        for element in group.elements:
+            if isinstance(element, cst.DictElement) and isinstance(element.key, cst.SimpleString) and \
+                    element.key.evaluated_value == key:
+                return element.value
+        return None
+    for a in group.args:
+        if a.keyword is not None and a.keyword.value == key:
+            return a.value
+    return None
 
 
 def _code(expr: cst.BaseExpression) -> str:

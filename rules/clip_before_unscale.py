@@ -2,31 +2,25 @@ from __future__ import annotations
 
 import libcst as cst
 
-from gradlint.loops import (
-    BACKWARD,
-    CLIP,
-    STEP,
-    UNSCALE,
-    Event,
-    Routine,
-    RoutineRule,
-    exclusive,
-    in_block,
-    insertion_anchor,
-)
+from gradlint.flow.base import RoutineRule, first_event_at, in_block, insertion_anchor
+from gradlint.flow.events import CLIP, STEP, Event, Routine, exclusive
 from gradlint.rule import Invalid, Valid
 
-# Clips that read `.grad` as they are: torch's, timm's dispatcher, FSDP's `model.clip_grad_norm_`.
-# (accelerator.clip_grad_norm_, fabric.clip_gradients and Lightning's self.clip_gradients unscale first.)
-_RAW_CLIPS = ("torch", "direct", "model")
+_INSERTED = ("unscaled", -1)  # the token of the `unscale_` a fix would insert
 
 
 class ClipBeforeUnscale(RoutineRule):
     """
     ## What it does
-    Finds gradient clipping (`torch.nn.utils.clip_grad_norm_`, `clip_grad_value_`, timm's
-    `dispatch_clip_grad`, FSDP's `model.clip_grad_norm_`) that runs after `scaler.scale(loss).backward()`
-    and before `scaler.step(optimizer)` with no `scaler.unscale_(optimizer)` in between.
+    Finds gradient clipping that reads `.grad` as it is (`torch.nn.utils.clip_grad_norm_`,
+    `clip_grad_value_`, timm's `dispatch_clip_grad`, an FSDP module's `model.clip_grad_norm_`) reached, on
+    some path, by gradients that a GradScaler scaled (`scaler.scale(loss).backward()`, here or in a routine
+    of this file that does it) with no `scaler.unscale_(optimizer)` in between, before `scaler.step(...)`.
+
+    The scaler is a scaler by the facts: built by `GradScaler()` (`torch.amp`, `torch.cuda.amp`, FSDP's
+    `ShardedGradScaler`) or used as one (`scaler.scale(loss).backward()`, `scaler.unscale_(opt)`). A call
+    we cannot see that is handed the scaler may unscale, so it ends the path. Accelerate's
+    `clip_grad_norm_`, Fabric's and Lightning's `clip_gradients` unscale for you and are never reported.
 
     ## Why is this bad?
     Under a GradScaler the gradients hold `loss_scale * grad`, with a scale of 2**16 by default and
@@ -53,10 +47,15 @@ class ClipBeforeUnscale(RoutineRule):
 
     ## Fix safety
     Safe: the fix inserts `scaler.unscale_(optimizer)` (with the optimizer of the `scaler.step` that
-    follows) once, before the first clip of the step; `scaler.step` then skips its own unscale, so the
-    update is the documented AMP recipe. When the clip sits in a loop that the step is not in, the call goes
-    before that loop (`unscale_` may run once per step). No fix when an `unscale_` already follows the clip
-    (moving it is a rewrite we leave to you).
+    follows) once, before the first clip of the step, where the gradients are complete. `scaler.step` then
+    skips its own unscale and skips the step on inf/NaN as before, so the update is the documented AMP
+    recipe: results change only in that the clip now compares the true norm with `max_norm`, which is the
+    defect. The fix never raises where the original ran: it is offered only when, on every path from the
+    inserted call to the step, nothing else unscales that optimizer (a second `unscale_` before `step`
+    raises "unscale_() has already been called"), neither directly, nor in a routine of this file, nor in a
+    call we cannot see that is handed the scaler. When the clip sits in a loop that the step is not in, the
+    call goes before that loop (`unscale_` may run once per step). No fix when an `unscale_` already follows
+    the clip (moving it is a rewrite we leave to you).
 
     ## Options
     None.
@@ -210,14 +209,18 @@ class ClipBeforeUnscale(RoutineRule):
             "    scaler.update()\n",
             None, note="unscale_ after the clip: reported, the reordering is left to the author"),
         Invalid(
-            "import torch\n\n\ndef train(model, data, optimizer, scaler):\n"
+            "import torch\n\n\ndef backward(loss, scaler):\n"
+            "    scaler.scale(loss).backward()\n\n\n"
+            "def train(model, data, optimizer, scaler):\n"
             "    for x in data:\n"
             "        loss = model(x)\n"
             "        backward(loss, scaler)\n"
             "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
             "        scaler.step(optimizer)\n"
             "        scaler.update()\n",
-            "import torch\n\n\ndef train(model, data, optimizer, scaler):\n"
+            "import torch\n\n\ndef backward(loss, scaler):\n"
+            "    scaler.scale(loss).backward()\n\n\n"
+            "def train(model, data, optimizer, scaler):\n"
             "    for x in data:\n"
             "        loss = model(x)\n"
             "        backward(loss, scaler)\n"
@@ -225,47 +228,67 @@ class ClipBeforeUnscale(RoutineRule):
             "        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
             "        scaler.step(optimizer)\n"
             "        scaler.update()\n",
-            note="the scaled backward in a helper that receives the scaler"),
+            note="the scaled backward in a helper of this file"),
+        Invalid(
+            "import torch\n\n\ndef log_grad_norm(scaler, optimizer, model, writer):\n"
+            "    scaler.unscale_(optimizer)\n"
+            "    writer.add_scalar('grad_norm', sum(p.grad.norm() for p in model.parameters()))\n\n\n"
+            "def step(model, loss, optimizer, scaler, writer):\n"
+            "    scaler.scale(loss).backward()\n"
+            "    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)\n"
+            "    log_grad_norm(scaler, optimizer, model, writer)\n"
+            "    scaler.step(optimizer)\n"
+            "    scaler.update()\n",
+            None, note="a helper unscales after the clip: inserting unscale_ before the clip would raise "
+                       "'unscale_() has already been called', so no fix"),
     ]
 
     def check(self, r: Routine) -> None:
-        scaled = [b for b in r.of(BACKWARD) if b.extra.get("via") == "scaled" or
-                  (b.extra.get("via") == "helper" and b.extra.get("scaler"))]
-        if not scaled:
+        clips = r.of(CLIP)
+        if not clips or not any(e.kind == STEP and e.extra.get("argument") for e in r.events):
             return
-        steps = [s for s in r.of(STEP) if s.extra.get("optimizer") and r.is_scaler(s.key)]
-        unscales = r.of(UNSCALE)
+        facts, grads = self.facts, self.grads
+        steps = [s for s in r.of(STEP) if s.extra.get("argument") and facts.is_scaler(r, s.key)]
+        if not steps:
+            return
+        states = grads.observe("scale", r)
         done: set = set()
-        for clip in r.of(CLIP):
-            if clip.extra.get("via") not in _RAW_CLIPS:
+        for clip in clips:
+            if grads.clip_kind(r, clip) != "raw":
                 continue
-            before = [b for b in scaled if b.index < clip.index and not exclusive(b.place, clip.place)]
+            scaled = [o for m, o in states.get(clip.index, ()) if m == "scaled"]
             after = [s for s in steps if s.index > clip.index and not exclusive(clip.place, s.place)]
-            if not before or not after:
+            if not scaled or not after:
                 continue
-            backward = max(before, key=lambda b: b.index)
             step = after[0]
             if id(step) in done:
                 continue
-            if any(backward.index < u.index < clip.index and not exclusive(u.place, clip.place)
-                   for u in unscales):
-                continue
             done.add(id(step))
-            scaler, optimizer = step.key, step.extra["optimizer"]
+            backward = next(e for e in r.events if e.index == max(scaled))
+            scaler, optimizer = step.key, step.extra["argument"]
             message = (f"`{self.text(clip.node.func)}(...)` clips gradients that "
                        f"`{self.text(backward.node)}` ({self.at(backward.node)}) left multiplied by the "
                        f"loss scale: call `{scaler}.unscale_({optimizer})` first, or the threshold applies to "
                        "scaled gradients")
-            self.report(clip.node, message, self._fix(r, clip, backward, step, unscales), statement=clip.stmt)
+            self.report(clip.node, message, self._fix(r, clip, backward, step), statement=clip.stmt)
 
-    def _fix(self, r: Routine, clip: Event, backward: Event, step: Event, unscales: list):
-        if any(clip.index < u.index < step.index and not exclusive(u.place, step.place) for u in unscales):
-            return None
+    def _fix(self, r: Routine, clip: Event, backward: Event, step: Event):
+        grads = self.grads
+        if any(clip.index < e.index < step.index and not exclusive(e.place, step.place) and grads.unscales(r, e)
+               for e in r.events):
+            return None  # an unscale_ follows the clip: the reordering is left to the author
         anchor = insertion_anchor(clip.place, step.place)
         if not in_block(anchor) or backward.stmt is anchor or step.stmt is anchor:
             return None
         if anchor is not clip.stmt and not isinstance(anchor, (cst.For, cst.While)):
             return None
-        statement = cst.parse_statement(f"{step.key}.unscale_({step.extra['optimizer']})\n")
-        return self.insert_before(anchor, [statement],
-                                  message=f"Insert `{step.key}.unscale_({step.extra['optimizer']})` before the clip")
+        at = first_event_at(r, anchor)
+        if at is None:
+            return None
+        inserted = grads.observe("scale", r, {at: _INSERTED})
+        for e in r.events:
+            if e.index > at and _INSERTED in inserted.get(e.index, ()) and grads.unscales(r, e):
+                return None  # would unscale twice: "unscale_() has already been called"
+        call = f"{step.key}.unscale_({step.extra['argument']})"
+        return self.insert_before(anchor, [cst.parse_statement(call + "\n")],
+                                  message=f"Insert `{call}` before the clip")

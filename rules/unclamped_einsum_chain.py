@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import libcst as cst
 
+from gradlint.mixing import MixingWeights
 from gradlint.nodes import arg_value, format_number, is_name, method, method_call, number, root_name
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.scopes import LocalsRule
@@ -118,8 +119,8 @@ class UnclampedEinsumChain(LocalsRule):
     summary = "An einsum of another einsum's unbounded result (products of products overflow)"
     triggers = ((r"einsum[\s\S]*?einsum", r"einsum\s+as\b"),)
     options = (
-        Option("bound", 1e4, "The fix clamps each inner operand to (-bound, bound)."),
-        Option("min-factors", 3, "Activations a chain must multiply to be reported."),
+        Option("bound", 1e4, "The fix clamps each inner operand to (-bound, bound).", above=0),
+        Option("min-factors", 3, "Activations a chain must multiply to be reported.", at_least=2),
     )
 
     VALID = [
@@ -170,6 +171,34 @@ class UnclampedEinsumChain(LocalsRule):
               note="two activations and a parameter: a bilinear form"),
         Valid("import torch\n\n\ndef f(a, b, c):\n    ab = torch.einsum('ij,jk->ik', a, b)\n"
               "    return torch.einsum('ik,kl->il', torch.clamp(ab, -1e4, 1e4), c)\n"),
+        Valid("import torch\nimport torch.nn.functional as F\n\n\ndef gather(rel, rows, cols, n):\n"
+              "    t = torch.einsum('nhw,ixh->nixw', rel, F.one_hot(rows, n).float())\n"
+              "    return torch.einsum('nixw,jyw->nijxy', t, F.one_hot(cols, n).float())\n",
+              note="one-hot operands: a lookup, not a product of magnitudes"),
+        Valid("import torch\nfrom torch import nn\n\n\ndef generate_lookup_tensor(length):\n"
+              "    ret = torch.zeros(length, length, 2 * length - 1)\n    for i in range(length):\n"
+              "        for x in range(length):\n            ret[i, x, x - i + length - 1] = 1\n    return ret\n\n\n"
+              "def reindex_2d_einsum_lookup(rel, height_lookup, width_lookup):\n"
+              "    t = torch.einsum('nhw,ixh->nixw', rel, height_lookup)\n"
+              "    return torch.einsum('nixw,jyw->nijxy', t, width_lookup)\n\n\n"
+              "class RelPosBiasTf(nn.Module):\n    def __init__(self, size):\n        super().__init__()\n"
+              "        self.register_buffer('height_lookup', torch.empty(size, size, 2 * size - 1))\n"
+              "        self.register_buffer('width_lookup', generate_lookup_tensor(size))\n"
+              "        self.height_lookup.copy_(generate_lookup_tensor(size))\n\n"
+              "    def forward(self, rel):\n"
+              "        return reindex_2d_einsum_lookup(rel, self.height_lookup, self.width_lookup)\n",
+              note="timm's layers/pos_embed_rel.py: the lookups are one-hot buffers, the chain is a gather"),
+        Valid("import torch\n\n\ndef resize(input, height_out, width_out):\n"
+              "    def axis_weights(size_in, size_out):\n"
+              "        center = (torch.arange(size_out) + 0.5) * (size_in / size_out)\n"
+              "        distance = (torch.arange(size_in)[None, :] + 0.5 - center[:, None]).abs()\n"
+              "        weights = (1.0 - distance).clamp(min=0.0)\n"
+              "        return (weights / weights.sum(-1, keepdim=True)).to(input.dtype)\n\n"
+              "    height_weights = axis_weights(input.shape[-2], height_out)\n"
+              "    resized = torch.einsum('nchw,oh->ncow', input, height_weights)\n"
+              "    width_weights = axis_weights(input.shape[-1], width_out)\n"
+              "    return torch.einsum('ncow,pw->ncop', resized, width_weights)\n",
+              note="transformers' separable resize: weights that sum to 1 average, they do not multiply"),
     ]
     INVALID = [
         Invalid(
@@ -249,8 +278,9 @@ class UnclampedEinsumChain(LocalsRule):
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)
-        self._degree: dict[int, int] = {}  # id(einsum call) -> activations it multiplies
+        self._operands: dict[int, tuple] = {}  # id(einsum call) -> (functions around it, [(kind, node)])
         self._traced: dict[int, tuple] = {}  # id(bound value) -> (value, einsum it carries or None)
+        self._mixing = MixingWeights(ctx, self.locals.value_of, self.locals.rebound)
 
     # -- bindings: remember what a value carries when it is bound, before its name changes meaning -----
     def leave_Assign(self, node: cst.Assign) -> None:
@@ -273,24 +303,54 @@ class UnclampedEinsumChain(LocalsRule):
     def leave_Call(self, node: cst.Call) -> None:
         if self.ctx.resolve(node.func) not in EINSUM:
             return
-        operands = _operands(node)
-        degree = 0
+        operands = []  # (kind, node): "einsum" (an inner einsum's result), "value", "star" or "parameter"
         chained = []
-        for operand in operands:
+        for operand in _operands(node):
             if isinstance(operand, cst.StarredElement) or (isinstance(operand, cst.Arg) and operand.star):
-                degree += 1
+                operands.append(("star", operand))
                 continue
             inner = self._trace(operand, 0)
             if inner is not None:
-                degree += self._degree.get(id(inner), 1)
+                operands.append(("einsum", inner))
                 chained.append(operand)
-            elif self._is_parameter(operand):
-                continue
+            elif self._is_parameter(operand) or self._mixing.local(operand):
+                operands.append(("parameter", operand))
             else:
-                degree += 1
-        self._degree[id(node)] = degree
-        if chained and degree >= self.option("min-factors"):
+                operands.append(("value", operand))
+        functions = tuple(s for s in self.ctx.statements if isinstance(s, cst.FunctionDef))
+        self._operands[id(node)] = (functions, operands)
+        minimum = self.option("min-factors")
+        if not chained or self._degree(node, module=False) < minimum:
+            return
+        if self._may_be_lookups(node):
+            self.require_full_module()  # a parameter or a helper elsewhere may be a one-hot lookup
+        degree = self._degree(node, module=True)
+        if degree >= minimum:
             self._report(node, chained, degree)
+
+    def _degree(self, call: cst.Call, module: bool, depth: int = 0) -> int:
+        """How many activations the einsum multiplies: its inner einsums' own count, plus each operand
+        that is neither a module's parameter nor a 0/1 indicator (a one-hot lookup gathers, it does not
+        multiply magnitudes); the module's facts are asked only with `module`."""
+        functions, operands = self._operands.get(id(call), ((), ()))
+        degree = 0
+        for kind, operand in operands:
+            if kind == "einsum":
+                degree += self._degree(operand, module, depth + 1) if depth < MAX_DEPTH else 1
+            elif kind == "value":
+                degree += 0 if module and self._mixing.in_module(operand, functions) else 1
+            elif kind == "star":
+                degree += 1
+        return degree
+
+    def _may_be_lookups(self, call: cst.Call, depth: int = 0) -> bool:
+        functions, operands = self._operands.get(id(call), ((), ()))
+        for kind, operand in operands:
+            if kind == "value" and self._mixing.needs_module(operand, functions):
+                return True
+            if kind == "einsum" and depth < MAX_DEPTH and self._may_be_lookups(operand, depth + 1):
+                return True
+        return False
 
     def _is_parameter(self, expr: cst.BaseExpression | None, depth: int = 0) -> bool:
         """`self.weight`, `self.rel_pos[idx]`, `w = self.kernel`, `self.weight.t()`: a module's parameter or

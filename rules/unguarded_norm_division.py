@@ -1,12 +1,21 @@
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
 from typing import Optional
 
 import libcst as cst
 
+from gradlint.calls import call_sites
+from gradlint.guards import (
+    enclosing_selectors,
+    grad_off_around,
+    guarded_by_control_flow,
+    selected_guard,
+    selector,
+    statements_after,
+    uses_all_selected,
+)
 from gradlint.nodes import (
-    arg,
     arg_value,
     format_number,
     is_name,
@@ -20,60 +29,48 @@ from gradlint.nodes import (
     root_name,
     same_code,
 )
+from gradlint.norms import DIVIDE_FUNCTIONS, DIVIDE_METHODS, NORM_FUNCTIONS, Denominators, Unguarded, input_of
+from gradlint.provenance import Provenance
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.scopes import LocalsRule
+from gradlint.tensors import TensorEvidence
 
-# qualified name -> (input keyword, p keyword); all take (input, p, dim, keepdim) positionally.
-NORM_FUNCTIONS = {
-    "torch.norm": ("input", "p"),
-    "torch.functional.norm": ("input", "p"),
-    "torch.linalg.norm": ("A", "ord"),
-    "torch.linalg.vector_norm": ("x", "ord"),
-    "torch.linalg.matrix_norm": None,  # a norm, but never over one dimension
-}
-STD_FUNCTIONS = {"torch.std"}
-SQRT_FUNCTIONS = {"torch.sqrt"}
-RSQRT_FUNCTIONS = {"torch.rsqrt"}
-REDUCE_FUNCTIONS = {"torch.sum", "torch.mean", "torch.nansum", "torch.nanmean"}
-VAR_FUNCTIONS = {"torch.var"}
-SQUARE_FUNCTIONS = {"torch.square"}
-CLAMP_FUNCTIONS = {"torch.clamp", "torch.clip"}
-DIVIDE_FUNCTIONS = {"torch.div", "torch.divide", "torch.true_divide"}
-DIVIDE_METHODS = {"div", "div_", "divide", "divide_", "true_divide", "true_divide_"}
-# Methods that keep a zero a zero: the guard question passes through them to their receiver.
-TRANSPARENT_METHODS = {
-    "unsqueeze", "squeeze", "view", "view_as", "reshape", "reshape_as", "expand", "expand_as", "flatten",
-    "unflatten", "permute", "transpose", "t", "contiguous", "detach", "clone", "float", "double", "half",
-    "bfloat16", "to", "type", "type_as", "repeat", "repeat_interleave",
-}
-NON_TORCH_PREFIXES = ("numpy", "pandas", "jax", "tensorflow", "scipy", "sklearn", "cupy", "mxnet", "paddle")
 P_DEFAULTS = (2.0,)
-
-
-@dataclass(frozen=True)
-class Unguarded:
-    kind: str  # "norm", "std", "sqrt", "sqrt+eps", "rsqrt"
-    node: cst.BaseExpression  # for sqrt kinds: the sqrt call; for "sqrt+eps": the addition
-    inner: Optional[cst.BaseExpression] = None  # sqrt's argument
-    eps: Optional[cst.BaseExpression] = None  # "sqrt+eps": the eps added outside
+EPS_LIKE = re.compile(r"eps|epsilon", re.IGNORECASE)
+LARGEST_EPS = 1e-3  # a constant added to a sqrt up to this is an eps; a larger one is a term of its own
 
 
 class UnguardedNormDivision(LocalsRule):
     """
     ## What it does
-    Finds divisions whose denominator is a norm, a standard deviation or the square root of a sum of
-    squares with nothing keeping it away from zero: `x / x.norm(dim=-1, keepdim=True)`,
-    `torch.div(x, torch.linalg.vector_norm(x))`, `(x - mu) / x.std()`, `x / torch.sqrt((x**2).sum(-1))`,
-    also through a local name (`n = x.norm(...)` then `x / n`), `/=`, `torch.div` and `.div`.
+    Finds divisions whose denominator is a norm, a standard deviation, a variance or the square root of a
+    sum of squares with nothing keeping it away from zero: `x / x.norm(dim=-1, keepdim=True)`,
+    `torch.div(x, torch.linalg.vector_norm(x))`, `(x - mu) / x.std()`, `x / x.var(dim=0)`,
+    `x / torch.sqrt((x**2).sum(-1))`, also as a factor of the denominator (`a / (a.norm() * b.norm())`,
+    `x / x.norm() ** 2`), through a local name (`n = x.norm(...)` then `x / n`), `/=`, `torch.div` and
+    `.div`.
 
     `+ eps`, `.clamp(min=...)`, `.clamp_min(...)`, `clamp_`, `torch.clamp(..., min=...)`, `.add(eps)`,
-    `torch.maximum(...)` and `F.normalize` are guards. One addition is not: `torch.sqrt(sum_sq) + eps`
-    is finite in the forward pass, but sqrt's gradient at 0 is infinite, so an all-zero row still gets
-    NaN gradients; that form is reported too.
+    `torch.maximum(...)` and `F.normalize` are guards. So is code that only divides when the value is
+    non-zero: an `if n > 0:` (or `if n > 1.:`, `if n:`, the `else` of `if n == 0:`) around the division,
+    an early `if n == 0: return` or an `assert n > 0` before it, `x / n if n > 0 else x`, and a caller
+    that only calls the function under such a test on a value it passes. A *mask*
+    (`torch.where(n > 0, x / n, x)`, also when the quotient is bound to a name that only the mask reads,
+    or `masked_fill(n == 0, ...)`) hides the NaN from the forward pass but not from the gradient: it is a
+    guard only where no gradient flows, under `torch.no_grad()` or `torch.inference_mode()` (a decorator
+    or a `with`) or in a function that only such code calls (an optimizer's `step`).
+
+    One addition is not a guard: `torch.sqrt(sum_sq) + eps` is finite in the forward pass, but sqrt's
+    gradient at 0 is infinite, so an all-zero row still gets NaN gradients; that form is reported too.
+
+    A `.norm()`, `.std()` or `.var()` method is a tensor's only with evidence: the module imports torch, or
+    the call has a signature only tensors have (`dim=`, `keepdim=`). `M / M.norm()` in a module that never
+    touches torch (sympy, a user class) is not reported.
 
     ## Why is this bad?
-    A zero vector (a blank image, an empty caption, a zero-padded row) has norm 0, and `0 / 0` is NaN.
-    One NaN in a batch spreads through the loss into every weight at the next optimizer step.
+    A zero vector (a blank image, an empty caption, a zero-padded row) has norm 0, and `0 / 0` is NaN; a
+    constant input has standard deviation and variance 0. One NaN in a batch spreads through the loss into
+    every weight at the next optimizer step.
 
     ## Example
     ```python
@@ -85,38 +82,59 @@ class UnguardedNormDivision(LocalsRule):
     image_features = F.normalize(image_features, dim=-1, eps=1e-6)
     ```
     When the numerator is not the norm's own input, or the norm is not taken over one kept dimension,
-    the denominator is clamped: `x / n.clamp_min(1e-6)`. For a square root, eps goes inside it:
-    `torch.sqrt(sum_sq + eps)`.
+    each norm factor of the denominator is clamped: `x / n.clamp_min(1e-6)`,
+    `dot / (a.norm(dim=-1).clamp_min(1e-6) * b.norm(dim=-1).clamp_min(1e-6))`. For a square root, eps goes
+    inside it: `torch.sqrt(sum_sq + eps)`.
 
     ## Fix safety
-    `F.normalize` and `.clamp_min(eps)` are safe: they change results only where the norm is below eps,
-    where the original gives NaN or Inf. The fix passes an eps that is still non-zero in float16 and
-    bfloat16: `F.normalize`'s default (1e-12) rounds to 0 in float16, so a zero row would still give NaN
-    there. The clamp on a `.std()` method call is unsafe: the receiver may be a NumPy array, which has no
-    `clamp_min`. Moving (or adding) eps inside a square root is unsafe: `sqrt(s + eps)` differs from
-    `sqrt(s) + eps` wherever `s` is below about eps, that is for norms up to `sqrt(eps)`, so quiet but
-    non-zero inputs (near-silent audio, say) change too; review it with `--unsafe-fixes`.
+    A safe fix changes results only where the original was already broken and never raises where it ran.
+    `F.normalize(x, dim=d, eps=eps)` is `x / x.norm(dim=d, keepdim=True).clamp_min(eps)`, and clamping a
+    norm (or a standard deviation) at eps changes the result only where that norm is below eps, where the
+    original divides by (nearly) zero: NaN, Inf, or a quotient whose gradient grows like 1/norm². Both are
+    safe under these conditions, each checked:
+    - the clamp lands on the norm factor itself, never on a product or power of it: clamping
+      `a.norm() * b.norm()` would change every pair whose product is below eps although each norm is
+      fine (norms 1e-4 and 1e-3), and clamping `-2 * n` would flip its sign; `x / n ** 2` gets
+      `n.clamp_min(eps) ** 2`. A name bound to such a product (`d = a.norm() * b.norm()`) gets an unsafe
+      clamp;
+    - the clamped value is provably a tensor (a torch function's result, a `dim=`/`keepdim=` signature, a
+      parameter annotated `torch.Tensor`, a value built by tensor-only methods); otherwise `.clamp_min`
+      could raise on a NumPy array or a Python float, and the fix is unsafe;
+    - the rewrite keeps every comment of the expression (else `F.normalize` gives way to the clamp).
+    The eps the fix passes is still non-zero in float16 and bfloat16 (`F.normalize`'s default, 1e-12,
+    rounds to 0 in float16). A product or power of guarded norms (`eps ** 2`) underflows in float16, as a
+    product of two healthy norms of 1e-4 already does in the original: compute such norms in float32
+    (autocast does). Each safe fix is run under torch by the tests, on ordinary inputs (equal results and
+    gradients) and on zero inputs (finite). The clamp on a variance is unsafe: a variance below eps is a standard
+    deviation below sqrt(eps) (1e-3), which quiet but healthy inputs reach. Moving (or adding) eps inside
+    a square root is unsafe: `sqrt(s + eps)` differs from `sqrt(s)` wherever `s` is below about eps, that is
+    for norms up to `sqrt(eps)`, so quiet but non-zero inputs change too. eps is moved inside only when
+    the term added outside is an eps (a constant up to 1e-3, or an eps named so: `self.eps`,
+    `config.layer_norm_eps`); another term stays where it is and an eps is added inside.
 
     ## Options
-    - `eps` (default `1e-6`): the guard the fix inserts. 1e-6 survives float16 (as a subnormal) and
-      bfloat16; use `1e-4` on hardware that flushes float16 subnormals to zero.
+    - `eps` (default `1e-6`, greater than 0 and less than 1): the guard the fix inserts. 1e-6 survives
+      float16 (as a subnormal) and bfloat16; use `1e-4` on hardware that flushes float16 subnormals to
+      zero.
     """
 
     code = "GL001"
     name = "unguarded-norm-division"
-    summary = "Division by a norm, std or sqrt of a sum of squares with no eps guard"
+    summary = "Division by a norm, std, variance or sqrt of a sum of squares with no eps guard"
     triggers = (
         (r"/", r"div", r"rsqrt"),
         (r"\.norm(?<!self\.norm)\s*\(", r"\.sqrt(?<!math\.sqrt)(?<!np\.sqrt)\s*\(", r"rsqrt", r"\.std\s*\(",
-         r"vector_norm", r"matrix_norm", r"norm(?<![\w.]norm)\s*\(", r"sqrt(?<![\w.]sqrt)\s*\(",
-         r"std(?<![\w.]std)\s*\(", r"norm\s+as\b", r"sqrt\s+as\b", r"std\s+as\b"),
+         r"\.var\s*\(", r"vector_norm", r"matrix_norm", r"norm(?<![\w.]norm)\s*\(",
+         r"sqrt(?<![\w.]sqrt)\s*\(", r"std(?<![\w.]std)\s*\(", r"var(?<![\w.]var)\s*\(", r"norm\s+as\b",
+         r"sqrt\s+as\b", r"std\s+as\b", r"var\s+as\b"),
     )
-    options = (Option("eps", 1e-6, "Guard inserted by the fix; non-zero in float16 and bfloat16."),)
+    options = (Option("eps", 1e-6, "Guard inserted by the fix; non-zero in float16 and bfloat16.",
+                      above=0, below=1),)
 
     VALID = [
         Valid("import torch.nn.functional as F\nz = F.normalize(x, dim=-1)\n"),
         Valid("z = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)\n"),
-        Valid("z = x / x.norm().clamp_min(eps)\n"),
+        Valid("import torch\nz = x / x.norm().clamp_min(eps)\n"),
         Valid("z = x / (x.norm(dim=-1, keepdim=True) + 1e-8)\n"),
         Valid("z = x / x.norm(p=2, dim=1, keepdim=True).clamp(min=1e-12)\n"),
         Valid("import torch\nz = x / torch.clamp(torch.norm(x, dim=1, keepdim=True), min=1e-6)\n"),
@@ -127,10 +145,15 @@ class UnguardedNormDivision(LocalsRule):
         Valid("import torch\nx = x / torch.sqrt((x ** 2).sum(-1, keepdim=True) + 1e-8)\n"),
         Valid("import torch\nx = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)\n",
               note="LLaMA's RMSNorm"),
-        Valid("z = (x - x.mean()) / (x.std() + 1e-5)\n"),
+        Valid("import torch\nz = (x - x.mean()) / (x.std() + 1e-5)\n"),
+        Valid("import torch\nz = (x - x.mean(0)) / (x.var(0) + 1e-5)\n"),
         Valid("import numpy as np\nz = v / np.linalg.norm(v)\n", note="NumPy, not torch"),
         Valid("from numpy.linalg import norm\nz = v / norm(v)\n"),
         Valid("import numpy as np\nz = (a - a.mean()) / a.std()\n", note="NumPy-only module"),
+        Valid("from sympy import Matrix\nM = Matrix([[1, 2], [3, 4]])\nunit = M / M.norm()\n",
+              note="sympy: a module that never touches torch"),
+        Valid("class Vec:\n    def norm(self):\n        return (self.x ** 2 + self.y ** 2) ** 0.5\n\n\n"
+              "def unit(v):\n    return v / v.norm()\n", note="a user class, no torch"),
         Valid("import math\nscale = q / math.sqrt(head_dim)\n", note="sqrt of a constant"),
         Valid("x = x / self.norm(x)\n", note="a LayerNorm module called `norm`"),
         Valid("clip_coef = max_norm / (total_norm + 1e-6)\n", note="torch's own clip_grad_norm_"),
@@ -140,6 +163,55 @@ class UnguardedNormDivision(LocalsRule):
               note="EDM preconditioning: a constant term keeps the sum of squares away from 0"),
         Valid("import torch\ndef f(self, x, noise):\n    sigma_data = self.sigma_data\n"
               "    return x / torch.sqrt(noise * noise + sigma_data * sigma_data)\n"),
+        Valid("import torch\n\n\ndef clip(c_t):\n    c_t_norm = torch.norm(c_t)\n    if c_t_norm > 1.:\n"
+              "        c_t = c_t / c_t_norm\n    return c_t\n",
+              note="timm's optim/mars.py: the division runs only when the norm exceeds 1"),
+        Valid("import torch\n\n\ndef unit(x):\n    n = x.norm(dim=-1)\n    if (n == 0).any():\n"
+              "        return x\n    return x / n.unsqueeze(-1)\n"),
+        Valid("import torch\n\n\ndef unit(x):\n    n = torch.linalg.vector_norm(x)\n    if n == 0:\n"
+              "        return x\n    return x / n\n", note="an early exit"),
+        Valid("import torch\n\n\ndef unit(x):\n    n = x.norm()\n    return x / n if n > 0 else x\n"),
+        Valid("import torch\n\n\nclass Lamb(torch.optim.Optimizer):\n    @torch.no_grad()\n"
+              "    def step(self, closure=None):\n        for p in self.params:\n"
+              "            w_norm = p.norm(2.0)\n            g_norm = p.grad.norm(2.0)\n"
+              "            trust_ratio = w_norm / g_norm\n"
+              "            trust_ratio = torch.where(w_norm > 0, torch.where(g_norm > 0, trust_ratio, 1.0), 1.0)\n"
+              "            p.add_(p.grad * trust_ratio)\n",
+              note="timm's optim/lamb.py: masked by torch.where under no_grad"),
+        Valid("import torch\n\n\ndef _lb(A, max_abs):\n    A = A / max_abs\n    x = A[:, 0] @ A\n"
+              "    return max_abs * torch.linalg.vector_norm(x / torch.linalg.vector_norm(x))\n\n\n"
+              "def _norm_lower_bound(A):\n    max_abs = A.norm(float('inf'))\n"
+              "    return torch.where(max_abs > 0, _lb(A, max_abs), max_abs)\n\n\n"
+              "class Kron(torch.optim.Optimizer):\n    @torch.no_grad()\n    def step(self):\n"
+              "        return _norm_lower_bound(self.Q)\n",
+              note="timm's optim/kron.py: the caller masks a zero input, and only no_grad code calls it"),
+        Valid("import torch\n\n\ndef route(router_logits, top_k):\n"
+              "    router_logits = torch.nn.functional.softmax(router_logits, dim=1)\n"
+              "    top_value, top_index = torch.topk(router_logits, top_k, dim=-1)\n"
+              "    return top_value / torch.norm(top_value, p=1, dim=-1, keepdim=True), top_index\n",
+              note="transformers' DBRX router: the largest probabilities never sum to 0"),
+        Valid("import math\nimport torch\nfrom torch import nn\n\n\ndef init_pe(config):\n"
+              "    if config.positional_encoding_type == 'random':\n"
+              "        pe = nn.Parameter(torch.randn(config.num_patches, config.d_model))\n"
+              "    else:\n        pe = torch.zeros(config.num_patches, config.d_model)\n"
+              "        position = torch.arange(0, config.num_patches).unsqueeze(1)\n"
+              "        div_term = torch.exp(torch.arange(0, config.d_model, 2) * -(math.log(10000.0) / config.d_model))\n"
+              "        pe[:, 0::2] = torch.sin(position * div_term)\n"
+              "        pe[:, 1::2] = torch.cos(position * div_term)\n"
+              "        pe = pe - pe.mean()\n        pe = pe / (pe.std() * 10)\n    return pe\n",
+              note="transformers' PatchTST: the std of a sin/cos table built from sizes"),
+        Valid("import torch\n\n\ndef denoise(self, x, noise_level, update):\n    sigma_data = self.sigma_data\n"
+              "    sigma_data_sq = sigma_data * sigma_data\n    noise_level_sq = noise_level * noise_level\n"
+              "    return x + (sigma_data * noise_level) / torch.sqrt(sigma_data_sq + noise_level_sq) * update\n",
+              note="transformers' ESMFold2: the constant square through a name"),
+        Valid("import torch\n\n\ndef make_inputs(batch, dim, generator):\n"
+              "    img = torch.randn(batch, dim, generator=generator)\n"
+              "    return img / img.norm(dim=-1, keepdim=True)\n",
+              note="open_clip's tests: random samples are never all zero"),
+        Valid("import torch\n\n\ndef change_ratio(model, before):\n    with torch.no_grad():\n"
+              "        initial = torch.cat([p.view(-1) for p in model.parameters()])\n"
+              "    return torch.norm(initial - before) / torch.norm(initial)\n",
+              note="Lightning's test helpers: a model's whole parameter vector"),
     ]
     INVALID = [
         Invalid(
@@ -175,23 +247,57 @@ class UnguardedNormDivision(LocalsRule):
             "x /= x.norm(dim=-1, keepdim=True).clamp_min(1e-6)\n"),
         Invalid(
             "import torch\ncos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))\n",
-            "import torch\ncos = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-6)\n"),
+            "import torch\ncos = (a * b).sum(-1) / (a.norm(dim=-1).clamp_min(1e-6) * b.norm(dim=-1).clamp_min("
+            "1e-6))\n", note="each norm factor is clamped, not their product"),
+        Invalid(
+            "import torch\nd = a / (a.norm(dim=-1, keepdim=True) * -2.0)\n",
+            "import torch\nd = a / (a.norm(dim=-1, keepdim=True).clamp_min(1e-6) * -2.0)\n",
+            note="a negative factor keeps its sign"),
         Invalid(
             "import torch\ny = torch.div(g, g.norm())\n",
-            "import torch\ny = torch.div(g, g.norm().clamp_min(1e-6))\n"),
+            "import torch\ny = torch.div(g, g.norm().clamp_min(1e-6))\n", unsafe=True,
+            note="`g` is not proven a tensor: the clamp could raise"),
         Invalid(
-            "z = 1 / v.norm() ** 2\n",
-            "z = 1 / (v.norm() ** 2).clamp_min(1e-6)\n"),
+            "import torch\ny = torch.div(g, torch.linalg.vector_norm(g))\n",
+            "import torch\ny = torch.div(g, torch.linalg.vector_norm(g).clamp_min(1e-6))\n"),
+        Invalid(
+            "import torch\n\n\ndef f(v: torch.Tensor):\n    return 1 / v.norm() ** 2\n",
+            "import torch\n\n\ndef f(v: torch.Tensor):\n    return 1 / v.norm().clamp_min(1e-6) ** 2\n",
+            note="the norm is clamped before it is squared"),
+        Invalid(
+            "import torch\n\n\ndef f(a, b):\n    d = a.norm(dim=-1) * b.norm(dim=-1)\n    return (a * b).sum(-1) / d\n",
+            "import torch\n\n\ndef f(a, b):\n    d = a.norm(dim=-1) * b.norm(dim=-1)\n"
+            "    return (a * b).sum(-1) / d.clamp_min(1e-6)\n",
+            unsafe=True, note="a name bound to a product: the clamp would land on the product"),
         Invalid(
             "import torch\nz = (x - x.mean(0)) / torch.std(x, 0)\n",
             "import torch\nz = (x - x.mean(0)) / torch.std(x, 0).clamp_min(1e-6)\n"),
         Invalid(
             "import torch\nz = (x - x.mean(0)) / x.std(0)\n",
-            "import torch\nz = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)\n", unsafe=True),
+            "import torch\nz = (x - x.mean(0)) / x.std(0).clamp_min(1e-6)\n", unsafe=True,
+            note="`x` may be a NumPy array, which has no clamp_min"),
+        Invalid(
+            "import torch\nz = (x - x.mean(dim=0)) / x.std(dim=0)\n",
+            "import torch\nz = (x - x.mean(dim=0)) / x.std(dim=0).clamp_min(1e-6)\n",
+            note="`dim=`: a tensor's std"),
+        Invalid(
+            "import torch\nz = (x - x.mean(dim=0)) / x.var(dim=0)\n",
+            "import torch\nz = (x - x.mean(dim=0)) / x.var(dim=0).clamp_min(1e-6)\n", unsafe=True,
+            note="a variance below eps is a std below sqrt(eps): healthy quiet inputs change"),
+        Invalid(
+            "import torch\nz = x / torch.var(x, dim=-1, keepdim=True)\n",
+            "import torch\nz = x / torch.var(x, dim=-1, keepdim=True).clamp_min(1e-6)\n", unsafe=True),
         Invalid(
             "import torch\nx = x / (torch.sqrt((x ** 2).sum(-1, keepdim=True)) + 1e-8)\n",
             "import torch\nx = x / (torch.sqrt((x ** 2).sum(-1, keepdim=True) + 1e-8))\n",
             unsafe=True, note="eps outside sqrt: finite forward, NaN gradient"),
+        Invalid(
+            "import torch\nx = x / (torch.sqrt((x ** 2).sum(-1, keepdim=True)) + self.eps)\n",
+            "import torch\nx = x / (torch.sqrt((x ** 2).sum(-1, keepdim=True) + self.eps))\n", unsafe=True),
+        Invalid(
+            "import torch\nx = x / (torch.sqrt((x ** 2).sum(-1, keepdim=True)) + 1.0)\n",
+            "import torch\nx = x / (torch.sqrt((x ** 2).sum(-1, keepdim=True) + 1e-6) + 1.0)\n", unsafe=True,
+            note="a term that is not an eps stays outside; an eps is added inside"),
         Invalid(
             "import torch\nx = x / torch.sqrt(torch.sum(x * x, dim=1, keepdim=True))\n",
             "import torch\nx = x / torch.sqrt(torch.sum(x * x, dim=1, keepdim=True) + 1e-6)\n", unsafe=True),
@@ -207,7 +313,34 @@ class UnguardedNormDivision(LocalsRule):
         Invalid(
             "z = x / x.norm(dim=-1, keepdim=True)[..., None]\n",
             "z = x / x.norm(dim=-1, keepdim=True)[..., None].clamp_min(1e-6)\n"),
+        Invalid(
+            "import torch\n\n\ndef cos(a, b):\n    n = a.norm(dim=-1) * b.norm(dim=-1)\n"
+            "    return torch.where(n > 0, (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)), 0.0)\n",
+            "import torch\n\n\ndef cos(a, b):\n    n = a.norm(dim=-1) * b.norm(dim=-1)\n"
+            "    return torch.where(n > 0, (a * b).sum(-1) / (a.norm(dim=-1).clamp_min(1e-6) * b.norm(dim=-1)"
+            ".clamp_min(1e-6)), 0.0)\n",
+            note="a torch.where mask under autograd: the masked branch's gradient is still NaN"),
+        Invalid(
+            "import torch\n\n\ndef unit(x):\n    n = torch.linalg.vector_norm(x)\n    if n > -1:\n"
+            "        x = x / n\n    return x\n",
+            "import torch\n\n\ndef unit(x):\n    n = torch.linalg.vector_norm(x)\n    if n > -1:\n"
+            "        x = x / n.clamp_min(1e-6)\n    return x\n",
+            note="a test that does not exclude zero is no guard"),
+        Invalid(
+            "import torch\n\n\ndef unit_rows(x):\n    table = torch.zeros(x.shape)\n    table[:] = x\n"
+            "    return table / table.norm(dim=-1, keepdim=True)\n",
+            "import torch\n\n\ndef unit_rows(x):\n    table = torch.zeros(x.shape)\n    table[:] = x\n"
+            "    return torch.nn.functional.normalize(table, dim=-1, eps=1e-6)\n",
+            note="a table filled from an input is data"),
     ]
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self._tensors = TensorEvidence(ctx.resolve, self.locals.value_of, self.locals.annotation_of)
+        self._norms = Denominators(ctx.resolve, self.locals.value_of)
+        self._provenance = Provenance(ctx.resolve)
+        self._callers: dict = {}  # module-level function name -> its call sites in the module
+        self._grad_off: dict = {}  # module-level function name -> every call runs without gradients
 
     # -- visits --------------------------------------------------------------------------------------
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
@@ -215,8 +348,9 @@ class UnguardedNormDivision(LocalsRule):
             self._check(node, node.right, numerator=node.left)
         elif isinstance(node.operator, cst.Multiply):
             for side in (node.left, node.right):
-                if self._rsqrt(side) is not None:
-                    self._report(node, side, self._rsqrt(side))
+                found = self._norms.rsqrt(side)
+                if found is not None:
+                    self._consider(node, side, [found], None)
                     return
 
     def visit_AugAssign(self, node: cst.AugAssign) -> None:
@@ -237,221 +371,219 @@ class UnguardedNormDivision(LocalsRule):
 
     # -- classification ------------------------------------------------------------------------------
     def _check(self, site: cst.CSTNode, denominator: cst.BaseExpression, numerator) -> None:
-        found = self._classify(denominator)
-        if found is not None:
-            self._report(site, denominator, found, numerator)
+        factors = self._norms.factors(denominator)
+        if factors and self._is_torch(factors, numerator):
+            self._consider(site, denominator, factors, numerator)
 
-    def _classify(self, expr: cst.BaseExpression, depth: int = 0) -> Optional[Unguarded]:
-        if depth > 8:
-            return None
-        if isinstance(expr, cst.Name):
-            value = self.value_of(expr.value)
-            return self._classify(value, depth + 1) if value is not None else None
-        if isinstance(expr, cst.Subscript):
-            return self._classify(expr.value, depth + 1)
-        if isinstance(expr, cst.BinaryOperation):
-            return self._classify_operation(expr, depth)
-        if isinstance(expr, cst.Call):
-            return self._classify_call(expr, depth)
-        return None
-
-    def _classify_operation(self, expr: cst.BinaryOperation, depth: int) -> Optional[Unguarded]:
-        op = expr.operator
-        if isinstance(op, cst.Add):
-            for side, other in ((expr.left, expr.right), (expr.right, expr.left)):
-                inner = self._classify(side, depth + 1)
-                if inner is not None and inner.kind == "sqrt" and inner.node is side:
-                    return Unguarded("sqrt+eps", expr, inner.inner, other)
-            return None  # `norm + eps`: a guard
-        if isinstance(op, cst.Multiply):
-            return self._classify(expr.left, depth + 1) or self._classify(expr.right, depth + 1)
-        if isinstance(op, cst.Power) and (number(expr.right) or 0) > 0:
-            return self._classify(expr.left, depth + 1)
-        return None
-
-    def _classify_call(self, call: cst.Call, depth: int) -> Optional[Unguarded]:
-        qualified = self.ctx.resolve(call.func)
-        if qualified is not None:
-            if qualified in NORM_FUNCTIONS:
-                return Unguarded("norm", call)
-            if qualified in STD_FUNCTIONS:
-                return Unguarded("std", call)
-            if qualified in SQRT_FUNCTIONS:
-                inner = arg_value(call, 0, "input")
-                return Unguarded("sqrt", call, inner) if self._sum_of_squares(inner, depth) else None
-            if qualified in CLAMP_FUNCTIONS:
-                if self._has_min(call, offset=1):
-                    return None
-                inner = arg_value(call, 0, "input")
-                return self._classify(inner, depth + 1) if inner is not None else None
-            return None
-        mc = method_call(call)
-        if mc is None:
-            return None
-        receiver, name = mc
-        if name == "norm" and self._is_tensor_norm(call, receiver):
-            return Unguarded("norm", call)
-        if name == "std" and not is_name(receiver, "self", "cls") and self._torch_module():
-            return Unguarded("std", call)
-        if name == "sqrt" and self._sum_of_squares(receiver, depth):
-            return Unguarded("sqrt", call, receiver)
-        if name in ("clamp", "clip", "clamp_", "clip_"):
-            return None if self._has_min(call, offset=0) else self._classify(receiver, depth + 1)
-        if name in TRANSPARENT_METHODS:
-            return self._classify(receiver, depth + 1)
-        return None
-
-    def _rsqrt(self, expr: cst.BaseExpression) -> Optional[Unguarded]:
-        if not isinstance(expr, cst.Call):
-            return None
-        if self.ctx.resolve(expr.func) in RSQRT_FUNCTIONS:
-            inner = arg_value(expr, 0, "input")
-        elif self.ctx.resolve(expr.func) is None and (mc := method_call(expr)) and mc[1] == "rsqrt":
-            inner = mc[0]
-        else:
-            return None
-        return Unguarded("rsqrt", expr, inner) if self._sum_of_squares(inner, 0) else None
-
-    def _sum_of_squares(self, expr: Optional[cst.BaseExpression], depth: int) -> bool:
-        if expr is None or depth > 8:
-            return False
-        if isinstance(expr, cst.Name):
-            value = self.value_of(expr.value)
-            return value is not None and self._sum_of_squares(value, depth + 1)
-        if self._square(expr, depth):
+    def _is_torch(self, factors: list[Unguarded], numerator) -> bool:
+        """Whether the division is torch's: the module (or the function) imports torch, or the values
+        have a signature only tensors have. A function of torch is a torch division already."""
+        if any(self.ctx.resolve(f.node.func) is not None for f in factors if isinstance(f.node, cst.Call)):
             return True
-        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, cst.Add):
-            # `noise * noise + sigma * sigma` with `sigma` a constant is never 0: not a finding.
-            return (self._sum_of_squares(expr.left, depth + 1) and self._sum_of_squares(expr.right, depth + 1)
-                    and not self._constant_square(expr.left) and not self._constant_square(expr.right))
-        if not isinstance(expr, cst.Call):
-            return False
-        qualified = self.ctx.resolve(expr.func)
-        if qualified in REDUCE_FUNCTIONS:
-            return self._square(arg_value(expr, 0, "input"), depth + 1)
-        if qualified in VAR_FUNCTIONS:
+        if any(t == "torch" or t.startswith("torch.") for t in self.ctx.imported_modules()):
             return True
-        if qualified is None and (mc := method_call(expr)):
-            receiver, name = mc
-            if name in ("sum", "mean", "nansum", "nanmean"):
-                return self._square(receiver, depth + 1)
-            if name == "var":
+        return any(self._tensors.is_tensor(e) for e in (*(f.factor for f in factors), numerator))
+
+    # -- guards around the division ------------------------------------------------------------------
+    def _consider(self, site, denominator, factors: list[Unguarded], numerator) -> None:
+        """Report unless code around the division guards it; defer to the callers when they might."""
+        def matches(expr) -> bool:
+            return any(self._stands_for(expr, f) for f in factors)
+
+        statements = self.ctx.statements
+        if all(self._never_zero(f, statements) for f in factors):
+            return
+        if guarded_by_control_flow(statements, site, matches, self._literal):
+            return
+        resolve = self.ctx.resolve
+        guard = selected_guard(enclosing_selectors(self.ctx.statement, site, resolve), site, matches, resolve,
+                               self._literal) if self.ctx.statement is not None else None
+        if guard is None:
+            guard = self._masked_later(site, matches)
+        if guard == "flow":
+            return
+        masked = guard == "mask"
+        if masked and grad_off_around(statements, resolve):
+            return
+        function = self._module_function(statements)
+        if function is not None and self._called_in_module(function.name.value):
+            self.require_full_module()  # its callers may guard the input, or turn gradients off
+            name = function.name.value
+            if masked and self._grad_off_in_callers(name):
+                return
+            if self._callers_guard(name):
+                return
+        self.report(site, self._message(denominator, factors[0], masked),
+                    fix=self._fix(site, denominator, factors, numerator))
+
+    def _never_zero(self, found: Unguarded, statements) -> bool:
+        """The value the norm (or std, var, sum of squares) is taken of cannot make it 0: probabilities,
+        or a table built from constants (no input decides whether it is degenerate)."""
+        source = found.inner if found.kind in ("sqrt", "sqrt+term", "rsqrt") else input_of(found.node, self.ctx.resolve)
+        if source is None:
+            return False
+        if found.kind == "norm" and self._norms.never_zero(source):
+            return True
+        function = next((s for s in reversed(statements) if isinstance(s, cst.FunctionDef)), None)
+        return self._provenance.from_constants(source, function, self.ctx.statement)
+
+    def _stands_for(self, expr: cst.BaseExpression, found: Unguarded) -> bool:
+        """Whether `expr` is the guarded value: the factor itself, its norm call, or a name holding it."""
+        for candidate in (found.factor, found.node):
+            if candidate is not None and same_code(expr, candidate):
                 return True
-            if name in TRANSPARENT_METHODS:
-                return self._sum_of_squares(receiver, depth + 1)
+        if isinstance(expr, cst.Name):
+            value = self.value_of(expr.value)
+            return value is not None and (value is found.node or same_code(value, found.node))
         return False
 
-    def _square(self, expr: Optional[cst.BaseExpression], depth: int) -> bool:
-        if expr is None or depth > 8:
-            return False
-        if isinstance(expr, cst.Name):
-            value = self.value_of(expr.value)
-            return value is not None and self._square(value, depth + 1)
-        if isinstance(expr, cst.BinaryOperation):
-            if isinstance(expr.operator, cst.Power):
-                return number(expr.right) == 2
-            if isinstance(expr.operator, cst.Multiply):
-                return same_code(expr.left, expr.right)
-            return False
-        if isinstance(expr, cst.Call):
-            qualified = self.ctx.resolve(expr.func)
-            if qualified in SQUARE_FUNCTIONS:
-                return True
-            if qualified == "torch.pow":
-                return number(arg_value(expr, 1, "exponent")) == 2
-            if qualified is None and (mc := method_call(expr)):
-                receiver, name = mc
-                if name == "square":
-                    return True
-                if name == "pow":
-                    return number(arg_value(expr, 0, "exponent")) == 2
-                if name in TRANSPARENT_METHODS or name == "abs":
-                    return self._square(receiver, depth + 1)
-        return False
+    def _literal(self, expr: cst.BaseExpression) -> Optional[float]:
+        value = number(expr)
+        if value is None and isinstance(expr, cst.Name):
+            value = number(self.value_of(expr.value))
+        return value
 
-    def _constant_square(self, expr: cst.BaseExpression) -> bool:
-        """The square of a number, of a `self.` attribute or of an UPPER_CASE name (directly or through a
-        local name): a constant, likely > 0."""
-        if isinstance(expr, cst.BinaryOperation) and isinstance(expr.operator, (cst.Power, cst.Multiply)):
-            base = expr.left
-        elif isinstance(expr, cst.Call) and (mc := method_call(expr)) and mc[1] in ("pow", "square"):
-            base = mc[0]
-        else:
-            return False
-        if isinstance(base, cst.Name) and not base.value.isupper():
-            base = self.value_of(base.value) or base
-        if number(base) is not None:
+    def _masked_later(self, site, matches) -> Optional[str]:
+        """`t = w / g` whose every later use reads it through a guard (`torch.where(g > 0, t, 1.0)`)."""
+        statement = self.ctx.statement
+        if not isinstance(statement, cst.SimpleStatementLine) or len(statement.body) != 1:
+            return None
+        assign = statement.body[0]
+        if not isinstance(assign, cst.Assign) or len(assign.targets) != 1 or \
+                not isinstance(assign.targets[0].target, cst.Name):
+            return None
+        function = next((s for s in reversed(self.ctx.statements) if isinstance(s, cst.FunctionDef)), None)
+        if function is None:
+            return None
+        later = statements_after(function, statement)
+        return uses_all_selected(later, assign.targets[0].target.value, matches, self.ctx.resolve, self._literal)
+
+    def _module_function(self, statements) -> Optional[cst.FunctionDef]:
+        """The module-level function the division is in (its callers are plain calls of its name)."""
+        if statements and isinstance(statements[0], cst.FunctionDef) and \
+                not any(isinstance(s, cst.FunctionDef) for s in statements[1:]):
+            return statements[0]
+        return None
+
+    def _called_in_module(self, name: str) -> bool:
+        text = self.ctx.text
+        if text is None:
             return True
-        if isinstance(base, cst.Attribute) and is_name(base.value, "self"):
+        return len(re.findall(rf"(?<![\w.]){re.escape(name)}\s*\(", text)) > 1  # more than its `def`
+
+    # -- what callers do -----------------------------------------------------------------------------
+    def _calls_of(self, name: str) -> list:
+        if name not in self._callers:
+            resolve = self.ctx.resolve
+            found = call_sites(self.ctx.module, {name}, keep=lambda node: selector(node, resolve) is not None)
+            self._callers[name] = found[name]
+        return self._callers[name]
+
+    def _grad_off_in_callers(self, name: str, depth: int = 0) -> bool:
+        """Every call of the module-level function `name` runs with gradients off (directly, or in a
+        function whose every call does)."""
+        if name not in self._grad_off:
+            self._grad_off[name] = False  # a cycle proves nothing
+            calls = self._calls_of(name)
+            self._grad_off[name] = bool(calls) and depth < 6 and all(self._grad_off_at(c, depth) for c in calls)
+        return self._grad_off[name]
+
+    def _grad_off_at(self, call, depth: int = 0) -> bool:
+        if grad_off_around(call.statements, self.ctx.resolve):
             return True
-        return isinstance(base, cst.Name) and base.value.isupper()
+        caller = self._module_function(call.statements)
+        return caller is not None and self._grad_off_in_callers(caller.name.value, depth + 1)
 
-    @staticmethod
-    def _has_min(call: cst.Call, offset: int) -> bool:
-        low = arg_value(call, offset, "min")
-        return low is not None and not is_name(low, "None") and number(low) != 0
+    def _callers_guard(self, name: str) -> bool:
+        """Every call passes a value the caller tested for zero (`if n > 0: f(x, n)`,
+        `torch.where(n > 0, f(x, n), n)` without gradients): the degenerate input never reaches it."""
+        calls = self._calls_of(name)
+        return bool(calls) and all(self._caller_guards(call) for call in calls)
 
-    @staticmethod
-    def _is_tensor_norm(call: cst.Call, receiver: cst.BaseExpression) -> bool:
-        if is_name(receiver, "self", "cls"):
-            return False  # `self.norm(x)`: a LayerNorm called norm
-        first = arg(call, 0)
-        if first is not None and root_name(receiver) == "self":
-            p = first.value
-            # `self.encoder.norm(h)` is a submodule; `self.weight.norm(2, dim=1)` is a tensor norm
-            return number(p) is not None or isinstance(p, (cst.SimpleString, cst.Call))
-        return True
+    def _caller_guards(self, call) -> bool:
+        roots = {root_name(a.value) for a in call.call.args} - {None}
 
-    def _torch_module(self) -> bool:
-        targets = self.ctx.imports.bindings.values()
-        if any(t == "torch" or t.startswith("torch.") for t in targets):
+        def matches(expr) -> bool:
+            return root_name(expr) in roots
+
+        if guarded_by_control_flow(call.statements, call.call, matches):
             return True
-        return not any(t.startswith(NON_TORCH_PREFIXES) for t in targets)
+        guard = selected_guard(call.enclosing, call.call, matches, self.ctx.resolve)
+        return guard == "flow" or (guard == "mask" and self._grad_off_at(call))
 
     # -- reporting and fixes -------------------------------------------------------------------------
-    def _report(self, site, denominator, found: Unguarded, numerator=None) -> None:
+    def _message(self, denominator, found: Unguarded, masked: bool) -> str:
         shown = _short(self.code_of(denominator))
         if found.kind == "norm":
             message = f"Division by a norm with no eps guard: `{shown}` is 0 for an all-zero input (NaN)"
         elif found.kind == "std":
             message = f"Division by a standard deviation with no eps guard: `{shown}` is 0 for constant input"
-        elif found.kind == "sqrt+eps":
+        elif found.kind == "var":
+            message = f"Division by a variance with no eps guard: `{shown}` is 0 for constant input"
+        elif found.kind == "sqrt+term" and self._is_eps(found.term):
             message = ("eps is added outside `sqrt`: the forward is finite, but sqrt's gradient at 0 is "
                        "infinite, so an all-zero input gets NaN gradients; move eps inside the sqrt")
+        elif found.kind == "sqrt+term":
+            message = (f"`{_short(self.code_of(found.node))}`: the added term keeps the forward finite, but "
+                       "sqrt's gradient at 0 is infinite, so an all-zero input gets NaN gradients; add an eps "
+                       "inside the sqrt")
         elif found.kind == "rsqrt":
             message = f"`{_short(self.code_of(found.node))}` has no eps inside: Inf for an all-zero input"
         else:
             message = (f"Division by the sqrt of a sum of squares with no eps inside: `{shown}` is 0 for an "
                        "all-zero input, and sqrt's gradient there is infinite")
-        self.report(site, message, fix=self._fix(site, denominator, found, numerator))
+        if masked:
+            message += ("; the mask hides the forward value, but under autograd the masked branch's gradient "
+                        "is still NaN")
+        return message
 
-    def _fix(self, site, denominator, found: Unguarded, numerator):
+    def _is_eps(self, term: Optional[cst.BaseExpression]) -> bool:
+        """A small positive constant (directly or through a local name), or a value named eps."""
+        value = self._literal(term) if term is not None else None
+        if value is not None:
+            return 0 < value <= LARGEST_EPS
+        last = term.attr.value if isinstance(term, cst.Attribute) else \
+            term.value if isinstance(term, cst.Name) else ""
+        return bool(EPS_LIKE.search(last))
+
+    def _fix(self, site, denominator, factors: list[Unguarded], numerator):
         eps = self.option("eps")
-        if found.kind in ("sqrt", "rsqrt", "sqrt+eps"):
-            added = found.eps if found.kind == "sqrt+eps" else number_node(eps)
-            inner = cst.BinaryOperation(left=parenthesized(found.inner), operator=cst.Add(), right=added)
-            call = found.node if found.kind != "sqrt+eps" else self._sqrt_call_in(found.node)
-            if call is None:
-                return None
-            if call.args and self.ctx.resolve(call.func) is not None:  # torch.sqrt(inner)
-                new_call = call.with_changes(args=[call.args[0].with_changes(value=inner), *call.args[1:]])
-            else:  # inner.sqrt()
-                new_call = call.with_changes(func=call.func.with_changes(value=parenthesized(inner)))
-            if found.kind == "sqrt+eps":
-                new_call = new_call.with_changes(lpar=found.node.lpar, rpar=found.node.rpar)
-            word = "Move" if found.kind == "sqrt+eps" else "Add"
-            # Unsafe: sqrt(s + eps) differs from sqrt(s) (+ eps) wherever s is below about eps, that is for
-            # norms up to sqrt(eps) (1e-4 for eps = 1e-8): quiet signals, not only zero ones, change.
-            return self.replace(found.node, new_call, message=f"{word} eps inside the sqrt", safe=False)
-        normalized = self._normalize(site, denominator, numerator, eps)
-        if normalized is not None:
-            return normalized
-        clamped = method(denominator, "clamp_min", number_node(eps))  # parenthesized where needed
-        return self.replace(denominator, clamped, safe=found.kind != "std" or self._std_function(found),
-                            message=f"Clamp the denominator with `.clamp_min({format_number(eps)})`")
+        first = factors[0]
+        if first.kind in ("sqrt", "rsqrt", "sqrt+term"):
+            return self._sqrt_fix(first, eps)
+        if len(factors) == 1 and first.factor is denominator and not first.compound:
+            normalized = self._normalize(site, denominator, numerator, eps)
+            if normalized is not None and self._keeps_comments(normalized):
+                return normalized
+        clamped = [f for f in factors if f.kind in ("norm", "std", "var")]
+        mapping = {f.factor: method(f.factor, "clamp_min", number_node(eps)) for f in clamped}
+        safe = all(f.kind != "var" and not f.compound and self._tensors.is_tensor(f.factor) for f in clamped)
+        which = "the norm factors" if len(mapping) > 1 else "the denominator"
+        return self.rewrite(mapping, safe=safe,
+                            message=f"Clamp {which} with `.clamp_min({format_number(eps)})`")
 
-    def _std_function(self, found: Unguarded) -> bool:
-        return self.ctx.resolve(found.node.func) in STD_FUNCTIONS
+    def _sqrt_fix(self, found: Unguarded, eps):
+        move = found.kind == "sqrt+term" and self._is_eps(found.term)
+        added = found.term if move else number_node(eps)
+        inner = cst.BinaryOperation(left=parenthesized(found.inner), operator=cst.Add(), right=added)
+        call = self._sqrt_call_in(found.node) if found.kind == "sqrt+term" else found.node
+        if call is None:
+            return None
+        if call.args and self.ctx.resolve(call.func) is not None:  # torch.sqrt(inner)
+            new_call = call.with_changes(args=[call.args[0].with_changes(value=inner), *call.args[1:]])
+        else:  # inner.sqrt()
+            new_call = call.with_changes(func=call.func.with_changes(value=parenthesized(inner)))
+        if move:
+            # Unsafe: sqrt(s + eps) differs from sqrt(s) + eps wherever s is below about eps, that is for
+            # norms up to sqrt(eps): quiet signals, not only zero ones, change.
+            new_call = new_call.with_changes(lpar=found.node.lpar, rpar=found.node.rpar)
+            return self.replace(found.node, new_call, message="Move eps inside the sqrt", safe=False)
+        return self.replace(call, new_call, message="Add eps inside the sqrt", safe=False)
+
+    def _keeps_comments(self, plan) -> bool:
+        from gradlint.engine import keeps_comments
+
+        return keeps_comments(plan)
 
     @staticmethod
     def _sqrt_call_in(addition: cst.BinaryOperation) -> Optional[cst.Call]:

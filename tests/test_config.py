@@ -5,7 +5,7 @@ from __future__ import annotations
 import textwrap
 
 DEFECT = "import torch\n\n\ndef f(x):\n    return x / x.norm(dim=-1, keepdim=True)\n"
-PLAIN = "z = x / x.norm()\n"
+PLAIN = "z = x / x.norm(dim=-1)\n"
 
 
 def write(root, files: dict):
@@ -38,7 +38,7 @@ def test_per_file_ignores(tmp_path, gradlint):
 def test_rule_option_changes_the_fix(tmp_path, gradlint):
     write(tmp_path, {"pyproject.toml": "[tool.gradlint.unguarded-norm-division]\neps = 1e-4\n", "m.py": PLAIN})
     gradlint(tmp_path, "fix", "--write", ".")
-    assert (tmp_path / "m.py").read_text() == "z = x / x.norm().clamp_min(0.0001)\n"
+    assert (tmp_path / "m.py").read_text() == "z = x / x.norm(dim=-1).clamp_min(0.0001)\n"
 
 
 def test_unknown_option_is_a_clear_usage_error(tmp_path, gradlint):
@@ -78,16 +78,16 @@ def test_walk_skips_virtualenvs_git_and_gitignored_files(tmp_path, gradlint):
 
 def test_noqa_comments(tmp_path, gradlint):
     write(tmp_path, {"m.py": """\
-        a = x / x.norm()  # noqa: GL001
-        b = x / x.norm()  # noqa
-        c = x / x.norm()  # noqa: GL002
-        d = x / x.norm()  # NOQA:GL003,GL001
+        a = x / x.norm(dim=-1)  # noqa: GL001
+        b = x / x.norm(dim=-1)  # noqa
+        c = x / x.norm(dim=-1)  # noqa: GL002
+        d = x / x.norm(dim=-1)  # NOQA:GL003,GL001
         e = (x /
-             x.norm())  # noqa: GL001
+             x.norm(dim=-1))  # noqa: GL001
         f = (x /  # noqa: GL001
-             x.norm())
+             x.norm(dim=-1))
         g = (
-            x / x.norm()
+            x / x.norm(dim=-1)
         )  # noqa: GL001
         """})
     code, out, _ = gradlint(tmp_path, "check", ".")
@@ -102,3 +102,47 @@ def test_cache_is_used_and_invalidated_by_content(tmp_path, gradlint):
     (tmp_path / "m.py").write_text("z = x\n")
     assert gradlint(tmp_path, "check", ".")[0] == 0
     assert gradlint(tmp_path, "check", "--ignore", "GL001", ".")[0] == 0
+
+
+def test_settings_of_the_wrong_type_are_errors(tmp_path, gradlint):
+    cases = {
+        'select = "GL001"': '`select` must be a list of strings, like ["GL001"]; got "GL001"',
+        'respect-gitignore = "false"': '`respect-gitignore` must be true or false; got "false"',
+        "extend-exclude = 3": "`extend-exclude` must be a list of strings",
+        "cache-dir = 5": "`cache-dir` must be a folder name (a string); got 5",
+        'per-file-ignores = { "tests/*" = ["GL999"] }': "per-file-ignores `tests/*`: unknown rule selector: `GL999`",
+        'per-file-ignores = { "tests/*" = "GL001" }': "`tests/*` must be a list of strings",
+    }
+    (tmp_path / "m.py").write_text(PLAIN)
+    for setting, message in cases.items():
+        (tmp_path / "pyproject.toml").write_text(f"[tool.gradlint]\n{setting}\n")
+        code, out, err = gradlint(tmp_path, "check", "--no-cache", ".")
+        assert (code, out) == (2, ""), setting
+        assert len(err.splitlines()) == 1 and message in err, (setting, err)
+
+
+def test_unknown_per_file_ignore_code_is_an_error_on_a_warm_run_too(tmp_path, gradlint):
+    write(tmp_path, {"pyproject.toml": '[tool.gradlint.per-file-ignores]\n"m.py" = ["GL001"]\n', "m.py": PLAIN})
+    assert gradlint(tmp_path, "check", ".")[0] == 0  # fills the cache
+    write(tmp_path, {"pyproject.toml": '[tool.gradlint.per-file-ignores]\n"m.py" = ["GL01O"]\n'})
+    code, _, err = gradlint(tmp_path, "check", ".")
+    assert code == 2 and "unknown rule selector: `GL01O`" in err
+
+
+def test_per_file_ignores_apply_to_fix_too(tmp_path, gradlint):
+    write(tmp_path, {"pyproject.toml": '[tool.gradlint.per-file-ignores]\n"tests/*" = ["GL001"]\n',
+                     "tests/t.py": PLAIN, "src/m.py": PLAIN})
+    gradlint(tmp_path, "fix", "--write", ".")
+    assert (tmp_path / "tests/t.py").read_text() == PLAIN
+    assert (tmp_path / "src/m.py").read_text() != PLAIN
+
+
+def test_empty_selector_on_the_command_line_is_a_usage_error(tmp_path, gradlint, capsys):
+    import pytest
+
+    (tmp_path / "m.py").write_text(PLAIN)
+    for args in (["--select", ","], ["--ignore", "GL001,"], ["--select", ""]):
+        with pytest.raises(SystemExit) as exit_info:
+            gradlint(tmp_path, "check", *args, ".")
+        assert exit_info.value.code == 2
+        assert "expected comma-separated rule codes" in capsys.readouterr().err

@@ -1,8 +1,9 @@
-"""The hooks users consume, run the way pre-commit runs them: `pre-commit try-repo <this repo>`."""
+"""The README's pre-commit snippet, run by pre-commit in a user's project: fix, then report the rest once."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFECT = "import torch\n\n\ndef embed(x):\n    return x / x.norm(dim=-1, keepdim=True)\n"
+README = (ROOT / "README.md").read_text()
+SNIPPET = re.search(r"```yaml\n(- repo: https://github.com/gradlint/gradlint\n.*?)```", README, re.S).group(1)
+DEFECT = ("import torch\n\n\ndef embed(x):\n    return x / x.norm(dim=-1, keepdim=True)\n\n\n"
+          "def make(model):\n    return torch.optim.Adam(model.parameters(), weight_decay=1e-4)\n")
 
 
 def _pre_commit() -> list:
@@ -23,35 +27,62 @@ def _pre_commit() -> list:
     pytest.skip("pre-commit is not installed (pip install -e '.[test]')")
 
 
-def test_hooks_fail_on_a_defect_fix_it_and_pass(tmp_path):
-    pre_commit = _pre_commit()
-    project = tmp_path / "user-project"
-    project.mkdir()
+def _env(tmp_path: Path) -> dict:
     env = {**os.environ, "PRE_COMMIT_HOME": str(tmp_path / "pre-commit-home"), "GIT_AUTHOR_NAME": "t",
            "GIT_AUTHOR_EMAIL": "t@example.invalid", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.invalid", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     env.pop("PYTHONPATH", None)
+    return env
+
+
+def _snapshot_of_this_tree(tmp_path: Path, env: dict) -> tuple[Path, str]:
+    """A git repository holding this working tree as one commit: what a `rev:` of a release would name."""
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
+                            env=env)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    copy = tmp_path / "gradlint-release"
+    for name in filter(None, listed.stdout.decode().split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "release"]):
+        subprocess.run(["git", *args], cwd=copy, check=True, capture_output=True, env=env)
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=copy, check=True, capture_output=True, text=True,
+                         env=env).stdout.strip()
+    return copy, sha
+
+
+def test_readme_snippet_fixes_then_reports_the_rest_once(tmp_path):
+    pre_commit = _pre_commit()
+    env = _env(tmp_path)
+    release, sha = _snapshot_of_this_tree(tmp_path, env)
+    project = tmp_path / "user-project"
+    project.mkdir()
+    config = SNIPPET.replace("https://github.com/gradlint/gradlint", str(release))
+    config = re.sub(r"rev: \S+", f"rev: {sha}", config)
+    (project / ".pre-commit-config.yaml").write_text("repos:\n" + "".join(f"  {line}\n" for line in config.splitlines()))
 
     def git(*args):
         subprocess.run(["git", *args], cwd=project, check=True, capture_output=True, env=env)
 
-    def try_repo(hook):
-        done = subprocess.run([*pre_commit, "try-repo", str(ROOT), hook, "--all-files"], cwd=project,
-                              capture_output=True, text=True, env=env, timeout=600)
+    def run():
+        done = subprocess.run([*pre_commit, "run", "--all-files"], cwd=project, capture_output=True, text=True,
+                              env=env, timeout=600)
         return done.returncode, done.stdout + done.stderr
 
     git("init", "-q")
     (project / "embed.py").write_text(DEFECT)
-    git("add", "embed.py")
+    git("add", "-A")
 
-    code, output = try_repo("gradlint")
-    assert code == 1, output
-    assert "embed.py:5:12: GL001" in output
-
-    code, output = try_repo("gradlint-fix")
+    code, output = run()
     assert code == 1 and "files were modified by this hook" in output, output
     assert "normalize(x, dim=-1, eps=1e-6)" in (project / "embed.py").read_text()
+    assert output.count("GL003") == 1 and "GL001" not in output, output  # the rest, reported once
+    # Inside the hook the hint is about the hook's args, never a flag to type.
+    assert "`args: [--fix, --unsafe-fixes]` on this hook" in output and "option" not in output, output
 
-    git("add", "embed.py")
-    code, output = try_repo("gradlint")
-    assert code == 0, output
+    git("add", "-A")
+    code, output = run()
+    assert code == 1 and "files were modified" not in output and output.count("GL003") == 1, output

@@ -198,7 +198,7 @@ async def test_per_file_ignores_and_exclude_apply(client: LanguageClient, tmp_pa
 async def test_notebook_cells_get_their_own_diagnostics_and_fixes(client: LanguageClient, tmp_path):
     await start(client, tmp_path)
     notebook = tmp_path / "train.ipynb"
-    cells = ["# Training", "%pip install torch\nimport torch", "x = torch.randn(3, 4)\ny = x / x.norm(dim=-1, keepdim=True)"]
+    cells = ["# Training", "%pip install torch\nimport torch", "x = torch.zeros(3, 4)\ny = x / x.norm(dim=-1, keepdim=True)"]
     uris = [f"{notebook.as_uri()}#cell{i}" for i in range(len(cells))]
     kinds = [types.NotebookCellKind.Markup, types.NotebookCellKind.Code, types.NotebookCellKind.Code]
     client.notebook_document_did_open(types.DidOpenNotebookDocumentParams(
@@ -214,7 +214,7 @@ async def test_notebook_cells_get_their_own_diagnostics_and_fixes(client: Langua
     fix = next(a for a in actions if a.title.endswith("safe fix)"))
     assert list(fix.edit.changes) == [uris[2]]
     fixed = applied(cells[2], fix.edit.changes[uris[2]])
-    assert fixed == "x = torch.randn(3, 4)\ny = torch.nn.functional.normalize(x, dim=-1, eps=1e-6)"
+    assert fixed == "x = torch.zeros(3, 4)\ny = torch.nn.functional.normalize(x, dim=-1, eps=1e-6)"
     previous = client.diagnostics[uris[2]]
     client.notebook_document_did_change(types.DidChangeNotebookDocumentParams(
         notebook_document=types.VersionedNotebookDocumentIdentifier(uri=notebook.as_uri(), version=2),

@@ -32,7 +32,7 @@ def probe(cwd: Path, runs: list, blocked: set) -> str:
 
 
 def test_check_and_fix_never_import_torch(tmp_path):
-    (tmp_path / "train.py").write_text("import torch\nz = x / x.norm()\n")
+    (tmp_path / "train.py").write_text("import torch\nz = x / x.norm(dim=-1)\n")
     runs = [["check", "--no-cache", "."], ["fix", "--write", "."], ["check", "--no-cache", str(ROOT / "fixtures")],
             ["rule", "--all"]]
     last = probe(tmp_path, runs, {"torch", "numpy"})
@@ -42,6 +42,6 @@ def test_check_and_fix_never_import_torch(tmp_path):
 def test_warm_run_reads_the_cache_without_libcst(tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.gradlint]\n")
     for i in range(5):
-        (tmp_path / f"m{i}.py").write_text("z = x / x.norm()\n" if i % 2 else "z = 1\n")
+        (tmp_path / f"m{i}.py").write_text("z = x / x.norm(dim=-1)\n" if i % 2 else "z = 1\n")
     assert probe(tmp_path, [["check", "."]], set()) == "EXIT [1] LIBCST True"  # cold: fills the cache
     assert probe(tmp_path, [["check", "."]], {"libcst", "torch"}) == "EXIT [1] LIBCST False"  # warm

@@ -419,41 +419,42 @@ class FakeEvent:
 
 
 def test_async_reads_wait_only_when_the_device_is_far_behind():
-    from gradlint.verify.monitor import IN_FLIGHT, Monitor
+    from gradlint.verify.reads import IN_FLIGHT, DeviceReads
 
-    monitor = Monitor()
+    rows = []
+    reads = DeviceReads(lambda meta, values: rows.append((meta, values)))
     events = []
 
     def copy_queued(step):  # what `_read_later` leaves: a step's values behind an event
         event = FakeEvent()
         events.append(event)
-        meta = (step, [], 0, 0, 1, [], False)  # one loss value
-        monitor._in_flight.append((meta, torch.tensor([float(step)]), (None, event, None)))
+        meta = (step, 0, [], 0, 0, 1, [], False, False)  # one loss value
+        reads.in_flight.append((meta, torch.tensor([float(step)]), (None, event, None)))
 
     for step in range(1, IN_FLIGHT):
         copy_queued(step)
-        monitor._read_done()
-    assert monitor.rows == [] and monitor.waits == 0  # nothing done yet, nothing waited for
+        reads.done()
+    assert rows == [] and reads.waits == 0  # nothing done yet, nothing waited for
     events[1].done = True
-    monitor._read_done()
-    assert monitor.rows == []  # step 2 is done, but step 1 comes first
+    reads.done()
+    assert rows == []  # step 2 is done, but step 1 comes first
     events[0].done = True
-    monitor._read_done()
-    assert [meta[0] for meta, _ in monitor.rows] == [1, 2] and monitor.waits == 0
+    reads.done()
+    assert [meta[0] for meta, _ in rows] == [1, 2] and reads.waits == 0
     last = 2 + IN_FLIGHT
     for step in range(IN_FLIGHT, last + 1):  # steps 3 .. last pending: IN_FLIGHT of them
         copy_queued(step)
-    monitor._read_done()  # the oldest is waited for, once; the others are not done
-    assert monitor.waits == 1 and events[2].waited and not any(e.waited for e in events[3:])
-    assert len(monitor._in_flight) == IN_FLIGHT - 1
-    monitor._read_done(wait=True)  # the record: everything
-    assert [values for _, values in monitor.rows] == [[float(s)] for s in range(1, last + 1)]
-    assert len(monitor._slots) == last and not monitor._in_flight
+    reads.done()  # the oldest is waited for, once; the others are not done
+    assert reads.waits == 1 and events[2].waited and not any(e.waited for e in events[3:])
+    assert len(reads.in_flight) == IN_FLIGHT - 1
+    reads.done(wait=True)  # the record: everything
+    assert [values for _, values in rows] == [[float(s)] for s in range(1, last + 1)]
+    assert len(reads.slots) == last and not reads.in_flight
 
 
 def test_norms_laid_out_in_one_buffer_are_read_as_one_vector():
     """CUDA's `_foreach_norm` returns a 0-d view of each element of one buffer; CPU's, tensors of their own."""
-    from gradlint.verify.monitor import _one_vector
+    from gradlint.verify.reads import one_vector as _one_vector
 
     buffer = torch.arange(5.0)
     assert torch.equal(_one_vector([buffer[i] for i in range(5)]), buffer)
@@ -476,9 +477,9 @@ def test_norms_in_one_buffer_give_the_same_record(monkeypatch):
     from gradlint.verify import monitor
 
     stacked = rows()
-    original, one_vector, used = torch._foreach_norm, monitor._one_vector, []
+    original, one_vector, used = torch._foreach_norm, monitor.one_vector, []
     monkeypatch.setattr(torch, "_foreach_norm", lambda tensors, *a, **k: list(torch.stack(original(tensors))))
-    monkeypatch.setattr(monitor, "_one_vector", lambda norms: used.append(one_vector(norms)) or used[-1])
+    monkeypatch.setattr(monitor, "one_vector", lambda norms: used.append(one_vector(norms)) or used[-1])
     assert rows() == stacked
     assert len(used) == 3 and all(v is not None for v in used)
 
@@ -563,16 +564,20 @@ def test_lightning_callback():
     torch.manual_seed(0)
     x = torch.randn(48, 8)
     x[27] = 0  # in the fourth batch of 8
-    callback = GradlintCallback(print_summary=False)
+    callback = GradlintCallback(print_summary=False)  # on_nonfinite="warn": the fit goes on
     trainer = L.Trainer(max_steps=6, callbacks=[callback], logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    trainer.fit(Module(), DataLoader(TensorDataset(x), batch_size=8))
+    with pytest.warns(RuntimeWarning, match="training_step"):  # NonFiniteWarning
+        trainer.fit(Module(), DataLoader(TensorDataset(x), batch_size=8))
     summary = callback.summary()
     assert summary["steps"] == 6
     assert summary["first_nonfinite"]["step"] == 4
-    assert summary["trace"]["phase"] == "before the model"  # the NaN is made in training_step, before model()
+    # the NaN is made in training_step, before model(): its replay finds the line
+    trace = summary["trace"]
+    assert trace["phase"] == "forward" and trace["site"]["function"] == "training_step"
+    assert trace["site"]["code"].startswith("return self.model(x / x.norm(dim=-1, keepdim=True))")
     assert check(summary, "clipping")["status"] == "warn"
-    assert summary["layers"] == ["0", "3"]
+    assert summary["layers"] == ["model.0", "model.3"]  # named as the LightningModule names them
 
 
 # -- torch.compile ------------------------------------------------------------------------------------------

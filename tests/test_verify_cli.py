@@ -7,7 +7,6 @@ fixtures) and several tests read its output.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -58,11 +57,6 @@ def _line_of(path: Path, needle: str) -> int:
     raise AssertionError(f"{needle!r} not in {path}")
 
 
-def _tree_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _check(run: dict, key: str) -> dict:
     return next(c for c in run["checks"] if c["key"] == key)
 
@@ -70,18 +64,14 @@ def _check(run: dict, key: str) -> dict:
 # -- the fixtures ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def transformer(tmp_path_factory):
-    out = tmp_path_factory.mktemp("transformer")
-    before = _tree_digest(FIXTURES / "transformer")
-    proc = verify("fixtures/transformer", "--steps", "24", "--device", "cpu", "--json",
-                  "--report", out / "report.html", "--keep", out / "patched")
-    after = _tree_digest(FIXTURES / "transformer")
-    return proc, out, before, after
+def transformer(verified):
+    # GL005's clip is an unsafe fix (clipping changes healthy steps too): verify shows what it changes.
+    return verified("transformer", "--steps", "24", "--device", "cpu", "--unsafe-fixes")  # shared with test_verify_report
 
 
 @pytest.fixture(scope="module")
 def transformer_text():
-    return verify("fixtures/transformer", "--steps", "12", "--device", "cpu", "--no-pinpoint")
+    return verify("fixtures/transformer", "--steps", "12", "--device", "cpu", "--no-pinpoint", "--unsafe-fixes")
 
 
 def test_transformer_nan_traced_to_its_line_in_the_original_and_gone_in_the_patched_run(transformer):
@@ -133,16 +123,6 @@ def test_verify_never_touches_the_users_tree(transformer):
     assert (kept / "model.py").read_text() != (FIXTURES / "transformer" / "model.py").read_text()
 
 
-def test_html_report_is_self_contained_with_plots_of_both_runs(transformer):
-    page = (transformer[1] / "report.html").read_text()
-    assert page.startswith("<!doctype html>")
-    assert "<script" not in page
-    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
-    assert page.count("<svg") >= 5
-    assert "Per-layer gradient norm" in page and "spatial.fc1" in page
-    assert "model.py" in page and "x = x / x.norm(dim=-1, keepdim=True)" in page
-
-
 def test_terminal_table_side_by_side(transformer_text):
     proc = transformer_text
     assert proc.returncode in (0, 1), proc.stderr
@@ -155,8 +135,8 @@ def test_terminal_table_side_by_side(transformer_text):
 
 
 @pytest.fixture(scope="module")
-def clip():
-    return verify("fixtures/clip", "--steps", "20", "--device", "cpu", "--json")
+def clip(verified):
+    return verified("clip", "--steps", "20", "--device", "cpu")[0]  # shared with test_verify_report
 
 
 def test_clip_nan_in_the_free_loss_function_is_traced_to_its_line(clip):
@@ -350,14 +330,14 @@ def test_hang_is_killed_at_the_timeout(project):
     folder = project("hang")
     proc = verify(folder, "--steps", "5", "--timeout", "6", cwd=folder.parent)
     assert proc.returncode == 2
-    assert "killed after 6s at step 1 of 5" in proc.stdout
+    assert re.search(r"killed after 6s at step [01] of 5", proc.stdout)  # step 0 on a loaded machine
 
 
 def test_script_without_an_optimizer_step(project):
     folder = project("nostep")
     proc = verify(folder, "--steps", "5", cwd=folder.parent)
     assert proc.returncode == 2
-    assert "without an optimizer step" in proc.stdout
+    assert "without a training step" in proc.stdout and "never trained" in proc.stdout
 
 
 def test_script_arguments_pass_through_and_device_reaches_argparse(project):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from gradlint.verify import checks, command, html, report
-from gradlint.verify.patch import copy_project, fix_tree
+from gradlint.verify.patch import attribute, fix_files, keep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +111,7 @@ def test_device_is_checked():
 
 # -- the patched copy -----------------------------------------------------------------------------------
 
-def test_patched_copy_leaves_the_original_and_keeps_encodings(tmp_path):
+def test_fixed_texts_leave_the_files_and_keep_encodings(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     latin = "# -*- coding: latin-1 -*-\n# d\xe9j\xe0 vu\nimport torch\n\n\ndef f(x):\n    return x / x.norm(dim=-1, keepdim=True)\n"
@@ -119,23 +119,26 @@ def test_patched_copy_leaves_the_original_and_keeps_encodings(tmp_path):
     bom = "import torch\n\n\ndef g(x):\n    return x / x.norm(dim=-1, keepdim=True)  # \u00e9\n"
     (project / "bom.py").write_bytes(b"\xef\xbb\xbf" + bom.encode("utf-8"))
     (project / "clean.py").write_text("x = 1\n")
-    (project / "__pycache__").mkdir()
-    (project / "__pycache__" / "junk.pyc").write_bytes(b"\0")
     before = {p.name: p.read_bytes() for p in project.glob("*.py")}
 
-    copy = copy_project(project, tmp_path / "copy" / "project")
-    result = fix_tree(copy, "project")
-    assert {p.name: p.read_bytes() for p in project.glob("*.py")} == before
-    assert not (copy / "__pycache__").exists()
+    paths = [str(project / name) for name in ("bom.py", "clean.py", "latin.py")]
+    result = fix_files(paths, cwd=str(tmp_path))
+    attribute(result)
+    assert {p.name: p.read_bytes() for p in project.glob("*.py")} == before  # only read
     assert result.codes.get("GL001") == 2 and result.fixed == 2
     assert sorted(f.path for f in result.files) == ["project/bom.py", "project/latin.py"]
-    fixed_latin = (copy / "latin.py").read_bytes()
-    assert "d\xe9j\xe0".encode("latin-1") in fixed_latin and b"normalize(" in fixed_latin
-    fixed_bom = (copy / "bom.py").read_bytes()
-    assert fixed_bom.startswith(b"\xef\xbb\xbf") and fixed_bom.count(b"\xef\xbb\xbf") == 1
+    assert result.considered == ["project/bom.py", "project/clean.py", "project/latin.py"]
+    assert set(result.sources()) == {str(project / "bom.py"), str(project / "latin.py")}
     diff = next(f.diff for f in result.files if f.path == "project/latin.py")
     assert diff.startswith("--- a/project/latin.py\n+++ b/project/latin.py\n")
     assert "-    return x / x.norm(dim=-1, keepdim=True)" in diff
+
+    written = keep(result, tmp_path / "kept", str(project))
+    assert sorted(p.name for p in written) == ["bom.py", "latin.py"]
+    fixed_latin = (tmp_path / "kept" / "latin.py").read_bytes()
+    assert "d\xe9j\xe0".encode("latin-1") in fixed_latin and b"normalize(" in fixed_latin
+    fixed_bom = (tmp_path / "kept" / "bom.py").read_bytes()
+    assert fixed_bom.startswith(b"\xef\xbb\xbf") and fixed_bom.count(b"\xef\xbb\xbf") == 1
 
 
 # -- checks on records, the table, the page ---------------------------------------------------------------
@@ -187,7 +190,7 @@ def test_nonfinite_from_a_record_with_and_without_a_trace():
              "site": {"file": "m.py", "line": 7, "function": "forward", "code": "x = x / n"}, "note": "from finite inputs"}
     c = by_key(record(rows, first_nonfinite=first, trace=trace))["nonfinite"]
     assert c.summary == "NaN at step 2, forward: `div` in enc.pool (Pool) at m.py:7"
-    assert c.details[0] == "  x = x / n"
+    assert c.code == "x = x / n" and c.details[0] == "from finite inputs"
     skipped = [row(1, None, None, skipped=True), row(2, None, None, skipped=True), row(3, 1.0, 1.0)]
     assert by_key(record(skipped))["nonfinite"].status == "fail"  # the scaler skipped most steps
 
@@ -202,26 +205,56 @@ def test_table_puts_both_runs_side_by_side():
     assert "FAIL" in exploding and exploding.index("FAIL") < exploding.index("ok ")
     assert all(len(line) <= 120 for line in lines)
     verdict = report.verdict(original, patched, True, 0)
-    assert verdict[0] == "fixed by the patch: exploding gradients" and verdict[-1] == "verdict: the patched run is healthy"
+    assert verdict["fixed"] == ["exploding gradients"] and verdict["warnings"] == ["gradient clipping"]
+    assert verdict["lines"] == ["fixed by the patch: exploding gradients",
+                                "verdict: the patched run passes with 1 warning (gradient clipping): no check failed"]
 
 
 def test_html_page_is_self_contained_and_survives_nan():
     o = record([row(1, 1.0, 2.0), row(2, "nan", "nan", loss="nan", fwd_nan=True)],
                first_nonfinite={"step": 2, "seen_in": "loss", "layers": [], "n_layers": 0})
     p = record([row(1, 1.0, 2.0), row(2, 0.5, 0.1)])
-    result = command._compare(argparse.Namespace(path="proj", steps=2, device="cpu", seed=None), Path("proj/train.py"),
-                              "proj", _empty_patch(), o, p)
+    result = command._compare(_args(), "proj/train.py", _one_file_patch(), o, dict(p, served=["proj/train.py"]), {})
     page = html.render(result)
     assert page.startswith("<!doctype html>") and "<script" not in page and "http" not in page.replace(
         'xmlns="http://www.w3.org/2000/svg"', "")
     assert page.count("<svg") >= 5 and "non-finite" in page
-    skipped = command._compare(argparse.Namespace(path="proj", steps=2, device="cpu", seed=None),
-                               Path("proj/train.py"), "proj", _empty_patch(), o,
-                               {"status": "skipped", "reason": "not run: no fix"})
+    skipped = command._compare(_args(), "proj/train.py", _one_file_patch(), o,
+                               {"status": "skipped", "reason": "not run: no fix"}, {})
     assert skipped["exit_code"] == 2 and "not run: no fix" in html.render(skipped)
 
 
-def _empty_patch():
-    from gradlint.verify.patch import PatchResult
+def _args(**kw):
+    return argparse.Namespace(**{"path": "proj", "module": None, "steps": 2, "device": "cpu", "seed": None, **kw})
 
-    return PatchResult()
+
+def _one_file_patch():
+    from gradlint.verify.patch import FilePatch, PatchResult
+
+    return PatchResult(files=[FilePatch("proj/train.py", "proj/train.py", 1, {"GL001": 1}, "", "x = 1\n")])
+
+
+def test_a_clip_that_never_cut_is_not_claimed_as_a_fix():
+    original = checks.evaluate(record([row(1, 0.1, 0.1), row(2, 0.1, 0.1)]))
+    small = {"before": 0.14, "max_norm": 1.0, "scale": None, "site": "t.py:9"}
+    patched = checks.evaluate(record([row(1, 0.1, 0.1, [small]), row(2, 0.1, 0.1, [small])]))
+    assert {c.key: c.status for c in patched}["clipping"] == "ok"
+    verdict = report.verdict(original, patched, True, 0)
+    assert verdict["fixed"] == []
+    assert verdict["lines"][0].startswith("gradient clipping: added by the patch, but it never cut in this run")
+    identical = report.verdict(checks.evaluate(record([row(1, 150.0, 1.0)])), checks.evaluate(record([row(1, 1.0, 1.0)])),
+                               True, 0, notes=("the two runs are identical",))
+    assert identical["fixed"] == [] and identical["lines"][0] == "the two runs are identical"
+
+
+def test_constant_loss_and_zero_gradients_fail_and_a_diverging_loss_fails():
+    flat = checks.evaluate(record([row(i, 0.0, 0.0, loss=0.0) for i in range(1, 6)]))
+    found = {c.key: c for c in flat}
+    assert found["gradient_flow"].status == "fail" and found["loss"].status == "fail"
+    assert not checks.healthy(flat)
+    rising = [5.7, 213.0, 293.0, 554.0, 756.0, 835.0, 791.0, 745.0, 768.0, 654.0, 635.0, 624.0]
+    found = {c.key: c for c in checks.evaluate(record([row(i, 1.0, 1.0, loss=v) for i, v in enumerate(rising, 1)]))}
+    assert found["loss"].status == "fail" and found["loss"].data["optimizer"]["diverging"]
+    noisy = [2.3, 2.6, 2.1, 2.4, 2.2, 2.5, 2.0, 2.3, 2.2, 2.4, 1.9, 2.1]  # noise, no trend
+    found = {c.key: c for c in checks.evaluate(record([row(i, 1.0, 1.0, loss=v) for i, v in enumerate(noisy, 1)]))}
+    assert found["loss"].status == "ok"

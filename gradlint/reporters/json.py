@@ -1,4 +1,5 @@
-"""ruff's JSON shape: a list of findings with locations, the fix and its edits, and a docs URL."""
+"""ruff's JSON shape: a list of findings with the rule's code and name, locations, the fix and its edits,
+and a docs URL."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def finding_dict(f, cwd) -> dict:
         "fix": fix,
         "location": _location(f.location),
         "message": f.message,
+        "name": f.rule_name,
         "noqa_row": f.location.row,
+        "severity": "error",
         "url": rule_url(f.code, f.rule_name),
     }
 

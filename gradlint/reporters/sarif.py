@@ -13,10 +13,10 @@ SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
 
 def _rules_metadata(codes) -> list[dict]:
-    from ..registry import all_rules
+    from ..registry import every_rule
 
     out = []
-    for rule in all_rules():
+    for rule in every_rule():
         if rule.code not in codes:
             continue
         doc = rule.documentation()

@@ -65,12 +65,18 @@ class Projects:
 
 
 def _load(config: Optional[Path], fallback_root: Path) -> Project:
+    from ..config import matches_selector
     from ..registry import all_rules
-    from ..runner import _per_file_filter
+    from ..runner import _per_file_skips
 
     settings = load_settings(config, fallback_root)
     rules = all_rules()
     options = validate_rule_options(settings, rules)
     selected = select_rules(rules, settings.select, settings.extend_select, settings.ignore)
     excluder = Excluder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore)
-    return Project(settings, WarmLinter(selected, options), _per_file_filter(settings), excluder)
+    skips = _per_file_skips(settings)
+
+    def keep(path: Path, finding: Finding) -> bool:
+        return not any(matches_selector(finding.code, selector) for selector in skips(path))
+
+    return Project(settings, WarmLinter(selected, options), keep, excluder)

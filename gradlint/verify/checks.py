@@ -1,7 +1,18 @@
-"""Turn a run's record into health checks: a status and a few lines each. Torch-free (runs in the parent).
+"""Turn a run's record into health checks: a status, a summary, details, and machine-readable data each.
+Torch-free (runs in the parent).
 
 Status: "ok", "warn" (worth a look, not a failure: no clipping, dead units), "fail" (the run is not
-healthy), "n/a" (nothing to check: no ReLU for dead units). A run is healthy when nothing fails.
+healthy), "n/a" (nothing to check: no ReLU for dead units, no forward for the mode checks). A run is
+healthy when nothing fails.
+
+The loss trend rule (`loss_check`): with at least 8 finite losses in a series, let E be the early level
+(the smaller of the first loss and the median of the first 3: a loss that explodes at its second step is
+compared with where it started), L the median of the last w = max(3, n // 4), and s the late noise
+(1.4826 times the median absolute deviation of those last w). The loss diverges when L - E > max(|E|, 3 s):
+the typical late loss is above the early level by more than that level itself (for a positive loss: it
+more than doubled) and by more than three times its own step-to-step noise. The late median makes one
+spike count for nothing. A loss that never changes (every step's equal) fails too: the parameters do not
+move it.
 """
 
 from __future__ import annotations
@@ -22,10 +33,12 @@ class Check:
     status: str
     summary: str
     details: list[str] = field(default_factory=list)
+    data: dict = field(default_factory=dict)  # machine-readable facts behind the summary
+    code: Optional[str] = None  # a source line the summary points at
 
     def to_dict(self) -> dict:
         return {"key": self.key, "title": self.title, "status": self.status, "summary": self.summary,
-                "details": self.details}
+                "details": self.details, "data": self.data, "code": self.code}
 
 
 def value(x) -> float:
@@ -59,27 +72,54 @@ def _steps_text(n: int) -> str:
     return f"{n} step" + ("" if n == 1 else "s")
 
 
+def _series(record: dict) -> list[dict]:
+    return record.get("series") or []
+
+
+def steps_phrase(record: dict) -> str:
+    """"30 steps", "30 backward steps", "30 steps of each optimizer (netD, netG)"."""
+    steps = record.get("steps", 0)
+    series = _series(record)
+    kinds = {s.get("kind") for s in series}
+    if "backward" in kinds:
+        return _steps_text(steps).replace("step", "backward step")
+    if len(series) > 1:
+        names = ", ".join(s["name"] for s in series)
+        return f"{_steps_text(steps)} of each optimizer ({names})"
+    if kinds == {"closure"}:
+        return _steps_text(steps).replace("step", "closure step")
+    return _steps_text(steps)
+
+
 def run_check(record: dict) -> Check:
     status = record.get("status")
     steps = record.get("steps", 0)
     seconds = record.get("seconds", record.get("wall_seconds"))
     took = f" in {seconds:.1f}s" if isinstance(seconds, (int, float)) else ""
     error = record.get("error") or {}
+    data = {"status": status, "steps": steps, "seconds": seconds,
+            "series": [{"name": s["name"], "kind": s["kind"], "steps": s["steps"]} for s in _series(record)]}
+    details = []
+    if any(s.get("kind") == "backward" for s in _series(record)):
+        details.append("no optimizer.step(): each backward whose gradients were then cleared counts as a step")
+    if any(s.get("kind") == "closure" for s in _series(record)):
+        details.append("optimizer.step(closure): one step per call, its loss the closure's first evaluation")
     if status == "stopped":
-        return Check("run", "run", OK, f"{_steps_text(steps)}{took}")
+        return Check("run", "run", OK, f"{steps_phrase(record)}{took}", details, data)
     if status == "finished":
-        return Check("run", "run", OK, f"script ended after {_steps_text(steps)}{took}")
+        return Check("run", "run", OK, f"script ended after {steps_phrase(record)}{took}", details, data)
     if status == "no_steps":
-        return Check("run", "run", FAIL, "the script ended without an optimizer step: nothing was trained",
-                     ["is this a training script? verify counts `optimizer.step()` calls"])
+        return Check("run", "run", FAIL, "the script ended without a training step: no optimizer.step(), and no "
+                     "backward followed by cleared gradients", ["is this a training script?"], data)
     if status == "timeout":
-        return Check("run", "run", FAIL, error.get("message", "timed out"))
+        return Check("run", "run", FAIL, error.get("message", "timed out"), details, data)
     if status == "crashed":
         message = f"{error.get('type', 'error')}: {error.get('message', '')}".strip()
-        return Check("run", "run", FAIL, f"crashed after {_steps_text(steps)}: {message}")
+        return Check("run", "run", FAIL, f"crashed after {steps_phrase(record)}: {message}", details, data)
     if status == "skipped":
-        return Check("run", "run", NA, record.get("reason", "not run"))
-    return Check("run", "run", FAIL, f"{error.get('type', 'error')}: {error.get('message', 'no result')}")
+        return Check("run", "run", NA, record.get("reason", "not run"), data=data)
+    return Check("run", "run", FAIL, f"{error.get('type', 'error')}: {error.get('message', 'no result')}",
+                 data=data)
 
 
 def _rows(record: dict) -> list[dict]:
@@ -91,16 +131,19 @@ def nonfinite_check(record: dict) -> Check:
     first = record.get("first_nonfinite")
     skipped = [r["step"] for r in rows if r.get("skipped")]
     details: list[str] = []
+    code = None
     if first is None:
+        data = {"first_step": None, "skipped_steps": len(skipped)}
         if rows and len(skipped) * 2 > len(rows):
             return Check("nonfinite", "non-finite values", FAIL,
-                         f"GradScaler skipped {len(skipped)} of {len(rows)} steps (inf/NaN gradients every time)")
+                         f"GradScaler skipped {len(skipped)} of {len(rows)} steps (inf/NaN gradients every time)",
+                         data=data)
         note = f"; GradScaler skipped {len(skipped)} step(s) on purpose" if skipped else ""
         if not rows:
-            return Check("nonfinite", "non-finite values", NA, "no step to check")
-        return Check("nonfinite", "non-finite values", OK, f"none in {_steps_text(len(rows))}{note}")
+            return Check("nonfinite", "non-finite values", NA, "no step to check", data=data)
+        return Check("nonfinite", "non-finite values", OK, f"none in {_steps_text(len(rows))}{note}", data=data)
     origin = record.get("trace")
-    kind = (origin or {}).get("kind", "nan").upper().replace("NAN", "NaN")
+    kind = {"nan": "NaN", "inf": "Inf"}.get((origin or {}).get("kind", "nan"), "NaN")
     if origin and origin.get("phase") in ("forward", "backward"):
         module = origin.get("module")
         inside = f"in {module}" if module else "outside any module"
@@ -110,8 +153,7 @@ def nonfinite_check(record: dict) -> Check:
         function = site.get("function")
         summary = (f"{kind} at step {first['step']}, {origin['phase']}: `{origin['op']}` {inside}"
                    f"{'' if module or not function else f' in {function}()'} at {where(site)}")
-        if site.get("code"):
-            details.append(f"  {site['code']}")
+        code = site.get("code") or None
         if origin.get("note"):
             details.append(origin["note"])
     elif origin and origin.get("phase") in ("before the model", "after the model"):
@@ -132,7 +174,9 @@ def nonfinite_check(record: dict) -> Check:
         hidden = sum(1 for r in after if r.get("skipped"))
         details.append(f"{len(after)} of {len(rows)} steps non-finite"
                        + (f"; the GradScaler skipped {hidden} of them without a word" if hidden else ""))
-    return Check("nonfinite", "non-finite values", FAIL, summary, details)
+    data = {"first_step": first["step"], "seen_in": first.get("seen_in"), "nonfinite_steps": len(after),
+            "origin": {k: v for k, v in (origin or {}).items() if k in ("phase", "kind", "op", "module", "site")}}
+    return Check("nonfinite", "non-finite values", FAIL, summary, details, data, code)
 
 
 def _nonfinite_row(row: dict) -> bool:
@@ -165,15 +209,18 @@ def exploding_check(record: dict) -> Check:
     totals = [r["total"] for r in _rows(record) if isinstance(r.get("total"), (int, float))]
     if not totals:
         return Check("exploding", "exploding gradients", NA, "no finite gradient norm")
+    data = {"limit": limit, "median": median(totals), "max": max(totals),
+            "layers": {name: {"step": step, "norm": v} for name, (step, v) in over.items()}}
     if not over:
         return Check("exploding", "exploding gradients", OK,
-                     f"none above {fmt(limit)}; applied grad norm median {fmt(median(totals))}, max {fmt(max(totals))}")
+                     f"none above {fmt(limit)}; applied grad norm median {fmt(median(totals))}, max {fmt(max(totals))}",
+                     data=data)
     worst = max(over.items(), key=lambda kv: kv[1][1])
     summary = (f"{len(over)} layer(s) above {fmt(limit)} from step {first_step}; max {fmt(worst[1][1])} "
                f"in {worst[0]} at step {worst[1][0]}")
     details = [f"{name}: {fmt(v)} at step {step}" for name, (step, v) in
                sorted(over.items(), key=lambda kv: -kv[1][1])[:5]]
-    return Check("exploding", "exploding gradients", FAIL, summary, details)
+    return Check("exploding", "exploding gradients", FAIL, summary, details, data)
 
 
 def vanishing_check(record: dict) -> Check:
@@ -182,13 +229,33 @@ def vanishing_check(record: dict) -> Check:
     if not series:
         return Check("vanishing", "vanishing gradients", NA, "no finite gradient norm")
     low = {name: median(vs) for name, vs in series.items() if sum(v < limit for v in vs) * 2 > len(vs)}
+    data = {"limit": limit, "layers": low, "of": len(series)}
     if not low:
         smallest = min(series.items(), key=lambda kv: median(kv[1]))
         return Check("vanishing", "vanishing gradients", OK,
-                     f"none below {fmt(limit)}; smallest median {fmt(median(smallest[1]))} ({smallest[0]})")
+                     f"none below {fmt(limit)}; smallest median {fmt(median(smallest[1]))} ({smallest[0]})", data=data)
     details = [f"{name}: median {fmt(m)}" for name, m in sorted(low.items(), key=lambda kv: kv[1])[:5]]
     return Check("vanishing", "vanishing gradients", WARN,
-                 f"{len(low)} of {len(series)} layers below {fmt(limit)} in most steps", details)
+                 f"{len(low)} of {len(series)} layers below {fmt(limit)} in most steps", details, data)
+
+
+def gradient_flow_check(record: dict) -> Check:
+    """All-zero gradients: no parameter gets any gradient, so nothing is learned however long it runs."""
+    totals = [r.get("total") for r in _rows(record) if not r.get("skipped") and r.get("total") is not None]
+    finite = [t for t in totals if isinstance(t, (int, float))]
+    if not finite:
+        return Check("gradient_flow", "gradient flow", NA, "no gradient norm")
+    zero = sum(1 for t in finite if t == 0)
+    data = {"steps": len(finite), "zero_steps": zero}
+    if zero == len(finite):
+        return Check("gradient_flow", "gradient flow", FAIL,
+                     f"every gradient is exactly 0 in all {_steps_text(len(finite))}: the loss does not depend on "
+                     "the parameters (a constant loss, a detached output, a one-class cross-entropy)", data=data)
+    if zero * 2 > len(finite):
+        return Check("gradient_flow", "gradient flow", WARN,
+                     f"every gradient is exactly 0 in {zero} of {_steps_text(len(finite))}", data=data)
+    return Check("gradient_flow", "gradient flow", OK,
+                 f"non-zero gradients in {len(finite) - zero} of {_steps_text(len(finite))}", data=data)
 
 
 def clipping_check(record: dict) -> Check:
@@ -212,7 +279,8 @@ def clipping_check(record: dict) -> Check:
                                f"true norm {fmt(c['before'] / c['scale'])}, applied {fmt(r['total'])}")
                 break
         return Check("clipping", "gradient clipping", FAIL,
-                     f"clipped scaled gradients (scale {fmt(scale)}) in {len(scaled)} of {len(rows)} steps", details)
+                     f"clipped scaled gradients (scale {fmt(scale)}) in {len(scaled)} of {len(rows)} steps", details,
+                     {"scaled_steps": len(scaled), "steps": len(rows), "scale": scale})
     # Counted over the steps the optimizer took: a step the GradScaler skipped was clipped too (the clip
     # comes first), but nothing was applied; counting it among the clipped steps and not among the taken
     # ones gave "clipped in 30 of 21 steps".
@@ -222,20 +290,26 @@ def clipping_check(record: dict) -> Check:
     clipped = [r for r in taken if r.get("clips")]
     if not clipped:
         return Check("clipping", "gradient clipping", WARN,
-                     f"no clipping in {len(unclipped)} of {len(taken)} steps{skipped_note}")
+                     f"no clipping in {len(unclipped)} of {len(taken)} steps{skipped_note}",
+                     data={"steps": len(taken), "clipped": 0, "cut": 0})
     befores = [c["before"] for r in clipped for c in r["clips"][:1] if isinstance(c.get("before"), (int, float))]
     after = [r["total"] for r in clipped if isinstance(r.get("total"), (int, float))]
     max_norm = clipped[0]["clips"][0].get("max_norm")
+    kinds = {c.get("kind") for c in sites}
     cut = sum(1 for r in clipped for c in r["clips"][:1]
               if isinstance(c.get("before"), (int, float)) and max_norm is not None and c["before"] > max_norm)
     summary = f"clipped in {len(clipped)} of {len(taken)} steps (max_norm {fmt(max_norm)}, cut {cut}){skipped_note}"
+    if kinds == {"value"}:  # clip_grad_value_ returns no norm: whether it cut is not known
+        cut = None
+        summary = f"clipped by value in {len(clipped)} of {len(taken)} steps (clip_value {fmt(max_norm)}){skipped_note}"
     details = []
     if befores and after:
         details.append(f"grad norm median {fmt(median(befores))} before, {fmt(median(after))} after")
     if sites:
         details.append(f"at {where(sites[0]['site'])}")
     status = OK if len(unclipped) == 0 else WARN
-    return Check("clipping", "gradient clipping", status, summary, details)
+    return Check("clipping", "gradient clipping", status, summary, details,
+                 {"steps": len(taken), "clipped": len(clipped), "cut": cut, "max_norm": max_norm})
 
 
 def _mode_details(events: list[dict]) -> list[str]:
@@ -249,44 +323,76 @@ def _mode_details(events: list[dict]) -> list[str]:
     return details
 
 
+def _forwards(record: dict, kind: str) -> Optional[int]:
+    forwards = record.get("forwards")
+    return None if forwards is None else forwards.get(kind, 0)
+
+
 def eval_mode_check(record: dict) -> Check:
     events = record.get("eval_mode") or []
+    seen = _forwards(record, "no_grad")
     if not events:
-        return Check("eval_mode", "eval mode", OK, "no no_grad forward with dropout/BN in training mode")
+        if seen == 0:
+            return Check("eval_mode", "eval mode", NA, "no forward under no_grad ran (no evaluation to check)",
+                         data={"forwards": 0})
+        counted = f" ({seen} checked)" if seen else ""
+        return Check("eval_mode", "eval mode", OK, f"no no_grad forward with dropout/BN in training mode{counted}",
+                     data={"forwards": seen})
     kinds = sorted({k for e in events for k in e.get("kinds", [])})
     count = sum(e["count"] for e in events)
     first = events[0]
     return Check("eval_mode", "eval mode", FAIL,
                  f"{count} forward(s) under no_grad with {'/'.join(kinds)} in training mode, "
-                 f"from {where(first.get('site'))}", _mode_details(events))
+                 f"from {where(first.get('site'))}", _mode_details(events), {"forwards": seen, "events": count})
 
 
 def train_mode_check(record: dict) -> Check:
     events = record.get("train_mode") or []
+    seen = _forwards(record, "training")
     if not events:
-        return Check("train_mode", "train mode", OK, "training forwards ran in training mode")
+        if seen == 0:
+            return Check("train_mode", "train mode", NA, "no training forward ran", data={"forwards": 0})
+        return Check("train_mode", "train mode", OK, "training forwards ran in training mode", data={"forwards": seen})
     count = sum(e["count"] for e in events)
     first = events[0]
     return Check("train_mode", "train mode", FAIL,
                  f"{count} training forward(s) in eval mode from step {first['first_step']} (train() not "
-                 f"restored after evaluation), at {where(first.get('site'))}", _mode_details(events))
+                 f"restored after evaluation), at {where(first.get('site'))}", _mode_details(events),
+                 {"forwards": seen, "events": count})
 
 
-def _units_check(record: dict, kinds: tuple[str, ...], key: str, title: str, word: str) -> Check:
-    rows = [a for a in record.get("activations") or [] if a["kind"] in kinds and "stuck" in a]
+def _family(row: dict) -> str:
+    if "family" in row:
+        return row["family"]
+    return "dead" if row.get("kind") in ("dead", "relu", "gelu", "rnn_relu") else "saturated"
+
+
+def _units_check(record: dict, family: str, key: str, title: str, word: str) -> Check:
+    rows = [a for a in record.get("activations") or [] if _family(a) == family and "stuck" in a]
     if not rows:
-        return Check(key, title, NA, "no " + ("ReLU" if key == "dead_units" else "tanh/sigmoid") + " modules")
+        what = "ReLU/GELU" if family == "dead" else "tanh/sigmoid/LSTM/GRU"
+        if _forwards(record, "training") == 0:
+            return Check(key, title, NA, "no training forward ran")
+        return Check(key, title, NA, f"no {what} activation ran (modules or functional calls)")
     share = (record.get("thresholds") or {}).get("dead_fraction", 0.5)
     total = sum(a["units"] for a in rows)
     stuck = sum(a["stuck"] for a in rows)
     bad = [a for a in rows if a["units"] and a["stuck"] / a["units"] >= share]
     span = f"steps {rows[0]['from_step']}-{rows[0]['to_step']}"
-    details = [f"{a['layer']}: {a['stuck']}/{a['units']} {word}" for a in
+
+    def label(a):
+        site = a.get("site")
+        return a["layer"] + (f" at {where(site)}" if site else "")
+
+    details = [f"{label(a)}: {a['stuck']}/{a['units']} {word}" for a in
                sorted(rows, key=lambda a: -a["stuck"] / max(a["units"], 1))[:4] if a["stuck"]]
-    summary = f"{stuck} of {total} units {word} over {span}"
+    summary = f"{stuck} of {total} units {word} over {span} ({len(rows)} activation(s))"
+    data = {"units": total, "stuck": stuck, "activations": len(rows),
+            "layers": [{"layer": a["layer"], "kind": a["kind"], "units": a["units"], "stuck": a["stuck"]}
+                       for a in rows if a["stuck"]]}
     if bad:
-        return Check(key, title, WARN, summary + f"; {len(bad)} layer(s) at {share:.0%} or more", details)
-    return Check(key, title, OK, summary, details)
+        return Check(key, title, WARN, summary + f"; {len(bad)} at {share:.0%} or more", details, data)
+    return Check(key, title, OK, summary, details, data)
 
 
 def evaluate(record: dict) -> list[Check]:
@@ -295,24 +401,75 @@ def evaluate(record: dict) -> list[Check]:
         return checks
     checks += [
         nonfinite_check(record),
+        gradient_flow_check(record),
         exploding_check(record),
         vanishing_check(record),
         clipping_check(record),
         eval_mode_check(record),
         train_mode_check(record),
-        _units_check(record, ("dead",), "dead_units", "dead units", "dead"),
-        _units_check(record, ("tanh", "sigmoid"), "saturated_units", "saturated units", "saturated"),
+        _units_check(record, "dead", "dead_units", "dead units", "dead"),
+        _units_check(record, "saturated", "saturated_units", "saturated units", "saturated"),
         loss_check(record),
     ]
     return checks
 
 
+def _mad(values: list[float]) -> float:
+    m = median(values)
+    return 1.4826 * median([abs(v - m) for v in values])
+
+
+def _trend(losses: list[float]) -> dict:
+    n = len(losses)
+    w = max(3, n // 4)
+    early, late = min(losses[0], median(losses[:3])), median(losses[-w:])
+    spread = _mad(losses[-w:])
+    return {"window": w, "early": early, "late": late, "noise": spread,
+            "diverging": n >= 8 and late - early > max(abs(early), 3 * spread)}
+
+
 def loss_check(record: dict) -> Check:
-    losses = [r.get("loss") for r in _rows(record) if r.get("loss") is not None]
-    if not losses:
+    """Per series (each optimizer's): the loss that never changes, and the loss that diverges (see the
+    module's docstring for the rule)."""
+    rows = [r for r in _rows(record) if not r.get("partial")]
+    by_series: dict[int, list] = {}
+    for r in rows:
+        if r.get("loss") is not None:
+            by_series.setdefault(r.get("series", 0), []).append(r)
+    if not by_series:
         return Check("loss", "loss", NA, "no loss seen (no backward() on a scalar)")
-    first, last = losses[0], losses[-1]
-    return Check("loss", "loss", "info", f"{fmt(first)} at step 1, {fmt(last)} at step {len(losses)}")
+    names = {s["index"]: s["name"] for s in _series(record)}
+    several = len(by_series) > 1
+    parts, details, data, worst = [], [], {}, OK
+    for index, series_rows in sorted(by_series.items()):
+        name = names.get(index, "optimizer")
+        prefix = f"{name}: " if several else ""
+        values = [r["loss"] for r in series_rows]
+        finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+        entry = {"first": values[0], "last": values[-1], "steps": len(values)}
+        data[name] = entry
+        if not finite:
+            parts.append(f"{prefix}never finite")
+            continue
+        text = f"{prefix}{fmt(finite[0])} at step {series_rows[0]['step']}, {fmt(finite[-1])} at step {series_rows[-1]['step']}"
+        if len(finite) >= 3 and max(finite) == min(finite):
+            entry["constant"] = True
+            worst = FAIL
+            parts.append(f"{prefix}never changed: {fmt(finite[0])} in all {_steps_text(len(finite))}")
+            details.append(f"{prefix}a loss that no step moves: the parameters do not reach it, or nothing is updated")
+            continue
+        trend = _trend(finite)
+        entry.update(trend)
+        if trend["diverging"]:
+            worst = FAIL
+            parts.append(f"{prefix}diverging: {text}")
+            details.append(f"{prefix}median of the last {trend['window']} steps {fmt(trend['late'])} (noise "
+                           f"{fmt(trend['noise'])}), early level {fmt(trend['early'])}: risen by more than the early level itself")
+        else:
+            parts.append(text)
+            if len(finite) < 8:
+                details.append(f"{prefix}{len(finite)} steps: too few to judge the trend (8 or more)")
+    return Check("loss", "loss", worst, "; ".join(parts), details, data)
 
 
 def healthy(checks: list[Check]) -> bool:

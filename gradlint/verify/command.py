@@ -1,8 +1,10 @@
-"""`gradlint verify PATH`: run the training code as it is and with gradlint's safe fixes, and compare.
+"""`gradlint verify PATH | -m MODULE`: run the training code as it is and with gradlint's fixes, and compare.
 
 Torch-free on purpose: torch is imported only by the child processes (`harness`), so `--help` works
-without it and a missing torch gets one clear line. The user's files are only read: both runs execute
-from copies in a temporary folder, and `--keep DIR` saves the patched one.
+without it and a missing torch gets one clear line. Both runs execute in the user's working directory
+with the user's `sys.path`, as `python PATH` (or `python -m MODULE`) would. The original run tells
+which project files it imported; the fixes of exactly those files are served to the patched run by an
+import hook. The user's files are only read; `--keep DIR` writes the fixed ones there.
 
 Exit status: 0 the patched run is healthy, 1 it is not, 2 no verdict (bad input, a crash or hang that
 the patch does not remove, torch missing).
@@ -11,23 +13,30 @@ the patch does not remove, torch missing).
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib.util
 import json
 import os
+import re
+import shlex
 import shutil
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Optional
 
-from .checks import evaluate, healthy, relative
-from .patch import PatchResult, copy_project, fix_tree
+from .checks import evaluate, healthy, steps_phrase
+from .origin import rules_at
+from .patch import PatchResult, attribute, fix_files, keep, shown
 from .report import patch_lines, table, verdict
 from .runner import Progress, RunSpec, run_harness
 
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_ERROR = 0, 1, 2
 SCRIPT_NAMES = ("train.py", "main.py")
 RAN = ("stopped", "finished")
+SCHEMA = 2  # of the --json document; see README
 
 
 def _device(text: str) -> str:
@@ -36,12 +45,24 @@ def _device(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, not {text!r}")
 
 
+def _module_name(text: str) -> str:
+    if re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", text):
+        return text
+    raise argparse.ArgumentTypeError(f"not a module name: {text!r}")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = ("Run a training script (or a folder's train.py) for N optimizer steps under cheap "
-                          "health checks, then again with gradlint's safe fixes applied to a copy, and show "
-                          "both side by side. The user's files are never modified.")
-    parser.add_argument("path", metavar="PATH", help="a training script, or a folder with train.py or main.py")
-    parser.add_argument("--steps", type=int, default=30, metavar="N", help="optimizer steps per run (default: 30)")
+    parser.description = ("Run a training script (or a folder's train.py, or a module with -m) for N steps under "
+                          "cheap health checks, in your working directory, then again with gradlint's fixes "
+                          "served to the files it imported, and show both side by side. Your files are never "
+                          "modified.")
+    parser.allow_abbrev = False  # `--e 5` meant for the script must not become --exploding
+    parser.add_argument("path", metavar="PATH", nargs="?",
+                        help="a training script, or a folder with train.py or main.py")
+    parser.add_argument("-m", "--module", type=_module_name, metavar="MODULE",
+                        help="run a module as `python -m MODULE` does (instead of PATH)")
+    parser.add_argument("--steps", type=int, default=30, metavar="N",
+                        help="training steps per run (default: 30); with several optimizers, N steps of each")
     parser.add_argument("--device", type=_device, default="auto", metavar="cpu|cuda|auto",
                         help="passed to a script that has a --device argument (default: auto, CUDA if present)")
     parser.add_argument("--seed", type=int, metavar="S",
@@ -51,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds per run before it is killed (default: 300)")
     parser.add_argument("--report", metavar="FILE.html", help="write a self-contained HTML report")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    parser.add_argument("--keep", metavar="DIR", help="save the patched copy of the project in DIR")
+    parser.add_argument("--keep", metavar="DIR", help="write the fixed files in DIR")
     parser.add_argument("--vanishing", type=float, default=1e-7, metavar="X",
                         help="a layer's grad norm below X in most steps is vanishing (default: 1e-7)")
     parser.add_argument("--exploding", type=float, default=100.0, metavar="X",
@@ -62,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not replay the first non-finite step to find its op and line")
     parser.add_argument("--unsafe-fixes", action="store_true",
                         help="apply the unsafe fixes too (they change results beyond the defect: verify shows how)")
-    parser.usage = ("%(prog)s PATH [--steps N] [--device cpu|cuda|auto] [--timeout S] [--report FILE.html] "
-                    "[--json] [--keep DIR] [options] [-- ARGS]")
+    parser.usage = ("%(prog)s PATH | -m MODULE [--steps N] [--device cpu|cuda|auto] [--timeout S] "
+                    "[--report FILE.html] [--json] [--keep DIR] [options] [-- ARGS]")
     parser.epilog = "Arguments after `--` are the script's own: gradlint verify train.py --steps 20 -- --lr 0.1"
     parser.set_defaults(script_args=[])
     _split_at_double_dash(parser)
@@ -72,7 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _split_at_double_dash(parser: argparse.ArgumentParser) -> None:
     """Everything after the first `--` is the script's, whatever it looks like. argparse cannot say so with a
     positional after PATH and options in between (it assigns an empty list to the first run of positionals),
-    so the subparser splits its arguments before parsing them."""
+    so the subparser splits its arguments before parsing them. Arguments verify does not know, before any
+    `--`, are the script's flags without their `--`: an error that says so."""
     original = parser.parse_known_args
 
     def parse_known_args(args=None, namespace=None):
@@ -82,6 +104,11 @@ def _split_at_double_dash(parser: argparse.ArgumentParser) -> None:
             at = args.index("--")
             args, script_args = args[:at], args[at + 1:]
         namespace, extras = original(args, namespace)
+        if extras:
+            target = f"-m {namespace.module}" if getattr(namespace, "module", None) else (namespace.path or "PATH")
+            parser.error(f"unrecognized arguments: {' '.join(extras)}\n"
+                         "the script's own arguments go after `--`: "
+                         f"gradlint verify {target} -- {shlex.join([*extras, *script_args])}")
         namespace.script_args = script_args
         return namespace, extras
 
@@ -94,43 +121,49 @@ def _find_script(path: Path) -> Optional[Path]:
     return path if path.is_file() else None
 
 
-def _remap(value, replacements: list[tuple[str, str]]):
-    """Paths of the temporary copies back to the user's paths, everywhere in a record."""
-    if isinstance(value, str):
-        for old, new in replacements:
-            value = value.replace(old, new)
-        return value
-    if isinstance(value, list):
-        return [_remap(v, replacements) for v in value]
-    if isinstance(value, dict):
-        return {k: _remap(v, replacements) for k, v in value.items()}
-    return value
+def _not_python(path: Path) -> Optional[str]:
+    """Why `path` is not a Python script to run, or None. Never runs or imports it."""
+    if path.suffix in (".py", ".pyw"):
+        return None
+    if path.suffix == ".ipynb":
+        return ("a notebook: verify runs Python scripts (export it first: jupyter nbconvert --to script "
+                f"{path.name})")
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(200)
+    except OSError as error:
+        return f"not readable: {error}"
+    if first.startswith(b"#!") and b"python" in first:
+        return None
+    return "not a Python file (a .py script, a folder with train.py or main.py, or -m MODULE)"
 
 
 class _Session:
-    def __init__(self, args: argparse.Namespace, script: Path, work: Path, progress: Progress):
-        self.args, self.script, self.work, self.progress = args, script, work, progress
+    def __init__(self, args: argparse.Namespace, target: str, work: Path, progress: Progress):
+        self.args, self.target, self.work, self.progress = args, target, work, progress
         self.script_args = list(args.script_args or [])
         if self.script_args[:1] == ["--"]:
             self.script_args = self.script_args[1:]
         self.thresholds = {"vanishing": args.vanishing, "exploding": args.exploding, "window": args.window}
 
-    def run(self, label: str, root: Path, trace_step: Optional[int] = None, steps: Optional[int] = None) -> dict:
-        script = root / self.script.name
-        spec = RunSpec(label=label, script=script, cwd=root, args=self.script_args,
+    def run(self, label: str, sources: Optional[Path], trace_step: Optional[int] = None,
+            steps: Optional[int] = None) -> dict:
+        spec = RunSpec(label=label, script=self.target, cwd=Path.cwd(), args=self.script_args,
                        steps=steps or self.args.steps, device=self.args.device, seed=self.args.seed,
-                       timeout=self.args.timeout, thresholds=self.thresholds, trace_step=trace_step)
+                       timeout=self.args.timeout, thresholds=self.thresholds, trace_step=trace_step,
+                       module=bool(self.args.module), sources=sources)
         record = run_harness(spec, self.work / "runs", self.progress)
         self.progress.done(label, _short_status(record), record.get("wall_seconds", 0.0))
         return record
 
-    def run_and_pinpoint(self, label: str, root: Path) -> dict:
-        record = self.run(label, root)
+    def run_and_pinpoint(self, label: str, sources: Optional[Path] = None) -> dict:
+        record = self.run(label, sources)
         first = record.get("first_nonfinite")
         if first is None or self.args.no_pinpoint or record.get("status") not in RAN + ("crashed",):
             return record
         step = first["step"]
-        replay = self.run(f"{label} replay", root, trace_step=step, steps=step)
+        replay = self.run(f"{label} replay", sources, trace_step=step, steps=step)
+        record["ended"] = replay.get("ended", record.get("ended"))
         record["trace"] = replay.get("trace")
         if record["trace"] is None:
             record["replay_status"] = (f"the replay of step {step} did not find it (status {replay.get('status')}); "
@@ -153,62 +186,99 @@ def _short_status(record: dict) -> str:
         extra = f", non-finite from step {nonfinite['step']}" if nonfinite else ""
         if record.get("trace"):
             extra = ", pinpointed"
-        return f"{record.get('steps', 0)} steps{extra}"
+        return f"{steps_phrase(record)}{extra}"
     if status == "crashed" and record.get("trace"):
         return "crashed, pinpointed"
     return status or "error"
 
 
-def run(args: argparse.Namespace) -> int:
-    out = sys.stdout
+def _shown_paths(value, cwd: str):
+    """Every `file` of a record's sites as the user would type it (relative to the working directory)."""
+    if isinstance(value, list):
+        return [_shown_paths(v, cwd) for v in value]
+    if isinstance(value, dict):
+        return {k: (shown(v, cwd) if k == "file" and isinstance(v, str) and os.path.isabs(v) else _shown_paths(v, cwd))
+                for k, v in value.items()}
+    return value
+
+
+def _error(message: str) -> int:
+    print(f"gradlint verify: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _target(args: argparse.Namespace) -> tuple[Optional[str], Optional[str]]:
+    """(what the harness runs: a script's path or a module name, or None; the error otherwise)."""
+    if args.module:
+        if args.path:
+            return None, (f"give PATH or -m MODULE, not both (a PATH after -m {args.module} belongs after `--`: "
+                          f"gradlint verify -m {args.module} -- {args.path})")
+        return args.module, None
+    if not args.path:
+        return None, "give a training script, a folder with train.py or main.py, or -m MODULE"
     path = Path(args.path)
     if not path.exists():
-        print(f"gradlint verify: error: {args.path}: no such file or directory", file=sys.stderr)
-        return EXIT_ERROR
+        return None, f"{args.path}: no such file or directory"
     script = _find_script(path)
     if script is None:
-        print(f"gradlint verify: error: {args.path}: no {' or '.join(SCRIPT_NAMES)} in this folder; "
-              "pass the training script itself", file=sys.stderr)
-        return EXIT_ERROR
-    if importlib.util.find_spec("torch") is None:
-        print("gradlint verify: error: torch is not installed; verify runs the training code and needs it: "
-              "pip install 'gradlint[verify]'", file=sys.stderr)
-        return EXIT_ERROR
-    if args.steps < 1:
-        print("gradlint verify: error: --steps must be at least 1", file=sys.stderr)
-        return EXIT_ERROR
-    keep = Path(args.keep) if args.keep else None
-    if keep is not None and keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
-        print(f"gradlint verify: error: --keep {keep}: exists and is not an empty folder", file=sys.stderr)
-        return EXIT_ERROR
+        return None, (f"{args.path}: no {' or '.join(SCRIPT_NAMES)} in this folder; pass the training script "
+                      "itself")
+    why = _not_python(script)
+    if why is not None:
+        return None, f"{args.path}: {why}"
+    return str(script.resolve()), None
 
-    script = script.resolve()
-    project = script.parent
-    shown_root = relative(str(project))
+
+def run(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    target, problem = _target(args)
+    if problem:
+        return _error(problem)
+    if importlib.util.find_spec("torch") is None:
+        return _error("torch is not installed; verify runs the training code and needs it: "
+                      "pip install 'gradlint[verify]'")
+    if args.steps < 1:
+        return _error("--steps must be at least 1")
+    kept = Path(args.keep) if args.keep else None
+    if kept is not None and kept.exists() and (not kept.is_dir() or any(kept.iterdir())):
+        return _error(f"--keep {kept}: exists and is not an empty folder")
+
+    cwd = os.getcwd()
+    # The fixing engine (LibCST, the rules) loads while the original run trains: the patched run then starts
+    # as soon as the files it imported are fixed.
+    threading.Thread(target=_load_engine, daemon=True).start()
     work = Path(tempfile.mkdtemp(prefix="gradlint-verify-"))
     progress = Progress(sys.stderr, enabled=not args.json or sys.stderr.isatty())
+    timing: dict = {}
     try:
-        original_root = copy_project(project, work / "original" / project.name)
-        patched_root = copy_project(project, work / "patched" / project.name)
-        patch = fix_tree(patched_root, "" if shown_root == "." else shown_root, unsafe=args.unsafe_fixes)
-        session = _Session(args, script, work, progress)
-        prefix = "" if shown_root == "." else shown_root.rstrip("/") + "/"
-        original = session.run_and_pinpoint("original", original_root)
-        original = _remap(original, [(str(original_root) + os.sep, prefix), (str(original_root), shown_root)])
+        session = _Session(args, target, work, progress)
+        original = session.run_and_pinpoint("original")
+        ended = time.time()
+        patch = fix_files(original.get("project_files") or [], unsafe=args.unsafe_fixes, cwd=cwd)
+        timing["fix_seconds"] = round(patch.seconds, 3)
         patched = None
-        if _run_patched(original, patch):
-            patched = session.run_and_pinpoint("patched", patched_root)
-            patched = _remap(patched, [(str(patched_root) + os.sep, prefix), (str(patched_root), shown_root)])
-        if keep is not None:
-            shutil.copytree(patched_root, keep, dirs_exist_ok=True)
+        if patch.files and _run_patched(original, patch):
+            sources = work / "sources.json"
+            sources.write_text(json.dumps(patch.sources()), encoding="utf-8")
+            patched = session.run_and_pinpoint("patched", sources)
+            timing["patched_start_after_original_end"] = round(patched["started"] - ended, 3)
+        attribute(patch, unsafe=args.unsafe_fixes)
+        if kept is not None:
+            anchor = os.path.dirname(target) if not args.module else cwd
+            keep(patch, kept, anchor)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
     if patched is None:
-        reason = ("the original run did not get to train" if original.get("status") not in ("crashed",)
-                  else "the original run crashed and no fix applies")
+        if original.get("status") == "crashed":
+            reason = "the original run crashed and no fix applies"
+        elif not patch.files:
+            reason = "no fix applies: the patched run would be the original"
+        else:
+            reason = "the original run did not get to train"
         patched = {"status": "skipped", "reason": f"not run: {reason}"}
-    result = _compare(args, script, shown_root, patch, original, patched)
+    original, patched = _shown_paths(original, cwd), _shown_paths(patched, cwd)
+    result = _compare(args, target, patch, original, patched, timing)
     if args.report:
         from .html import render
 
@@ -221,6 +291,16 @@ def run(args: argparse.Namespace) -> int:
         if args.report:
             print(f"report: {args.report}", file=out)
     return result["exit_code"]
+
+
+def _load_engine() -> None:
+    try:
+        from gradlint.engine import fix_text
+        from gradlint.registry import all_rules
+
+        fix_text("import torch\n", "warm-up.py", all_rules(), {})
+    except Exception:  # fix_files reports any real problem
+        pass
 
 
 def _run_patched(original: dict, patch: PatchResult) -> bool:
@@ -239,47 +319,120 @@ def _exit_code(original: dict, patched: dict, patched_healthy: bool) -> int:
     return EXIT_HEALTHY if patched_healthy else EXIT_UNHEALTHY
 
 
-def _series(record: dict) -> dict:
+def _series(record: dict) -> list[dict]:
+    """Per series (each optimizer's, or the backward steps): step, loss, applied and pre-clip norm."""
     rows = record.get("rows") or []
-    return {"step": [r["step"] for r in rows], "loss": [r.get("loss") for r in rows],
-            "total_norm": [r.get("total") for r in rows],
-            "clip_before": [(r.get("clips") or [{}])[0].get("before") for r in rows],
-            "skipped": [bool(r.get("skipped")) for r in rows]}
+    out = []
+    for s in record.get("series") or [{"index": 0, "name": "optimizer", "kind": "optimizer", "steps": 0}]:
+        mine = [r for r in rows if r.get("series", 0) == s["index"]]
+        out.append({"index": s["index"], "name": s["name"], "kind": s["kind"], "step": [r["step"] for r in mine],
+                    "loss": [r.get("loss") for r in mine], "total_norm": [r.get("total") for r in mine],
+                    "clip_before": [(r.get("clips") or [{}])[0].get("before") for r in mine],
+                    "skipped": [bool(r.get("skipped")) for r in mine],
+                    "layer_norms": [r.get("norms") for r in mine]})
+    return out
 
 
-def _compare(args, script: Path, shown_root: str, patch: PatchResult, original: dict, patched: dict) -> dict:
+def _merged_norms(record: dict) -> list:
+    """Per step number, each layer's gradient norm from whichever series' step has it: with several
+    optimizers (each owning its layers) one row per iteration, every layer filled."""
+    merged: dict[int, list] = {}
+    for r in record.get("rows") or []:
+        norms = r.get("norms") or []
+        row = merged.setdefault(r["step"], [None] * len(norms))
+        row.extend([None] * (len(norms) - len(row)))
+        for i, v in enumerate(norms):
+            if row[i] is None:
+                row[i] = v
+    return [merged[k] for k in sorted(merged)]
+
+
+def _identical(original: dict, patched: dict) -> bool:
+    """Both runs computed the same numbers at every step (losses, per-layer gradient norms)."""
+    def numbers(record):
+        return [(r.get("series"), r.get("loss"), r.get("norms")) for r in record.get("rows") or []]
+    return bool(original.get("rows")) and numbers(original) == numbers(patched)
+
+
+def _notes(original: dict, patched: dict, patch: PatchResult) -> list[str]:
+    if patched.get("status") == "skipped" or not patch.files:
+        return []
+    served = set(patched.get("served") or [])
+    patched_files = {f.real for f in patch.files}
+    if not served & patched_files:
+        return ["the patched run never imported a fixed file: the patch cannot have changed it"]
+    if original.get("status") in RAN and patched.get("status") in RAN and _identical(original, patched):
+        return ["the two runs are identical (the same loss and gradient norms at every step): the patch changed "
+                "nothing this run could show"]
+    return []
+
+
+def _device_note(args, record: dict) -> Optional[str]:
+    passed = (record.get("arguments") or {}).get("device")
+    if args.device == "auto" or passed == "passed" or record.get("status") in ("error", "skipped"):
+        return None
+    used = record.get("device") or "no model found"
+    if passed is None:
+        return (f"--device {args.device} was not passed: the script has no --device argument (give its own flag "
+                f"after `--`); its tensors were on {used}")
+    return f"--device {args.device} was not passed: the script's own --device (after `--`) was kept; tensors on {used}"
+
+
+def _compare(args, target: str, patch: PatchResult, original: dict, patched: dict, timing: dict) -> dict:
+    from gradlint import __version__
+
     checks_o, checks_p = evaluate(original), evaluate(patched)
-    patched_healthy = healthy(checks_p)
-    code = _exit_code(original, patched, patched_healthy)
+    decisive = patched if patched.get("status") != "skipped" or patch.files else original
+    checks_d = evaluate(decisive)
+    decisive_healthy = healthy(checks_d)
+    code = _exit_code(original, decisive, decisive_healthy)
+    notes = _notes(original, patched, patch)
+    fixed_codes = {f.path: f.codes for f in patch.files}
     runs = {}
     for name, record, checks in (("original", original, checks_o), ("patched", patched, checks_p)):
+        series = _series(record)
+        trace = record.get("trace")
+        if trace:  # the rule that would have caught it: gradlint's findings on the origin's lines
+            trace = dict(trace, rules=rules_at(trace, fixed_codes))
         runs[name] = {
             "status": record.get("status"), "steps": record.get("steps", 0), "device": record.get("device"),
-            "seconds": record.get("seconds"), "error": record.get("error"),
-            "first_nonfinite": record.get("first_nonfinite"), "trace": record.get("trace"),
-            "checks": [c.to_dict() for c in checks], "healthy": healthy(checks), "series": _series(record),
-            "layers": record.get("layers") or [],
-            "layer_norms": [r.get("norms") for r in record.get("rows") or []],
+            "seconds": record.get("seconds"), "error": record.get("error"), "reason": record.get("reason"),
+            "first_nonfinite": record.get("first_nonfinite"), "trace": trace,
+            "updates": record.get("updates"),
+            "checks": [c.to_dict() for c in checks], "healthy": healthy(checks),
+            "series": series[0] if series else {}, "optimizers": series,
+            "layers": record.get("layers") or [], "layer_norms": _merged_norms(record),
+            "norm_steps": sorted({r["step"] for r in record.get("rows") or []}),
+            "forwards": record.get("forwards"), "project_files": [shown(p) for p in record.get("project_files") or []],
+            "served": [shown(p) for p in record.get("served") or []],
             "stdout_tail": record.get("stdout_tail", ""), "stderr_tail": record.get("stderr_tail", ""),
         }
+    device_note = _device_note(args, original)
+    script = shown(target) if not args.module else None
+    the_verdict = verdict(checks_o, checks_d if not patch.files else checks_p, decisive_healthy, code,
+                          _no_verdict_reason(original, patched, patch), tuple(notes), patched_ran=bool(patch.files))
     return {
-        "path": args.path, "script": relative(str(script)), "project": shown_root, "steps": args.steps,
-        "device": original.get("device") or args.device, "torch": original.get("torch"),
-        "seed": args.seed, "thresholds": original.get("thresholds"),
+        "schema": SCHEMA, "gradlint": __version__, "torch": original.get("torch"),
+        "command": ["gradlint", "verify", *sys.argv[sys.argv.index("verify") + 1:]] if "verify" in sys.argv else None,
+        "path": args.path, "module": args.module, "script": script, "cwd": os.getcwd(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "steps": args.steps, "seed": original.get("seed", args.seed if args.seed is not None else 0),
+        "device": {"asked": args.device, "resolved": original.get("device_resolved"), "used": original.get("device"),
+                   "note": device_note},
+        "thresholds": original.get("thresholds"), "timing": timing,
         "patch": patch.to_dict(), "original": runs["original"], "patched": runs["patched"],
-        "healthy": patched_healthy and code == EXIT_HEALTHY, "exit_code": code,
-        "verdict": verdict(checks_o, checks_p, patched_healthy, code, _no_verdict_reason(original, patched)),
+        "healthy": code == EXIT_HEALTHY, "exit_code": code, "verdict": the_verdict,
     }
 
 
-def _no_verdict_reason(original: dict, patched: dict) -> str:
-    runs = [("original", original), ("patched", patched)]
+def _no_verdict_reason(original: dict, patched: dict, patch: PatchResult) -> str:
     if patched.get("status") == "skipped" and original.get("status") == "crashed":
         return patched.get("reason", "the patched run did not start")
+    runs = [("original", original)] + ([("patched", patched)] if patch.files else [])
     for name, record in runs:
         status = record.get("status")
         if status == "no_steps":
-            return f"the {name} run never called optimizer.step()"
+            return f"the {name} run never trained (no optimizer.step(), no backward followed by cleared gradients)"
         if status in ("timeout", "crashed", "error"):
             error = record.get("error") or {}
             return f"the {name} run {'timed out' if status == 'timeout' else status}: {error.get('message', '')}".rstrip(": ")
@@ -290,8 +443,12 @@ def _print_text(result: dict, out, color: bool) -> None:
     from .checks import Check
 
     o, p = result["original"], result["patched"]
-    print(f"gradlint verify {result['path']}  ({result['device']}, {result['steps']} steps, "
-          f"torch {result.get('torch') or '?'})", file=out)
+    target = f"-m {result['module']}" if result["module"] else result["path"]
+    used = result["device"]["used"] or result["device"]["resolved"] or result["device"]["asked"]
+    print(f"gradlint verify {target}  ({used}, {result['steps']} steps, seed {result['seed']}, "
+          f"torch {result.get('torch') or '?'}, gradlint {result['gradlint']})", file=out)
+    if result["device"]["note"]:
+        print(result["device"]["note"], file=out)
     for line in patch_lines(result["patch"], []):
         print(line, file=out)
     for name, run in (("original", o), ("patched", p)):
@@ -310,7 +467,7 @@ def _print_text(result: dict, out, color: bool) -> None:
     checks_p = [Check(**c) for c in p["checks"]]
     print(table(checks_o, checks_p, color=color), file=out)
     print(file=out)
-    for line in result["verdict"]:
+    for line in result["verdict"]["lines"]:
         print(line, file=out)
 
 

@@ -1,11 +1,17 @@
 """The child process of `gradlint verify`: run a training script under the checks, write a JSON record.
 
-    python -m gradlint.verify.harness --record R.json --steps 30 --device auto -- train.py ARGS...
+    python -m gradlint.verify.harness --record R.json --steps 30 --device auto train.py -- ARGS...
+    python -m gradlint.verify.harness --record R.json --module pkg.train -- ARGS...
 
-The script runs as `__main__` with `runpy`, `sys.argv` set to `[script, *ARGS]` and its folder first
-on `sys.path`, as `python train.py ARGS` would. Nothing in it is edited: the checks hang on global
-module and optimizer hooks and a few wrapped torch functions (see `monitor`, `patches`). The run stops
-after N optimizer steps with `StopRun`, a BaseException that user code's `except Exception` lets pass.
+It runs in the user's working directory. The script runs as `__main__` with `sys.argv` set to
+`[script, *ARGS]` and its folder first on `sys.path`, as `python train.py ARGS` would; a module (`-m`)
+as `python -m pkg.train ARGS` would run it (the working directory first on `sys.path`, relative imports
+working). Nothing in it is edited: the checks hang on module and optimizer hooks and a few wrapped torch
+functions (see `monitor`, `patches`). The run stops after N steps with `StopRun`, a BaseException that
+user code's `except Exception` lets pass. The record lists the project files the run imported.
+
+With `--sources FILE` (a JSON object: real path -> fixed text) this is the patched run: those files are
+served to the imports (and to the script itself) instead of the ones on disk (see `imports`).
 
 With `--trace-step K` this is a replay: the same script, seed and arguments again, with the op-level
 tracer armed from the start of step K (the first non-finite one), to name the op, module and line.
@@ -25,7 +31,7 @@ import traceback
 import warnings
 from typing import Optional
 
-FORMAT = 1
+FORMAT = 2
 EXIT_OK, EXIT_NO_TORCH = 0, 3
 
 
@@ -42,6 +48,8 @@ def _parse(argv):
     p.add_argument("--seed", type=int)
     p.add_argument("--trace-step", type=int)
     p.add_argument("--thresholds", default="{}", help="JSON object of Thresholds fields")
+    p.add_argument("--sources", help="JSON file: real path -> fixed text, served in place of those files")
+    p.add_argument("--module", action="store_true", help="SCRIPT is a module name, run as `python -m`")
     p.add_argument("script")
     p.add_argument("args", nargs=argparse.REMAINDER)
     ns = p.parse_args(argv)
@@ -62,19 +70,25 @@ def _given(parser: argparse.ArgumentParser, dest: str) -> bool:
     return any(arg == f or arg.startswith(f + "=") for arg in sys.argv[1:] for f in flags)
 
 
-def _override_arguments(values: dict) -> None:
+def _override_arguments(values: dict, applied: dict) -> None:
     """`--device` and `--seed` of verify reach a script that declares them with argparse, unless the
-    script's own arguments (after `--`) already set them."""
+    script's own arguments (after `--`) already set them. `applied` records, per name, what happened:
+    "passed", "given by the script's arguments", or nothing when the script has no such argument."""
     original = argparse.ArgumentParser.parse_known_args
 
     def parse_known_args(self, args=None, namespace=None):
         ns, extras = original(self, args, namespace)
         if args is None and ns is not None:
             for dest, value in values.items():
-                if hasattr(ns, dest) and not _given(self, dest):
-                    current = getattr(ns, dest)
-                    setattr(ns, dest, type(current)(value) if current is not None and not isinstance(current, str)
-                            else value)
+                if not hasattr(ns, dest):
+                    continue
+                if _given(self, dest):
+                    applied[dest] = "given by the script's arguments"
+                    continue
+                current = getattr(ns, dest)
+                setattr(ns, dest, type(current)(value) if current is not None and not isinstance(current, str)
+                        else value)
+                applied[dest] = "passed"
         return ns, extras
 
     argparse.ArgumentParser.parse_known_args = parse_known_args
@@ -107,10 +121,11 @@ def new_monitor(thresholds=None, progress=None, steps: Optional[int] = None):
     """The monitor as `gradlint verify` runs it, with its per-step callback: the step count to `progress`
     (a file), StopRun after `steps`. `benchmarks/verify_overhead.py` times this one. Attach it with
     `attach_global()`."""
-    from .monitor import Monitor, StopRun
+    from .monitor import Monitor
 
-    monitor = Monitor(thresholds)
-    monitor.async_read = True  # CUDA: read each step's values once their copy is done, never stall the device
+    monitor = Monitor(thresholds, ratio_every=3)  # the report's update-to-weight ratio: 10 points in 30 steps
+    monitor.reads.async_read = True  # CUDA: read each step's values once their copy is done, never stall the device
+    monitor.max_steps = steps
     written = [0.0]  # when the progress file was last written
 
     def on_step(m: Monitor) -> None:
@@ -119,16 +134,75 @@ def new_monitor(thresholds=None, progress=None, steps: Optional[int] = None):
         if progress is not None and time.monotonic() - written[0] >= 0.05:
             progress.write(f"{m.steps}\n")
             written[0] = time.monotonic()
-        if steps is not None and m.steps >= steps:
-            raise StopRun()
 
     monitor.on_step_end.append(on_step)
     return monitor
 
 
+def _user_sys_path(ns) -> None:
+    """`sys.path` as `python SCRIPT` (its real folder first) or `python -m MODULE` (the working directory
+    first) would have it: without the entry `python -m gradlint.verify.harness` put first, and without the
+    folder the parent added to PYTHONPATH so that this process finds gradlint."""
+    added = os.environ.pop("GRADLINT_HARNESS_PATH", None)
+    if added is not None:
+        user = os.environ.pop("GRADLINT_USER_PYTHONPATH", None)
+        if added in sys.path and added not in (user or "").split(os.pathsep):
+            sys.path.remove(added)
+        if user is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = user
+    first = os.getcwd() if ns.module else os.path.dirname(os.path.realpath(ns.script))
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        sys.path[0] = first
+    else:
+        sys.path.insert(0, first)
+
+
+def _main_module(path: str, loader):
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=loader, __package__=None, __spec__=None,
+                         __builtins__=__builtins__)
+    return main
+
+
+def _run_script(path: str, sources) -> None:
+    """Run the file as `python path` does: as `__main__`, its own source (or its fixed text)."""
+    import importlib.machinery
+
+    text = sources.text_of(path) if sources is not None else None
+    if text is not None:
+        from .imports import remember_source
+
+        sources.served.add(os.path.realpath(path))
+        remember_source(path, text)
+        code = compile(text, path, "exec", dont_inherit=True)
+    else:
+        with open(path, "rb") as f:
+            code = compile(f.read(), path, "exec", dont_inherit=True)
+    main = _main_module(path, importlib.machinery.SourceFileLoader("__main__", path))
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(code, main.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
+
+
 def run(ns) -> dict:
-    record: dict = {"format": FORMAT, "status": None, "script": ns.script, "argv": ns.args,
-                    "requested_steps": ns.steps, "seed": ns.seed, "error": None}
+    record: dict = {"format": FORMAT, "status": None, "script": ns.script, "module": ns.module, "argv": ns.args,
+                    "requested_steps": ns.steps, "seed": ns.seed if ns.seed is not None else 0, "error": None}
+    _user_sys_path(ns)
+    sources = None
+    if ns.sources:
+        from .imports import PatchedSources
+
+        with open(ns.sources, encoding="utf-8") as f:
+            sources = PatchedSources(json.load(f))
+        sources.install()
     try:
         import torch
     except ImportError as error:
@@ -136,6 +210,7 @@ def run(ns) -> dict:
                                              "hint": "pip install 'gradlint[verify]'"})
         return record
 
+    from .imports import project_files
     from .monitor import StopRun, Thresholds
     from .trace import Tracer, nonfinite_state
 
@@ -146,7 +221,7 @@ def run(ns) -> dict:
         record.update(status="error", error={"type": "DeviceError",
                                              "message": "--device cuda asked for, but torch.cuda.is_available() is False"})
         return record
-    record.update(device=device, torch=torch.__version__)
+    record.update(device_asked=ns.device, device_resolved=device, torch=torch.__version__)
 
     progress = open(ns.progress, "a", buffering=1, encoding="utf-8") if ns.progress else None
     monitor = new_monitor(Thresholds(**json.loads(ns.thresholds)), progress, ns.steps)
@@ -156,6 +231,8 @@ def run(ns) -> dict:
         tracer = Tracer(monitor.name_of, step=ns.trace_step)
 
         def arm() -> None:
+            if tracer.origin is not None or tracer._armed:
+                return
             state = nonfinite_state([(r.name if i else "", r.module) for i, r in enumerate(monitor.roots)])
             if state is not None:
                 state["step"] = ns.trace_step
@@ -171,13 +248,13 @@ def run(ns) -> dict:
         # Replay eagerly: a compiled graph hides its ops from the tracer.
         torch.compile = lambda model=None, *a, **k: model if model is not None else (lambda m: m)
 
-    script = os.path.abspath(ns.script)
     overrides = {"device": device}
     if ns.seed is not None:
         overrides["seed"] = ns.seed
-    _override_arguments(overrides)
+    applied: dict = {}
+    _override_arguments(overrides, applied)
+    script = ns.script if ns.module else os.path.abspath(ns.script)
     sys.argv = [script, *ns.args]
-    sys.path.insert(0, os.path.dirname(script))
     _seed(ns.seed if ns.seed is not None else 0)
     signal.signal(signal.SIGTERM, _terminate)
 
@@ -189,7 +266,11 @@ def run(ns) -> dict:
         arm()
     start = time.perf_counter()
     try:
-        runpy.run_path(script, run_name="__main__")
+        if ns.module:
+            sys.argv[0] = "-m"  # as python sets it until the module is found; runpy puts its path there
+            runpy.run_module(ns.script, run_name="__main__", alter_sys=True)
+        else:
+            _run_script(script, sources)
         record["status"] = "finished"
     except StopRun:
         record["status"] = "stopped"
@@ -200,8 +281,8 @@ def run(ns) -> dict:
             record["status"] = "finished"
         else:
             record["status"] = "crashed"
-            record["error"] = {"type": "SystemExit", "message": f"the script exited with status {error.code}",
-                               "traceback": None}
+            message = error.code if isinstance(error.code, str) else f"the script exited with status {error.code}"
+            record["error"] = {"type": "SystemExit", "message": message, "traceback": None}
     except BaseException as error:  # the user's crash, reported, not raised
         record["status"] = "crashed"
         record["error"] = {"type": type(error).__name__, "message": str(error),
@@ -211,7 +292,7 @@ def run(ns) -> dict:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if tracer is not None:
             tracer.disarm()
-        monitor.flush()
+        monitor.flush(partial=record["status"] != "stopped")
         monitor.detach()
         if progress is not None:
             progress.write(f"{monitor.steps}\n")
@@ -222,10 +303,37 @@ def run(ns) -> dict:
         record["status"] = "no_steps"
     if tracer is not None:
         record["trace"] = tracer.result()
+    record["arguments"] = applied  # device/seed: passed to the script's argparse, or why not
     devices = sorted({str(p.device) for r in monitor.roots for p in r.module.parameters()})
-    if devices:
-        record["device"] = ", ".join(devices)
+    record["device"] = ", ".join(devices) if devices else None
+    main_file = _module_file(ns.script) if ns.module else script
+    record["project_files"] = project_files((main_file,) if main_file else (), _generated_code_dirs())
+    record["main_file"] = os.path.realpath(main_file) if main_file else None
+    if sources is not None:
+        record["served"] = sorted(sources.served)
     return record
+
+
+def _generated_code_dirs() -> tuple[str, ...]:
+    """Where torch.compile wrote the Python it generated and imported (inductor's cache), if it ran."""
+    utils = sys.modules.get("torch._inductor.runtime.cache_dir_utils")
+    if utils is None:
+        return ()
+    try:
+        return (utils.cache_dir(),)
+    except Exception:
+        return ()
+
+
+def _module_file(name: str) -> Optional[str]:
+    """The file `python -m name` ran (runpy took it back out of sys.modules); its packages are imported."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None and spec.has_location else None
 
 
 def _terminate(signum, frame):

@@ -1,230 +1,374 @@
 """The `--report` page: one self-contained HTML file (inline CSS and SVG, no script, no external asset).
 
-What a person wants to look at: the verdict, the checks side by side, the fix as a diff, and plots of
-both runs on shared axes (loss, applied and pre-clip gradient norm, and a per-layer gradient-norm heat
-map with the first non-finite step marked). Torch-free.
+What a person wants to look at, in order: who made it and how (gradlint version, command line, seed,
+date), the verdict, the checks side by side, where the first NaN/Inf came from (the code around it, the
+calls that led there from the training loop, the tensors' facts, the rule that would have caught it),
+then the charts TensorBoard and wandb users look at first: loss, gradient norm, learning rate, the
+GradScaler's loss scale, per-layer gradient norms (a heat map, and lines of the top layers by norm), the
+update-to-weight ratio per layer; original and patched on the same y-range; then the patch as a diff.
+The charts are drawn by `charts`. Torch-free.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import shlex
 from html import escape
 from typing import Optional
 
+from .charts import Series, figure, finite, heatmap, heatmap_width, line_chart, num, palette, value_range
 from .checks import FAIL, NA, OK, WARN, fmt
 
 COLORS = {"original": "#d9480f", "patched": "#1971c2"}
+WIDTH = {"original": 3.0, "patched": 1.6}  # where both runs draw the same line, the original shows around it
 STATUS_CLASS = {OK: "ok", WARN: "warn", FAIL: "fail", NA: "na", "info": "info"}
-# viridis, 6 stops
-RAMP = [(68, 1, 84), (65, 68, 135), (42, 120, 142), (34, 168, 132), (122, 209, 81), (253, 231, 37)]
+KINDS = {"nan": "NaN", "inf": "Inf"}
+TOP_LAYERS = 8  # per-layer lines: the layers with the largest gradient norms; all of them one click away
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1180px;
 color:#212529;padding:0 16px}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bottom:1px solid #dee2e6;
-padding-bottom:4px}
-.meta{color:#495057}.banner{padding:10px 14px;border-radius:6px;margin:14px 0;font-weight:600}
+h1{font-size:20px;margin:0 0 4px;overflow-wrap:anywhere}h2{font-size:16px;margin:28px 0 8px;
+border-bottom:1px solid #dee2e6;padding-bottom:4px}
+.meta{color:#495057}.meta span{margin-right:14px;white-space:nowrap}
+pre.cmd{margin:6px 0;white-space:pre-wrap;overflow-wrap:anywhere}
+.banner{padding:10px 14px;border-radius:6px;margin:14px 0;font-weight:600}
 .banner.good{background:#d3f9d8;color:#2b8a3e}.banner.bad{background:#ffe3e3;color:#c92a2a}
 .banner.none{background:#fff3bf;color:#8f5b00}
-table.checks{border-collapse:collapse;width:100%}table.checks td,table.checks th{vertical-align:top;
-padding:6px 8px;border-bottom:1px solid #e9ecef;text-align:left}table.checks th{background:#f8f9fa}
+table{border-collapse:collapse}table.checks{width:100%;table-layout:fixed}
+table.checks td,table.checks th{vertical-align:top;padding:6px 8px;border-bottom:1px solid #e9ecef;text-align:left;
+overflow-wrap:anywhere}table.checks th{background:#f8f9fa}table.checks col.name{width:150px}
 .badge{display:inline-block;min-width:38px;text-align:center;border-radius:4px;padding:0 4px;margin-right:6px;
 font-size:12px;font-weight:700}.badge.ok{background:#d3f9d8;color:#2b8a3e}.badge.warn{background:#fff3bf;
 color:#8f5b00}.badge.fail{background:#ffe3e3;color:#c92a2a}.badge.na,.badge.info{background:#f1f3f5;color:#868e96}
-.detail{color:#495057;font-size:12.5px;margin-left:50px}code,pre{font:12.5px/1.4 ui-monospace,Menlo,Consolas,monospace}
+.detail{color:#495057;font-size:12.5px;margin-left:50px}
+code,pre{font:12.5px/1.4 ui-monospace,Menlo,Consolas,monospace}code{background:#f1f3f5;padding:0 3px;
+border-radius:3px}pre code{background:none;padding:0}
 pre{background:#f8f9fa;padding:10px;border-radius:6px;overflow:auto}
-.add{color:#2b8a3e}.del{color:#c92a2a}.hunk{color:#5f3dc4}.grid{display:grid;grid-template-columns:1fr 1fr;gap:16px}
-.legend span{display:inline-block;margin-right:14px}.swatch{display:inline-block;width:18px;height:3px;
-vertical-align:middle;margin-right:4px}.origin{border-left:4px solid #c92a2a;background:#fff5f5;padding:8px 12px;
-border-radius:4px;margin:8px 0}svg text{font:11px system-ui,sans-serif;fill:#495057}
+.add{color:#2b8a3e}.del{color:#c92a2a}.hunk{color:#5f3dc4}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:16px}
+.stack{display:grid;grid-template-columns:1fr;gap:16px}
+figure.chart{margin:0;min-width:0}figure.chart figcaption{font-weight:600;font-size:13px;margin-bottom:2px}
+figure.chart>svg{display:block}
+.legend{font-size:12px;color:#495057;margin-top:4px}.legend .item{display:inline-block;margin:0 14px 2px 0;
+max-width:100%;overflow-wrap:anywhere}.legend .swatch{vertical-align:middle;margin-right:4px}.legend .sym{font-weight:700;
+margin-right:4px}.legend .box{display:inline-block;width:12px;height:12px;vertical-align:middle;margin-right:4px;
+box-sizing:border-box}
+svg text{font:11px system-ui,sans-serif;fill:#495057}svg text.axis-label{fill:#212529;font-weight:600}
+.empty{color:#868e96;padding:12px 0}.explain{color:#495057;margin:4px 0 8px}
+.origin{border-left:4px solid #c92a2a;background:#fff5f5;padding:8px 12px;border-radius:4px;margin:10px 0}
+.origin h3{font-size:14px;margin:0 0 6px}.origin pre{background:#fff;margin:6px 0}
+.origin .here{background:#ffe3e3;display:inline-block;width:100%}.origin .num{color:#868e96}
+.origin ol{margin:4px 0;padding-left:22px}.origin table td,.origin table th{padding:2px 10px 2px 0;text-align:left}
+.origin .label{font-weight:600;margin-top:8px}
+details summary{cursor:pointer}
 """
 
 
-def _num(x) -> Optional[float]:
-    if x is None:
-        return None
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return None
+def rich(text) -> str:
+    """Escaped text in which `backticks` become code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(str(text)))
 
 
-def _finite(x) -> bool:
-    v = _num(x)
-    return v is not None and math.isfinite(v)
+# -- the header, the verdict, the checks ---------------------------------------------------------------
+
+def _header(result: dict) -> str:
+    device = result["device"]
+    used = device.get("used") or device.get("resolved") or device.get("asked")
+    target = f"-m {result['module']}" if result.get("module") else result.get("path")
+    meta = [("gradlint", result.get("gradlint")), ("torch", result.get("torch")), ("device", used),
+            ("steps", result.get("steps")), ("seed", result.get("seed")), ("date", result.get("date"))]
+    spans = "".join(f"<span>{name} <b>{escape(str(value))}</b></span>" for name, value in meta if value is not None)
+    command = result.get("command")
+    line = shlex.join(command) if command else f"gradlint verify {target}"
+    script = f"<span>script <code>{escape(result['script'])}</code></span>" if result.get("script") else ""
+    note = f"<div class='meta'>{rich(device['note'])}</div>" if device.get("note") else ""
+    return (f"<h1>gradlint verify <code>{escape(str(target))}</code></h1><div class='meta'>{script}{spans}</div>"
+            f"<pre class='cmd'>$ {escape(line)}</pre>{note}")
 
 
-def _ramp(t: float) -> str:
-    t = min(max(t, 0.0), 1.0) * (len(RAMP) - 1)
-    i = min(int(t), len(RAMP) - 2)
-    f = t - i
-    r, g, b = (round(a + (b_ - a) * f) for a, b_ in zip(RAMP[i], RAMP[i + 1]))
-    return f"rgb({r},{g},{b})"
+def _banner(result: dict) -> str:
+    code = result["exit_code"]
+    cls = "good" if code == 0 else ("bad" if code == 1 else "none")
+    return f"<div class='banner {cls}'>{'<br>'.join(rich(v) for v in result['verdict']['lines'])}</div>"
 
 
-class _Axis:
-    def __init__(self, lo: float, hi: float, log: bool, pixels: float, offset: float, flip: bool):
-        if log:
-            lo, hi = math.log10(lo), math.log10(hi)
-        if hi - lo < 1e-12:
-            lo, hi = lo - 1, hi + 1
-        self.lo, self.hi, self.log, self.pixels, self.offset, self.flip = lo, hi, log, pixels, offset, flip
-
-    def __call__(self, v: float) -> float:
-        if self.log:
-            v = math.log10(v)
-        t = (v - self.lo) / (self.hi - self.lo)
-        return self.offset + (1 - t if self.flip else t) * self.pixels
-
-    def ticks(self) -> list[tuple[float, str]]:
-        if self.log:
-            return [(10.0 ** e, f"1e{e}") for e in range(math.floor(self.lo), math.ceil(self.hi) + 1)
-                    if self.lo - 1e-9 <= e <= self.hi + 1e-9]
-        step = _nice((self.hi - self.lo) / 4)
-        start = math.ceil(self.lo / step) * step
-        out, v = [], start
-        while v <= self.hi + 1e-9:
-            out.append((v, fmt(v)))
-            v += step
-        return out
+def _check_cell(check: Optional[dict]) -> str:
+    if not check:
+        return "<td>-</td>"
+    cls = STATUS_CLASS.get(check["status"], "na")
+    label = {"info": ""}.get(check["status"], check["status"])
+    details = "".join(f'<div class="detail">{rich(d)}</div>' for d in check["details"])
+    if check.get("code"):
+        details = f'<div class="detail"><code>{escape(check["code"])}</code></div>' + details
+    return f'<td><span class="badge {cls}">{escape(label)}</span>{rich(check["summary"])}{details}</td>'
 
 
-def _nice(x: float) -> float:
-    e = math.floor(math.log10(x)) if x > 0 else 0
-    for m in (1, 2, 5, 10):
-        if m * 10 ** e >= x:
-            return m * 10 ** e
-    return 10 ** (e + 1)
+def _checks(runs) -> str:
+    by_key = [{c["key"]: c for c in run["checks"]} for _, run in runs]
+    keys = list(dict.fromkeys(c["key"] for _, run in runs for c in run["checks"]))
+    titles = {c["key"]: c["title"] for _, run in runs for c in run["checks"]}
+    rows = "".join(f"<tr><td>{escape(titles[k])}</td>{_check_cell(by_key[0].get(k))}{_check_cell(by_key[1].get(k))}"
+                   "</tr>" for k in keys)
+    return ("<h2>Health checks</h2><table class='checks'><colgroup><col class='name'><col><col></colgroup>"
+            f"<tr><th>check</th><th>original</th><th>patched</th></tr>{rows}</table>")
 
 
-def line_chart(title: str, series: dict[str, dict], log: bool, width: int = 540, height: int = 220,
-               hline: Optional[tuple[float, str]] = None, marks: Optional[dict[str, int]] = None) -> str:
-    """series: name -> {"x": [...], "y": [...], "dash": bool, "color": str}. Non-finite y values are drawn
-    as red crosses at the top edge."""
-    left, right, top, bottom = 52, 12, 36, 30
-    xs = [x for s in series.values() for x in s["x"]]
-    ys = [_num(y) for s in series.values() for y in s["y"] if _finite(y) and (not log or _num(y) > 0)]
-    if hline and (not log or hline[0] > 0):
-        ys.append(hline[0])
-    if not xs or not ys:
-        return f'<svg width="{width}" height="60"><text x="8" y="30">{escape(title)}: no finite values</text></svg>'
-    x_axis = _Axis(min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1, False, width - left - right, left, False)
-    lo_y, hi_y = min(ys), max(ys)
-    if log:  # a tenth of a decade of headroom, so a clipped run's flat line is not on the frame
-        lo_y, hi_y = lo_y / 10 ** 0.1, hi_y * 10 ** 0.1
-    else:
-        pad = (hi_y - lo_y) * 0.05 or abs(hi_y) * 0.05 or 1.0
-        lo_y, hi_y = lo_y - pad, hi_y + pad
-    y_axis = _Axis(lo_y, hi_y, log, height - top - bottom, top, True)
-    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
-             f'<text x="{left}" y="14" style="font-weight:600">{escape(title)}</text>']
-    for v, label in y_axis.ticks():
-        y = y_axis(v)
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e9ecef"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>')
-    for v, label in x_axis.ticks():
-        x = x_axis(v)
-        parts.append(f'<text x="{x:.1f}" y="{height - 12}" text-anchor="middle">{escape(label)}</text>')
-    parts.append(f'<text x="{left - 6}" y="{height - 12}" text-anchor="end">step</text>')
-    if hline and (not log or hline[0] > 0):
-        y = y_axis(hline[0])
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="#c92a2a" '
-                     f'stroke-dasharray="4 3"/><text x="{left + 4}" y="{y - 4:.1f}" text-anchor="start" '
-                     f'style="fill:#c92a2a">{escape(hline[1])}</text>')
-    for name, step in (marks or {}).items():
-        x = x_axis(step)
-        color = series.get(name, {}).get("color", "#c92a2a")
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{height - bottom}" stroke="{color}" '
-                     f'stroke-dasharray="2 3"><title>{escape(name)}: first non-finite at step {step}</title></line>')
-    for name, s in series.items():
-        points, bad = [], []
-        for x, y in zip(s["x"], s["y"]):
-            v = _num(y)
-            if v is not None and math.isfinite(v) and (not log or v > 0):
-                points.append(f"{x_axis(x):.1f},{y_axis(v):.1f}")
-            else:
-                if v is not None and not math.isfinite(v):
-                    bad.append(x)
-                if len(points) > 1:
-                    parts.append(_polyline(points, s))
-                points = []
-        if len(points) > 1:
-            parts.append(_polyline(points, s))
-        elif len(points) == 1:
-            cx, cy = points[0].split(",")
-            parts.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{s["color"]}"/>')
-        for x in bad:
-            px = x_axis(x)
-            parts.append(f'<text x="{px:.1f}" y="{top - 6}" text-anchor="middle" style="fill:{s["color"]};'
-                         f'font-weight:700">&#215;<title>{escape(name)} step {x}: non-finite</title></text>')
-    parts.append("</svg>")
-    return "".join(parts)
+# -- where the first non-finite value came from --------------------------------------------------------
+
+def _where(site: dict) -> str:
+    return f"<code>{escape(str(site.get('file')))}:{site.get('line')}</code> in <code>{escape(str(site.get('function')))}()</code>"
 
 
-def _polyline(points: list[str], s: dict) -> str:
-    dash = ' stroke-dasharray="5 3"' if s.get("dash") else ""
-    return (f'<polyline fill="none" stroke="{s["color"]}" stroke-width="{s.get("width", 1.8)}"{dash} '
-            f'points="{" ".join(points)}"/>')
+def _context(site: dict) -> str:
+    lines = site.get("context") or ([{"line": site.get("line"), "code": site.get("code", "")}] if site.get("code") else [])
+    if not lines:
+        return ""
+    width = len(str(lines[-1]["line"]))
+    out = []
+    for entry in lines:
+        text = f'<span class="num">{entry["line"]:>{width}}</span>  {escape(entry["code"])}'
+        out.append(f'<span class="here">{text}</span>' if entry["line"] == site.get("line") else text)
+    return f"<pre class='context'><code>{chr(10).join(out)}</code></pre>"
 
 
-def heatmap(title: str, layers: list[str], rows: list[list], lo: float, hi: float, mark: Optional[int],
-            width: int = 540, skipped: tuple = ()) -> str:
-    """rows: per step, per layer values. Colour: log10 of the norm on a shared scale; red: NaN/Inf; grey: a
-    step the GradScaler skipped (no gradient was applied)."""
-    n_steps, n_layers = len(rows), len(layers)
-    if not n_steps or not n_layers:
-        return f'<svg width="{width}" height="40"><text x="8" y="24">{escape(title)}: no data</text></svg>'
-    label_w = min(190, 8 + 6 * max(len(n) for n in layers))
-    cell_w = max(1.5, min(16.0, (width - label_w - 10) / n_steps))
-    cell_h = max(2.0, min(13.0, 420 / n_layers))
-    height = 30 + cell_h * n_layers + 24
-    lo_l, hi_l = math.log10(lo), math.log10(hi)
-    span = max(hi_l - lo_l, 1e-9)
-    parts = [f'<svg width="{label_w + cell_w * n_steps + 10:.0f}" height="{height:.0f}" role="img" '
-             f'aria-label="{escape(title)}"><text x="0" y="14" style="font-weight:600">{escape(title)}</text>']
-    every = max(1, math.ceil(11 / cell_h))
-    for j, name in enumerate(layers):
-        if j % every == 0:
-            parts.append(f'<text x="{label_w - 6}" y="{30 + cell_h * (j + 0.5) + 4:.1f}" text-anchor="end">'
-                         f'{escape(name[-28:])}</text>')
-    for i, row in enumerate(rows):
-        if i + 1 in skipped:
-            parts.append(f'<rect x="{label_w + cell_w * i:.1f}" y="30" width="{cell_w + 0.2:.1f}" '
-                         f'height="{cell_h * n_layers:.1f}" fill="#dee2e6"><title>step {i + 1}: skipped by the '
-                         f'GradScaler (inf/NaN gradients)</title></rect>')
+def _tensors(tensors: list) -> str:
+    if not tensors:
+        return ""
+    rows = "".join(f"<tr><td>{escape(t['role'])}</td><td><code>{escape('x'.join(map(str, t['shape'])) or 'scalar')}"
+                   f"</code></td><td>{escape(t['dtype'])}</td><td>{t['rows']}</td><td>{t['zero_rows']}</td>"
+                   f"<td>{t['nonfinite_rows']}</td></tr>" for t in tensors)
+    return ("<div class='label'>the tensors</div><table class='tensors'><tr><th>tensor</th><th>shape</th><th>dtype</th>"
+            "<th>rows (last dim)</th><th>all-zero rows</th><th>rows with NaN/Inf</th></tr>" + rows + "</table>")
+
+
+def _rules(rules: Optional[list]) -> str:
+    if rules is None:
+        return ""
+    if not rules:
+        return "<div class='label'>the rule</div><div>no gradlint rule flags these lines</div>"
+    items = "".join(f"<li><b>{escape(r['code'])}</b> {escape(r.get('rule') or '')} at <code>{escape(r['file'])}:"
+                    f"{r['line']}</code>: {rich(r['message'])}{' &middot; fixed by the patch' if r.get('fixed') else ''}"
+                    "</li>" for r in rules)
+    return f"<div class='label'>the rule that would have caught it</div><ul>{items}</ul>"
+
+
+def _origin(run: dict, name: str) -> str:
+    trace, first = run.get("trace"), run.get("first_nonfinite")
+    if not first:
+        return ""
+    if not trace:
+        return (f"<div class='origin' data-run='{name}'><h3>{name}: first non-finite value at step {first['step']}, "
+                f"seen in the {escape(first.get('seen_in', '?'))}</h3>not pinpointed (the replay did not find it)</div>")
+    step = trace.get("step") or first["step"]
+    if trace.get("phase") not in ("forward", "backward"):
+        extra = ""
+        if trace.get("parameters"):
+            extra = "<div>parameters: " + ", ".join(f"<code>{escape(p)}</code>" for p in trace["parameters"]) + "</div>"
+        return (f"<div class='origin' data-run='{name}'><h3>{name}: {KINDS.get(trace['kind'], 'NaN')} at step {step}, "
+                f"{escape(trace['phase'])}</h3>{rich(trace.get('note') or '')}{extra}</div>")
+    site = trace.get("site") or {}
+    module = trace.get("module")
+    inside = (f"in <code>{escape(module)}</code> ({escape(str(trace.get('module_class')))})" if module
+              else "outside any module")
+    chain = trace.get("chain") or []
+    calls = ""
+    if chain:
+        calls = ("<div class='label'>the calls from the training step</div><ol class='chain'>" + "".join(
+            f"<li>{_where(c)}: <code>{escape(c.get('code') or '')}</code></li>" for c in chain) + "</ol>")
+    return (f"<div class='origin' data-run='{name}'><h3>{name}: {KINDS.get(trace['kind'], 'NaN')} "
+            f"at step {step}, {escape(trace['phase'])}: <code>{escape(str(trace['op']))}</code> {inside}</h3>"
+            f"<div>at {_where(site)}</div>{_context(site)}<div>{rich(trace.get('note') or '')}</div>{calls}"
+            f"{_tensors(trace.get('tensors') or [])}{_rules(trace.get('rules'))}</div>")
+
+
+# -- charts ----------------------------------------------------------------------------------------------
+
+def _series_names(run: dict) -> dict[int, str]:
+    return {s.get("index", i): s["name"] for i, s in enumerate(run.get("optimizers") or [])}
+
+
+def _label(name: str, series_name: str, several: bool) -> str:
+    return f"{name} {series_name}" if several else name
+
+
+def _loss_and_norm(result: dict, runs) -> str:
+    marks = {name: (run["first_nonfinite"]["step"], COLORS[name]) for name, run in runs if run.get("first_nonfinite")}
+    loss = []
+    for name, run in runs:
+        optimizers = run.get("optimizers") or []
+        for k, opt in enumerate(optimizers):
+            loss.append(Series(_label(name, opt["name"], len(optimizers) > 1), opt["step"], opt["loss"], COLORS[name],
+                               dash=k > 0, width=WIDTH[name]))
+    norms = []
+    for name, run in runs:
+        optimizers = run.get("optimizers") or []
+        for k, opt in enumerate(optimizers):
+            label = _label(name, opt["name"], len(optimizers) > 1)
+            norms.append(Series(label, opt["step"], opt["total_norm"], COLORS[name], dash=k > 0, width=WIDTH[name]))
+            before = opt.get("clip_before") or []
+            if any(finite(v) for v in before):
+                norms.append(Series(f"{label}, before clipping", opt["step"], before, COLORS[name], dash=True,
+                                    width=1.1))
+    limit = (result.get("thresholds") or {}).get("exploding")
+    return ("<h2>Loss and gradient norm</h2><div class='grid'>"
+            + line_chart("loss", "loss", loss, y_label="loss", vlines=marks)
+            + line_chart("grad_norm", "gradient norm applied by the optimizer", norms, y_label="norm (log)", log=10,
+                         hline=(limit, f"exploding above {fmt(limit)}") if limit else None, vlines=marks)
+            + "</div>")
+
+
+def _updates(run: dict, key: str) -> list:
+    return (run.get("updates") or {}).get(key) or []
+
+
+def _optimizer_charts(runs) -> str:
+    """Learning rate and the GradScaler's loss scale, when the runs have them."""
+    lr_series, scale_series = [], []
+    for name, run in runs:
+        names = _series_names(run)
+        several = len(names) > 1
+        by_series: dict[int, list] = {}
+        for entry in _updates(run, "lr"):
+            by_series.setdefault(entry["series"], []).append(entry)
+        for k, (index, entries) in enumerate(sorted(by_series.items())):
+            label = _label(name, names.get(index, "optimizer"), several)
+            groups = max(len(e["lr"]) for e in entries)
+            columns = [[e["lr"][g] if g < len(e["lr"]) else None for e in entries] for g in range(groups)]
+            distinct = [g for g in range(groups) if g == 0 or columns[g] != columns[0]]
+            for g in distinct:
+                lr_series.append(Series(label + (f" group {g}" if len(distinct) > 1 else ""),
+                                        [e["step"] for e in entries], columns[g], COLORS[name], dash=k > 0 or g > 0,
+                                        width=WIDTH[name]))
+        scales: dict[int, list] = {}
+        for entry in _updates(run, "loss_scale"):
+            scales.setdefault(entry["series"], []).append(entry)
+        for k, (index, entries) in enumerate(sorted(scales.items())):
+            scale_series.append(Series(_label(name, names.get(index, "optimizer"), several),
+                                       [e["step"] for e in entries], [e["scale"] for e in entries], COLORS[name],
+                                       dash=k > 0, width=WIDTH[name], marked=[e["step"] for e in entries if e["skipped"]]))
+    charts = []
+    if any(any(finite(v) for v in s.y) for s in lr_series):
+        positive = all(num(v) > 0 for s in lr_series for v in s.y if finite(v))
+        charts.append(line_chart("lr", "learning rate", lr_series, y_label="lr" + (" (log)" if positive else ""),
+                                 log=10 if positive else None))
+    if scale_series:
+        charts.append(line_chart("loss_scale", "GradScaler loss scale", scale_series, y_label="scale (log)", log=2))
+    if not charts:
+        return ""
+    return "<h2>Learning rate and loss scale</h2><div class='grid'>" + "".join(charts) + "</div>"
+
+
+def _top_layers(runs, limit: int) -> list[int]:
+    """Indices of the layers with the largest gradient norms in either run: a layer with a NaN/Inf first, then
+    by the largest finite norm."""
+    nonfinite: set[int] = set()
+    best: dict[int, float] = {}
+    for _, run in runs:
+        for row in run.get("layer_norms") or []:
+            for j, v in enumerate(row or []):
+                f = num(v)
+                if f is None:
+                    continue
+                best.setdefault(j, -1.0)
+                if math.isfinite(f):
+                    best[j] = max(best[j], f)
+                else:
+                    nonfinite.add(j)
+    return sorted(best, key=lambda j: (j not in nonfinite, -best[j]))[:limit]
+
+
+def _layer_lines(runs, layers: list[str], chosen: list[int], key: str, y_label: str, values, extra=None) -> str:
+    """One chart a run with the `chosen` layers' lines, in one colour per layer across both runs, on one
+    y-range. `values(run)` -> (steps, rows of per-layer values)."""
+    colors = palette(len(chosen))
+    per_run = []
+    for name, run in runs:
+        steps, rows = values(run)
+        series = [Series(layers[j], steps, [row[j] if row and j < len(row) else None for row in rows], colors[k],
+                         width=1.3) for k, j in enumerate(chosen)]
+        per_run.append((name, series))
+    shared = value_range([s for _, s in per_run], 10)
+    xs = [x for _, series in per_run for s in series for x in s.x]
+    x_range = (min(xs), max(xs)) if xs else None
+    charts = []
+    for name, series in per_run:
+        if not any(s.x for s in series):
+            charts.append(figure(f"{key}-{name}", name, f"<div class='empty'>{name}: {_absent(runs, name)}</div>", ""))
             continue
-        for j in range(n_layers):
-            v = row[j] if j < len(row) else None
-            x, y = label_w + cell_w * i, 30 + cell_h * j
-            if v is None:
-                continue
-            f = _num(v)
-            if f is None or not math.isfinite(f):
-                color, label = "#e03131", "non-finite"
-            else:
-                color = _ramp((math.log10(max(f, lo)) - lo_l) / span)
-                label = fmt(f)
-            parts.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell_w + 0.2:.1f}" height="{cell_h + 0.2:.1f}" '
-                         f'fill="{color}"><title>{escape(layers[j])}, step {i + 1}: {label}</title></rect>')
-    if mark is not None:
-        x = label_w + cell_w * (mark - 1)
-        parts.append(f'<rect x="{x:.1f}" y="29" width="{cell_w:.1f}" height="{cell_h * n_layers + 2:.1f}" '
-                     f'fill="none" stroke="#000" stroke-width="1.2"/>')
-    base = 30 + cell_h * n_layers + 16
-    parts.append(f'<text x="{label_w}" y="{base:.0f}">step 1</text><text x="{label_w + cell_w * n_steps:.0f}" '
-                 f'y="{base:.0f}" text-anchor="end">step {n_steps}</text></svg>')
+        charts.append(line_chart(f"{key}-{name}", name, series, y_label=y_label, log=10, y_range=shared,
+                                 x_range=x_range, hline=extra))
+    return "<div class='grid'>" + "".join(charts) + "</div>"
+
+
+def _absent(runs, name: str) -> str:
+    run = dict(runs)[name]
+    if run.get("status") == "skipped":
+        return escape(run.get("reason") or "not run")
+    return "no value recorded"
+
+
+def _norm_values(run: dict):
+    return run.get("norm_steps") or [], run.get("layer_norms") or []
+
+
+def _ratio_values(run: dict):
+    merged: dict[int, list] = {}
+    for entry in _updates(run, "ratio"):
+        row = merged.setdefault(entry["step"], [None] * len(entry["ratios"]))
+        for j, v in enumerate(entry["ratios"]):
+            if row[j] is None and v is not None:
+                row[j] = v
+    steps = sorted(merged)
+    return steps, [merged[s] for s in steps]
+
+
+def _layers(runs) -> str:
+    layers = max((run.get("layers") or [] for _, run in runs), key=len)
+    values = [num(v) for _, run in runs for row in run.get("layer_norms") or [] for v in row or []
+              if finite(v) and num(v) > 0]
+    if not values or not layers:
+        return ""
+    lo, hi = max(min(values), 1e-12), max(values)
+    hi = hi if hi > lo else lo * 10
+    steps_n = max((len(run.get("norm_steps") or []) for _, run in runs), default=0)
+    wide = heatmap_width(layers, steps_n) > 560  # long names: the runs one above the other
+    parts = ["<h2>Per-layer gradient norm</h2><div class='explain'>one row per layer (the module that owns the "
+             f"parameters), one column per step</div><div class='{'stack' if wide else 'grid'}'>"]
+    for name, run in runs:
+        steps = run.get("norm_steps") or []
+        skipped = {s for s, flag in zip((run.get("series") or {}).get("step") or [],
+                                        (run.get("series") or {}).get("skipped") or []) if flag}
+        mark = run["first_nonfinite"]["step"] if run.get("first_nonfinite") else None
+        if not steps:
+            parts.append(figure(f"heatmap-{name}", name, f"<div class='empty'>{name}: {_absent(runs, name)}</div>", ""))
+            continue
+        parts.append(heatmap(f"heatmap-{name}", name, run.get("layers") or layers, steps, run.get("layer_norms") or [],
+                             lo, hi, mark, skipped))
+    parts.append("</div>")
+    chosen = _top_layers(runs, TOP_LAYERS)
+    shown = (f"the {len(chosen)} layers with the largest gradient norm of {len(layers)}"
+             if len(chosen) < len(layers) else f"all {len(layers)} layers")
+    parts.append(f"<h2>Per-layer gradient norm, as lines</h2><div class='explain'>{shown}; both runs on one "
+                 "y-range</div>")
+    parts.append(_layer_lines(runs, layers, chosen, "layer_norms", "gradient norm (log)", _norm_values))
+    if len(chosen) < len(layers):
+        every = _top_layers(runs, len(layers))
+        parts.append(f"<details><summary>all {len(layers)} layers</summary>"
+                     + _layer_lines(runs, layers, every, "layer_norms_all", "gradient norm (log)", _norm_values)
+                     + "</details>")
+    if any(_updates(run, "ratio") for _, run in runs):
+        every = next((run.get("updates") or {}).get("ratio_every") for _, run in runs if run.get("updates"))
+        parts.append("<h2>Update-to-weight ratio per layer</h2><div class='explain'>|&Delta;w| / |w| of each layer's "
+                     f"parameters after an optimizer step (one step in {every}), for the same layers; about 1e-3 is "
+                     "the usual rule of thumb: far below, the layer barely learns; far above, it is unstable</div>")
+        parts.append(_layer_lines(runs, layers, chosen, "update_ratio", "update / weight (log)", _ratio_values,
+                                  extra=(1e-3, "1e-3, the rule of thumb")))
     return "".join(parts)
 
 
-def _color_key(lo: float, hi: float) -> str:
-    stops = "".join(f'<stop offset="{i / (len(RAMP) - 1):.2f}" stop-color="{_ramp(i / (len(RAMP) - 1))}"/>'
-                    for i in range(len(RAMP)))
-    return (f'<svg width="420" height="36"><defs><linearGradient id="ramp">{stops}</linearGradient></defs>'
-            f'<rect x="0" y="4" width="300" height="12" fill="url(#ramp)"/><rect x="312" y="4" width="12" '
-            f'height="12" fill="#e03131"/><text x="0" y="30">{escape(fmt(lo))}</text><text x="300" y="30" '
-            f'text-anchor="end">{escape(fmt(hi))}</text><text x="330" y="14">NaN / Inf</text>'
-            f'<rect x="312" y="20" width="12" height="12" fill="#dee2e6"/><text x="330" y="30">skipped</text></svg>')
-
+# -- the patch and the outputs ---------------------------------------------------------------------------
 
 def _diff(text: str) -> str:
     out = []
@@ -236,112 +380,15 @@ def _diff(text: str) -> str:
     return "\n".join(out)
 
 
-def _check_cell(check: Optional[dict]) -> str:
-    if not check:
-        return "<td>-</td>"
-    cls = STATUS_CLASS.get(check["status"], "na")
-    label = {"info": ""}.get(check["status"], check["status"])
-    details = "".join(f'<div class="detail">{escape(d)}</div>' for d in check["details"])
-    badge = f'<span class="badge {cls}">{escape(label)}</span>' if label else '<span class="badge info"></span>'
-    return f"<td>{badge}{escape(check['summary'])}{details}</td>"
-
-
-def _origin(run: dict, name: str) -> str:
-    trace = run.get("trace")
-    first = run.get("first_nonfinite")
-    if not first:
-        return ""
-    if not trace or trace.get("phase") not in ("forward", "backward"):
-        return (f'<div class="origin"><b>{name}</b>: first non-finite value at step {first["step"]}, seen in the '
-                f'{escape(first.get("seen_in", "?"))}</div>')
-    site = trace.get("site") or {}
-    module = trace.get("module") or "no module (a free function)"
-    return (f'<div class="origin"><b>{name}</b>: {escape(trace["kind"].upper())} at step {first["step"]}, '
-            f'{escape(trace["phase"])}: <code>{escape(trace["op"])}</code> in <code>{escape(module)}</code> at '
-            f'<code>{escape(str(site.get("file")))}:{site.get("line")}</code> in {escape(str(site.get("function")))}()'
-            f'<pre>{escape(site.get("code", ""))}</pre>{escape(trace.get("note") or "")}</div>')
-
-
-def render(result: dict) -> str:
-    o, p = result["original"], result["patched"]
-    runs = (("original", o), ("patched", p))
-    code = result["exit_code"]
-    banner_cls = "good" if code == 0 else ("bad" if code == 1 else "none")
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>gradlint verify {escape(result['path'])}"
-             f"</title><style>{CSS}</style></head><body>",
-             f"<h1>gradlint verify <code>{escape(result['path'])}</code></h1>",
-             f"<div class='meta'>script <code>{escape(result['script'])}</code> &middot; device "
-             f"{escape(str(result['device']))} &middot; {result['steps']} steps &middot; torch "
-             f"{escape(str(result.get('torch')))}</div>",
-             f"<div class='banner {banner_cls}'>{'<br>'.join(escape(v) for v in result['verdict'])}</div>"]
-
-    # checks
-    by_key = [{c["key"]: c for c in run["checks"]} for _, run in runs]
-    keys = list(dict.fromkeys([c["key"] for c in o["checks"]] + [c["key"] for c in p["checks"]]))
-    titles = {c["key"]: c["title"] for _, run in runs for c in run["checks"]}
-    parts.append("<h2>Health checks</h2><table class='checks'><tr><th>check</th><th>original</th><th>patched</th></tr>")
-    for key in keys:
-        parts.append(f"<tr><td>{escape(titles[key])}</td>{_check_cell(by_key[0].get(key))}"
-                     f"{_check_cell(by_key[1].get(key))}</tr>")
-    parts.append("</table>")
-    parts += [_origin(run, name) for name, run in runs]
-
-    # plots
-    parts.append("<h2>Loss and gradient norm</h2><div class='legend'>" + "".join(
-        f"<span><span class='swatch' style='background:{COLORS[n]}'></span>{n}</span>" for n, _ in runs)
-        + "<span>dashed: the norm the clip saw, before clipping</span><span>&#215;: non-finite</span>"
-        "<span>dotted: first non-finite step</span></div><div class='grid'>")
-    marks = {name: run["first_nonfinite"]["step"] for name, run in runs if run.get("first_nonfinite")}
-    loss_series = {name: {"x": run["series"]["step"], "y": run["series"]["loss"], "color": COLORS[name]}
-                   for name, run in runs if run.get("series")}
-    parts.append(line_chart("loss", loss_series, log=False, marks=marks))
-    norm_series = {}
-    for name, run in runs:
-        if not run.get("series"):
-            continue
-        norm_series[name] = {"x": run["series"]["step"], "y": run["series"]["total_norm"], "color": COLORS[name]}
-        before = run["series"].get("clip_before") or []
-        if any(_finite(v) for v in before):
-            norm_series[f"{name} before clip"] = {"x": run["series"]["step"], "y": before, "color": COLORS[name],
-                                                 "dash": True, "width": 1.2}
-    limit = (result.get("thresholds") or {}).get("exploding")
-    parts.append(line_chart("gradient norm applied by the optimizer (log)", norm_series, log=True,
-                            hline=(limit, f"exploding > {fmt(limit)}") if limit else None, marks=marks))
-    parts.append("</div>")
-
-    values = [_num(v) for _, run in runs for row in run.get("layer_norms") or [] for v in row or []
-              if _finite(v) and _num(v) > 0]
-    if values:
-        lo, hi = max(min(values), 1e-12), max(values)
-        hi = hi if hi > lo else lo * 10
-        parts.append("<h2>Per-layer gradient norm</h2><div>one row per layer (the module that owns the parameters), "
-                     "one column per step; the black frame is the first non-finite step</div>")
-        parts.append(_color_key(lo, hi) + "<div class='grid'>")
-        for name, run in runs:
-            skipped = tuple(step for step, s in zip(run["series"]["step"], run["series"].get("skipped") or []) if s)
-            parts.append(f"<div>{heatmap(name, run['layers'], run['layer_norms'], lo, hi, marks.get(name), skipped=skipped)}"
-                         "</div>")
-        parts.append("</div><h2>Per-layer gradient norm, as lines (log)</h2><div class='grid'>")
-        for name, run in runs:
-            layers = run["layers"]
-            series = {}
-            for j, layer in enumerate(layers):
-                hue = int(300 * j / max(len(layers) - 1, 1))
-                series[layer] = {"x": run["series"]["step"],
-                                 "y": [(row[j] if row and j < len(row) else None) for row in run["layer_norms"]],
-                                 "color": f"hsl({hue},70%,45%)", "width": 1.1}
-            parts.append(f"<div>{line_chart(name, series, log=True, marks={}) if series else ''}</div>")
-        parts.append("</div>")
-
-    # patch
+def _patch(result: dict, runs) -> str:
     patch = result["patch"]
-    parts.append(f"<h2>The patch</h2><div>{patch['fixed']} finding(s) fixed: "
-                 + escape(", ".join(f"{k} x{v}" for k, v in patch["codes"].items()) or "none") + "</div>")
+    parts = [f"<h2>The patch</h2><div>{patch['fixed']} finding(s) fixed: "
+             + escape(", ".join(f"{k} x{v}" for k, v in patch["codes"].items()) or "none") + "</div>"]
     for f in patch["files"]:
         parts.append(f"<details open><summary><code>{escape(f['path'])}</code></summary><pre>{_diff(f['diff'])}</pre>")
         if f.get("remaining"):
             parts.append("<div>not fixed (unsafe or no fix):</div><ul>" +
-                         "".join(f"<li>{escape(r)}</li>" for r in f["remaining"]) + "</ul>")
+                         "".join(f"<li>{rich(r)}</li>" for r in f["remaining"]) + "</ul>")
         parts.append("</details>")
     for name, run in runs:
         error = run.get("error") or {}
@@ -350,5 +397,15 @@ def render(result: dict) -> str:
         if run.get("stdout_tail"):
             parts.append(f"<details><summary>{name}: script output (tail)</summary><pre>"
                          f"{escape(run['stdout_tail'])}</pre></details>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return "".join(parts)
+
+
+def render(result: dict) -> str:
+    runs = (("original", result["original"]), ("patched", result["patched"]))
+    title = f"-m {result['module']}" if result.get("module") else result.get("path")
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>gradlint verify {escape(str(title))}"
+             f"</title><style>{CSS}</style></head><body>", _header(result), _banner(result), _checks(runs)]
+    parts += [_origin(run, name) for name, run in runs]
+    parts += [_loss_and_norm(result, runs), _optimizer_charts(runs), _layers(runs), _patch(result, runs),
+              "</body></html>"]
+    return "\n".join(p for p in parts if p)

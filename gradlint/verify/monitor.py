@@ -1,30 +1,35 @@
-"""Cheap health data for every optimizer step, read back from the device once a step.
+"""Cheap health data for every training step, read back from the device once a step.
+
+A step is an optimizer step; with several optimizers (a GAN's D and G), each has its own series of
+steps, named after the root module(s) its parameters belong to. A script that never calls
+`optimizer.step()` (a manual `p.data.add_(p.grad, alpha=-lr)` update) trains all the same: once a
+backward finds the previous backward's gradients cleared with no optimizer step in between, every
+backward is a step. An `optimizer.step(closure)` (LBFGS) is one step, whatever number of times it
+evaluates the closure; its loss is the first evaluation's (the loss at the parameters the step started
+from, which is what the step returns). The loss of a step is the sum of the losses backpropagated for it:
+with gradient accumulation, the micro-batches' (scaled) losses add up to the step's.
 
 What runs every step, and why it is cheap (the budget is 1 % of a plain step, and on a launch-bound GPU
-step every microsecond of Python counts: this code runs cold, between the model's kernels, at several
-times its cost in a tight loop):
-- a forward hook on the root module(s) only: one `sum()` per output (NaN iff the output holds a NaN),
+step every microsecond of Python counts):
+- forward hooks on the root module(s) only: one `sum()` per output (NaN iff the output holds a NaN),
   left on the device;
 - an optimizer step pre-hook: per-parameter grad norms with one `torch._foreach_norm`, put with the
   output sums, the losses and the clip norms into one vector by one `torch.stack` (one `torch.cat` on
-  CUDA, where the norms already lie in one buffer: see `_one_vector`), read back once. On
-  CUDA (`async_read`) the vector goes to pinned memory by one non-blocking copy and is read when its
-  event says the copy is done, a step or more later: no host sync in the default path, the device may
-  run up to `IN_FLIGHT` steps behind before the monitor waits. Per-layer sums are made only when the
-  record is asked for;
+  CUDA, where the norms already lie in one buffer: see `reads.one_vector`), read back once. On CUDA
+  (`async_read`) the vector goes to pinned memory by one non-blocking copy and is read when its event
+  says the copy is done: no host sync in the default path, the device may run up to `IN_FLIGHT` steps
+  behind before the monitor waits (see `reads`). Per-layer sums are made only when the record is asked for;
 - wrappers around `clip_grad_norm_`, `Tensor.backward` and `GradScaler` (see `patches`) that only keep
   references to tensors already computed;
-- forward hooks on activation modules (see `activations`): one reduction a call (three for tanh/sigmoid).
-Forward hooks on every module run only while the roots are being found (until the first optimizer
-step) and inside the user's `no_grad` blocks (the eval-mode check; not the one inside clipping), never
-on training forwards.
+- activation hooks and functional calls (see `activations`): one reduction a call.
+Forward hooks on every module run only while the roots are being found (until the first step) and
+inside the user's `no_grad` blocks (see `modes`), never on training forwards. Every module hook is
+`hidden`: pickling, deepcopy, TorchScript and torch.compile see the model without them.
 """
 
 from __future__ import annotations
 
 import math
-import weakref
-from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Callable, Optional
 
@@ -33,15 +38,16 @@ from torch import nn
 from torch.nn.modules import module as module_hooks
 from torch.optim import optimizer as optim_hooks
 
-from . import activations, patches
-from .naming import clean, contains, variable_name
-from .sites import site_key, site_of, user_frame
-from .tensors import compiled, eager, float_tensors, number
+from . import activations, hidden, patches
+from .hidden import tracing
+from .modes import ModeChecks
+from .naming import variable_name
+from .reads import DeviceReads, one_vector
+from .roots import Root, RootDiscovery
+from .rows import decode, json_rows
+from .updates import UpdateStats
 
-IN_FLIGHT = 4  # CUDA reads not yet done, at most: then the monitor waits for the oldest (bounded memory)
-
-STOCHASTIC = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
-              nn.modules.batchnorm._BatchNorm)
+BACKWARD = -1  # the series index of backward steps (no optimizer)
 
 
 @dataclass
@@ -57,38 +63,16 @@ class Thresholds:
 
 
 class StopRun(BaseException):
-    """Raised from an optimizer hook to end a run after N steps; `except Exception` in user code lets it pass."""
+    """Raised from a hook to end a run after N steps; `except Exception` in user code lets it pass."""
 
 
-def _is_stochastic(m: nn.Module) -> bool:
-    return isinstance(m, STOCHASTIC) or (isinstance(m, nn.MultiheadAttention) and m.dropout > 0)
+class NonFiniteError(FloatingPointError):
+    """A NaN or Inf reached the training step (`gradlint.watch(..., on_nonfinite="raise")`, the Lightning
+    callback): raised before the step's update, with where it came from in the message."""
 
 
-class _Root:
-    def __init__(self, module: nn.Module, name: str):
-        self.module, self.name = module, name
-        self.stochastic = [m for m in module.modules() if _is_stochastic(m)]
-        self.handles: list = []
-
-
-def _one_vector(norms: list) -> Optional[torch.Tensor]:
-    """On CUDA `_foreach_norm` writes all the norms into one buffer and returns a 0-d view of each element:
-    that buffer as one vector, instead of stacking the views (a tensor made per parameter, a cost that grows
-    with the parameter count). None where the norms are tensors of their own (CPU; mixed dtypes)."""
-    first, size, n = norms[0], norms[0].element_size(), len(norms)
-    start = first.data_ptr()
-    if norms[-1].data_ptr() - start != (n - 1) * size:  # the quick test, which CPU norms fail
-        return None
-    if [t.data_ptr() for t in norms] != list(range(start, start + n * size, size)):
-        return None
-    try:  # and the N elements must lie in the first one's storage: then they are the N norms, in order
-        return first.as_strided((n,), (1,))
-    except RuntimeError:
-        return None
-
-
-class _OptMap:
-    """An optimizer's parameters and their layer positions, cached (rebuilt when its parameter count changes)."""
+class _ParamMap:
+    """Parameters and their layer positions, cached (rebuilt when the parameter count changes)."""
 
     __slots__ = ("count", "params", "positions", "dense")
 
@@ -98,22 +82,45 @@ class _OptMap:
         self.dense = True
 
 
-class Monitor:
+class _Series:
+    """One optimizer's steps (or the backward steps of a script without an optimizer)."""
+
+    __slots__ = ("index", "name", "count", "map", "closure")
+
+    def __init__(self, index: int, name: str):
+        self.index, self.name, self.count, self.map, self.closure = index, name, 0, None, False
+
+
+class _Pending:
+    """A backward's gradients, before it is known whether an update or another micro-batch follows."""
+
+    __slots__ = ("norms", "where", "fwd", "losses", "params")
+
+    def __init__(self, norms, where, fwd, losses, params):
+        self.norms, self.where, self.fwd, self.losses, self.params = norms, where, fwd, losses, params
+
+
+class Monitor(RootDiscovery):
     """Collects per-step health data. Attach globally (harness) or to a model and optimizers (watch)."""
 
-    def __init__(self, thresholds: Optional[Thresholds] = None):
+    def __init__(self, thresholds: Optional[Thresholds] = None, ratio_every: int = 10):
         self.thresholds = thresholds or Thresholds()
-        self.steps = 0  # optimizer steps taken, plus steps a GradScaler skipped
+        self.updates = UpdateStats(ratio_every)  # learning rate, loss scale, update-to-weight ratio
+        self.steps = 0  # steps of the leading series (optimizer steps, plus steps a GradScaler skipped)
+        self.max_steps: Optional[int] = None  # StopRun once every series has this many
         self.rows: list[tuple] = []  # (meta, raw values) per step; see `_row`
         self._partial_steps: set[int] = set()
         self.layers: list[str] = []
         self._layer_index: dict[str, int] = {}
-        self.roots: list[_Root] = []
-        self._root_by_id: dict[int, _Root] = {}
+        self.roots: list[Root] = []
+        self._root_by_id: dict[int, Root] = {}
         self._names: dict[int, str] = {}  # id(module) -> qualified name
         self._param_layer: dict[int, str] = {}  # id(param) -> layer name
-        self._opt_maps: dict[int, tuple] = {}
+        self._param_root: dict[int, str] = {}  # id(param) -> root name
+        self._series: dict[int, _Series] = {}  # id(optimizer) (or BACKWARD) -> its series
         self._activations: list = []
+        self.call_sites = activations.CallSites(self)
+        self.modes = ModeChecks(self)
         self.on_step_end: list[Callable[["Monitor"], None]] = []
         # Called with the step number when a step is first found non-finite, before its update is applied.
         self.on_nonfinite: list[Callable[[int], None]] = []
@@ -121,38 +128,27 @@ class Monitor:
         self.after_update = False  # reading a closure step's gradients: the update is already applied
         self.paused = False  # while a replay runs the model again: its calls are not the user's
         self.first_nonfinite: Optional[dict] = None
-        self.eval_events: dict[str, dict] = {}
-        self.train_events: dict[str, dict] = {}
         self.clip_sites: dict[str, dict] = {}
-        self._sites: dict[tuple, tuple] = {}  # (code, line) -> (key, site); see `_user_site`
         self.errors: list[str] = []
         # per-step state, device tensors until the step's one read
         self._fwd: list[torch.Tensor] = []  # 0-d sums of the root outputs: NaN iff an output holds a NaN
         self._losses: list[torch.Tensor] = []  # 0-d, detached
         self._clips: list[tuple] = []  # (total norm or None, max_norm, scale or None, site key)
-        # On CUDA the harness reads asynchronously: the step's values are copied to pinned memory behind an
-        # event and read once the event is done, so the device never stalls for the checks.
-        self.async_read = False
-        self._in_flight: deque = deque()  # (meta, pinned host view, slot) in step order
-        self._slots: list = []  # free (pinned buffer, event, device) to reuse: no allocation per step
-        self.waits = 0  # reads that had to wait for the device (the benchmark reports them)
+        # On CUDA the harness reads asynchronously (`async_read`): see `reads`.
+        self.reads = DeviceReads(self._finish)
         self._scaled_ids: set[int] = set()
         self._scale_pending = None  # a GradScaler whose scaled loss was backpropagated but not unscaled
+        self._stepping: Optional[_Series] = None  # inside an optimizer step (its closure's backwards)
         self._stepped = False
         self._deferred = False
+        self._pending: Optional[_Pending] = None  # backward steps: see `after_backward`
+        self._backward_steps = False
         # discovery of the root modules (global mode)
         self._discovering = False
         self._call_stack: list[nn.Module] = []
         self._candidates: dict[int, tuple[nn.Module, str]] = {}
         self._handles: list = []
         self._discovery_handles: list = []
-        self._ng_depth = 0
-        self._ng_handles: list = []
-        self._ng_stack: list[nn.Module] = []
-        # Wrapped once: `eager` costs microseconds a call to make, and no_grad blocks can come every step.
-        self._ng_hooks = (eager(self._ng_pre), eager(self._ng_post))
-        self._stochastic_cache: dict[int, tuple] = {}
-        self._seen_training: set[int] = set()
         self.attached = False
 
     # -- attaching -------------------------------------------------------------------------------------
@@ -161,8 +157,8 @@ class Monitor:
         too, unless given (Lightning: `training_step` is not a module call, `self.model(x)` in it is)."""
         self._discovering = True
         self._discovery_handles = [
-            module_hooks.register_module_forward_pre_hook(eager(self._discover_pre)),
-            module_hooks.register_module_forward_hook(eager(self._discover_post), always_call=True),
+            module_hooks.register_module_forward_pre_hook(self._discover_pre),
+            module_hooks.register_module_forward_hook(self._discover_post, always_call=True),
         ]
         if optimizers is None:
             self._handles += [optim_hooks.register_optimizer_step_pre_hook(self._step_pre),
@@ -178,7 +174,7 @@ class Monitor:
         """Library mode: the model(s) and optimizer(s) are given."""
         models = model if isinstance(model, (list, tuple)) else [model]
         for i, m in enumerate(models):
-            self._add_root(m, "" if i == 0 else f"model{i}")
+            self._add_root(m, "" if len(models) == 1 else (variable_name(m) if i else f"model{i}"))
         self._finish_roots()
         for opt in optimizers:
             self._handles += [opt.register_step_pre_hook(self._step_pre),
@@ -187,171 +183,83 @@ class Monitor:
         self.attached = True
 
     def detach(self) -> None:
-        for handle in self._handles + self._ng_handles + self._discovery_handles:
+        for handle in self._handles + self._discovery_handles:
             handle.remove()
+        self.modes.remove()
         self._discovery_handles, self._discovering = [], False
         for root in self.roots:
             for handle in root.handles:
-                handle.remove()
-        self._handles, self._ng_handles = [], []
+                hidden.forget(handle)
+            root.handles = []
+        self._handles = []
         patches.deactivate(self)
         self.attached = False
 
-    # -- roots -----------------------------------------------------------------------------------------
-    def _discover_pre(self, module, args):
-        if not self._call_stack and torch.is_grad_enabled():  # a top-level training forward: a root
-            if id(module) not in self._candidates:
-                self._candidates[id(module)] = (module, variable_name(module))
-            self._check_train_mode(module, self._stochastic(module))
-        self._call_stack.append(module)
-
-    def _discover_post(self, module, args, out):
-        if self._call_stack and self._call_stack[-1] is module:
-            self._call_stack.pop()
-        if not self._call_stack and torch.is_grad_enabled():
-            self._flag_output(out)
-
-    def _end_discovery(self) -> None:
-        if not self._discovering:
-            return
-        self._discovering = False
-        for handle in self._discovery_handles:
-            handle.remove()
-        self._discovery_handles = []
-        # The largest model is named without a prefix; other top-level modules (a second model, a loss
-        # module) get the name they were bound to where they were first called.
-        found = sorted(self._candidates.values(), key=lambda mn: -sum(p.numel() for p in mn[0].parameters()))
-        found = [(m, n) for m, n in found if not any(m is not o and contains(o, m) for o, _ in found)]
-        for i, (module, name) in enumerate(found):
-            self._add_root(module, "" if i == 0 else name)
-        self._finish_roots()
-        self._candidates.clear()
-        for callback in list(self.on_roots):
-            callback(self)
-
-    def _add_root(self, module: nn.Module, prefix: str) -> None:
-        if id(module) in self._root_by_id:
-            return
-        root = _Root(module, prefix or variable_name(module))
-        self.roots.append(root)
-        self._root_by_id[id(module)] = root
-        for sub_name, sub in module.named_modules():
-            plain = clean(sub_name)
-            full = ".".join(p for p in (prefix, plain) if p)
-            self._names.setdefault(id(sub), full)
-        for p_name, param in module.named_parameters():
-            layer = clean(p_name.rpartition(".")[0]) or clean(p_name)
-            self._param_layer.setdefault(id(param), ".".join(p for p in (prefix, layer) if p))
-
-    def _finish_roots(self) -> None:
-        for root in self.roots:
-            if not root.handles:
-                root.handles = [root.module.register_forward_pre_hook(eager(self._root_pre)),
-                                root.module.register_forward_hook(eager(self._root_post))]
-                if not compiled(root.module):  # inside a compiled graph a hook would break it every step
-                    self._activations += activations.add_hooks(self, root.module, root.handles)
-
-    def name_of(self, module) -> str:
-        name = self._names.get(id(module))
-        if name is None:
-            return type(module).__name__
-        return name or (self.roots[0].name if self.roots else type(module).__name__)
-
-    def _root_pre(self, module, args):
-        root = self._root_by_id.get(id(module))
-        if root is None or self.paused:
-            return
-        if torch.is_grad_enabled():
-            self._check_train_mode(module, root.stochastic)
-        elif self._ng_depth == 0:  # `set_grad_enabled(False)`: not a no_grad block, checked here
-            self._check_eval_mode(module, root.stochastic)
-
-    def _root_post(self, module, args, out):
-        if torch.is_grad_enabled() and not self.paused:
-            self._flag_output(out)
-
-    def _flag_output(self, out) -> None:
-        # One reduction, no temporary the size of the output: the sum is NaN iff the output holds a NaN (or
-        # both +Inf and -Inf); Inf alone can be a legitimate mask, and a sum that overflows is Inf, not NaN.
-        if isinstance(out, torch.Tensor):  # the common case, without the generator
-            if out.is_floating_point() or out.is_complex():
-                self._fwd.append(out.detach().sum(dtype=torch.float32))
-            return
-        for t in float_tensors(out):
-            self._fwd.append(t.detach().sum(dtype=torch.float32))
-
-    # -- mode checks -----------------------------------------------------------------------------------
-    def _stochastic(self, module) -> list:
-        root = self._root_by_id.get(id(module))
-        if root is not None:
-            return root.stochastic
-        cached = self._stochastic_cache.get(id(module))
-        if cached is None or cached[0]() is not module:
-            cached = (weakref.ref(module), [m for m in module.modules() if _is_stochastic(m)])
-            self._stochastic_cache[id(module)] = cached
-        return cached[1]
-
-    def _check_train_mode(self, module, stochastic) -> None:
-        """A training forward with dropout/BN in eval mode, after one in training mode: `.train()` not restored."""
-        if not stochastic:
-            return
-        if any(m.training for m in stochastic):
-            self._seen_training.add(id(module))
-        elif id(module) in self._seen_training:
-            self._event(self.train_events, module, [m for m in stochastic if not m.training])
-
-    def _check_eval_mode(self, module, stochastic) -> None:
-        training = [m for m in stochastic if m.training]
-        if training:
-            self._event(self.eval_events, module, training)
-
-    def _user_site(self) -> tuple[str, Optional[dict]]:
-        """(key, site) of the user's line that called into the monitor; the site (which reads the source
-        line) is made once per line, not on every call (clipping calls this every step)."""
-        frame = user_frame(2)
-        if frame is None:
-            return "?", None
-        cached = self._sites.get((frame.f_code, frame.f_lineno))
-        if cached is None:
-            site = site_of(frame)
-            cached = self._sites[(frame.f_code, frame.f_lineno)] = (site_key(site), site)
-        return cached
-
-    def _event(self, table: dict, module, modules: list) -> None:
-        key, site = self._user_site()
-        event = table.get(key)
-        if event is None:
-            table[key] = {"site": site, "count": 1, "first_step": self.steps + 1, "module": module,
-                          "modules": modules[:50], "kinds": sorted({type(m).__name__ for m in modules})}
-        else:
-            event["count"] += 1
-
     def on_no_grad(self, delta: int) -> None:
-        self._ng_depth += delta
-        if delta > 0 and self._ng_depth == 1 and not self._ng_handles:
-            self._ng_handles = [
-                module_hooks.register_module_forward_pre_hook(self._ng_hooks[0]),
-                module_hooks.register_module_forward_hook(self._ng_hooks[1], always_call=True)]
-        elif self._ng_depth <= 0 and self._ng_handles:
-            self._ng_depth = 0
-            for handle in self._ng_handles:
-                handle.remove()
-            self._ng_handles, self._ng_stack = [], []
+        self.modes.on_no_grad(delta)
 
-    def _ng_pre(self, module, args):
-        if not self._ng_stack and not torch.is_grad_enabled():
-            self._check_eval_mode(module, self._stochastic(module))
-        self._ng_stack.append(module)
-
-    def _ng_post(self, module, args, out):
-        if self._ng_stack and self._ng_stack[-1] is module:
-            self._ng_stack.pop()
+    def on_activation_call(self, kind: str, function: str, out) -> None:
+        if (self.roots or self._discovering) and not self.steps & 1:  # sampled: see `activations`
+            self.call_sites.record(kind, function, out)
 
     # -- backward, clipping, GradScaler ----------------------------------------------------------------
     def on_backward(self, tensor: torch.Tensor) -> None:
+        if tracing():
+            return
+        if self._pending is not None and self._stepping is None and self._cleared(self._pending.params):
+            self._finish_backward_step()  # the previous backward was a step of its own (may raise StopRun)
         if tensor.numel() != 1 or id(tensor) in self._scaled_ids:
             return
         self._add_loss(tensor)
+
+    def after_backward(self) -> None:
+        """Before any optimizer step, each backward's gradients are kept (as norms, on the device) until
+        it is known what follows: an optimizer step (then they are its micro-batches) or a backward that
+        finds them cleared (then this backward was an update of its own)."""
+        if self._stepping is not None or (self._series and not self._backward_steps) or tracing():
+            return
+        try:
+            params = self._pending_params()
+            norms, where = self._grad_norms(params)  # `where`: indices into params, layers named at the end
+            pending = self._pending
+            fwd, losses = self._fwd, self._losses
+            if pending is not None:  # not cleared since: gradient accumulation, so far
+                fwd, losses = pending.fwd + fwd, pending.losses + losses
+            self._pending = _Pending(norms, where, fwd, losses, params)
+            self._fwd, self._losses = [], []
+        except Exception as error:  # a check must never break the user's step
+            self.errors.append(f"backward: {type(error).__name__}: {error}")
+
+    def _pending_params(self) -> list:
+        modules = [r.module for r in self.roots] or [m for m, _ in self._candidates.values()]
+        seen, params = set(), []
+        for module in modules:
+            for p in module.parameters():
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    params.append(p)
+        return params
+
+    @staticmethod
+    def _cleared(params: list) -> bool:
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return True
+        return float(torch.stack([n.float() for n in torch._foreach_norm(grads)]).sum()) == 0.0
+
+    def _finish_backward_step(self) -> None:
+        pending, self._pending = self._pending, None
+        if not self._backward_steps:
+            self._backward_steps = True
+            self._end_discovery()
+        series = self._series.get(BACKWARD)
+        if series is None:
+            series = self._series[BACKWARD] = _Series(BACKWARD, "backward steps")
+        positions = self._param_map(BACKWARD, pending.params).positions
+        self._collect_values(series, pending.norms, [positions[i] for i in pending.where], pending.fwd,
+                             pending.losses)
+        series.count += 1
+        self._end_step(series)
 
     def _add_loss(self, tensor: torch.Tensor) -> None:
         loss = tensor.detach()
@@ -362,12 +270,15 @@ class Monitor:
     def on_clip(self, total, max_norm, kind: str) -> None:
         scaler = self._scale_pending
         scale = scaler._scale.detach().clone() if scaler is not None and scaler._scale is not None else None
-        key, site = self._user_site()
+        key, site = self.modes.user_site()
         entry = self.clip_sites.setdefault(key, {"site": site, "count": 0, "scaled": 0, "kind": kind})
         entry["count"] += 1
         entry["scaled"] += scale is not None
         total = total.detach() if isinstance(total, torch.Tensor) else None
         self._clips.append((total, float(max_norm), scale, key))
+        pending = self._pending
+        if pending is not None and self._stepping is None:  # a backward step's applied gradients: clipped
+            pending.norms, pending.where = self._grad_norms(pending.params)
 
     def on_scaler(self, name: str, scaler, when: str, args, result=None) -> None:
         if not scaler.is_enabled():
@@ -385,41 +296,100 @@ class Monitor:
                 self._stepped = False
             else:
                 self._scale_pending = None
-                if not self._stepped:  # the scaler found inf/NaN gradients and skipped the step, on purpose
-                    self._safe_collect(None, skipped=True)
-                    self._end_step()
+                optimizer = args[0] if args else None
+                if optimizer is not None:
+                    self.updates.on_scale(scaler, self._series_of(optimizer), skipped=not self._stepped)
+                if not self._stepped and optimizer is not None:
+                    # the scaler found inf/NaN gradients and skipped the step, on purpose
+                    self._absorb_pending()
+                    series = self._series_of(optimizer)
+                    self._safe_collect(series, None, skipped=True)
+                    series.count += 1
+                    self._end_step(series)
         elif name == "update":
             self._scale_pending = None
 
     # -- optimizer steps -------------------------------------------------------------------------------
+    def _series_of(self, optimizer) -> _Series:
+        series = self._series.get(id(optimizer))
+        if series is None:
+            index = sum(1 for k in self._series if k != BACKWARD)
+            series = self._series[id(optimizer)] = _Series(index, f"optimizer {index}")
+        return series
+
+    def _name_series(self) -> None:
+        """Each optimizer's series named after the root module(s) its parameters belong to (`netD`)."""
+        series = [s for s in self._series.values() if s.index != BACKWARD and s.map is not None]
+        names = []
+        for s in series:
+            roots = list(dict.fromkeys(self._param_root[id(p)] for p in s.map.params if id(p) in self._param_root))
+            names.append(" + ".join(r for r in roots if r))
+        if len(series) == 1 and not names[0]:
+            series[0].name = "optimizer"
+            return
+        for s, name in zip(series, names):
+            s.name = name if name and names.count(name) == 1 else f"optimizer {s.index}" + (f" ({name})" if name else "")
+
     def _step_pre(self, optimizer, args, kwargs):
+        if tracing():
+            return
         self._stepped = True
-        if (args and callable(args[0])) or callable(kwargs.get("closure")):
+        series = self._series_of(optimizer)
+        if self.max_steps is not None and series.count >= self.max_steps:
+            raise StopRun()  # the leading optimizer would go past N: every other one had its turn
+        self._absorb_pending()
+        self._backward_steps = False  # an optimizer steps after all: the backwards are its micro-batches
+        self._stepping = series
+        # The hook's args are the step's own, the optimizer first: `step(self, closure=None)`.
+        if any(callable(a) for a in args[1:2]) or callable(kwargs.get("closure")):
             # `optimizer.step(closure)` (Lightning, LBFGS): the gradients are made inside the step, so
             # they are read after it; they are still the ones the update used.
             self._deferred = True
+            series.closure = True
+            self.updates.before_step(self, series, optimizer)
             return
-        self._safe_collect(optimizer)
+        self._safe_collect(series, optimizer)
+        self.updates.before_step(self, series, optimizer)
+
+    def _absorb_pending(self) -> None:
+        """An optimizer step (taken or skipped by the GradScaler): the backwards so far were its micro-batches."""
+        if self._pending is not None:
+            self._fwd, self._losses = self._pending.fwd + self._fwd, self._pending.losses + self._losses
+            self._pending = None
 
     def _step_post(self, optimizer, args, kwargs):
-        if self._deferred:
-            self._deferred = False
-            self.after_update = True
-            try:
-                self._safe_collect(optimizer)
-            finally:
-                self.after_update = False
-        self._end_step()
+        if tracing():
+            return
+        series = self._series_of(optimizer)
+        self.updates.after_step()
+        try:
+            if self._deferred:
+                self._deferred = False
+                self.after_update = True
+                try:
+                    self._safe_collect(series, optimizer, closure=True)
+                finally:
+                    self.after_update = False
+        finally:
+            self._stepping = None
+        series.count += 1
+        self._end_step(series)
 
-    def _safe_collect(self, optimizer, skipped: bool = False) -> None:
+    def _safe_collect(self, series: _Series, optimizer, skipped: bool = False, closure: bool = False) -> None:
         try:
             if self._discovering:
                 self._end_discovery()
-            self._collect(optimizer, skipped)
-        except StopRun:
+            if optimizer is not None and series.map is None:
+                series.map = self._param_map(id(optimizer), [p for g in optimizer.param_groups for p in g["params"]])
+                self._name_series()
+            norms, where = ([], []) if optimizer is None else self._norms(self._optimizer_map(series, optimizer))
+            fwd, losses = self._fwd, self._losses
+            self._fwd, self._losses = [], []
+            self._collect_values(series, norms, where, fwd, losses, skipped, closure)
+        except (StopRun, NonFiniteError):
             raise
         except Exception as error:  # a check must never break the user's step
-            self.errors.append(f"step {self.steps + 1}: {type(error).__name__}: {error}")
+            self.errors.append(f"step {series.count + 1}: {type(error).__name__}: {error}")
 
     def _layer(self, name: str) -> int:
         index = self._layer_index.get(name)
@@ -428,12 +398,7 @@ class Monitor:
             self.layers.append(name)
         return index
 
-    def _optimizer_map(self, optimizer) -> _OptMap:
-        count = sum([len(group["params"]) for group in optimizer.param_groups])
-        cached = self._opt_maps.get(id(optimizer))
-        if cached is not None and cached.count == count:
-            return cached
-        params = [p for group in optimizer.param_groups for p in group["params"]]
+    def _param_map(self, key, params: list) -> _ParamMap:
         positions = []
         for i, p in enumerate(params):
             layer = self._param_layer.get(id(p))
@@ -441,12 +406,25 @@ class Monitor:
                 layer = f"param{i}[{'x'.join(map(str, p.shape))}]"
                 self._param_layer[id(p)] = layer
             positions.append(self._layer(layer))
-        cached = self._opt_maps[id(optimizer)] = _OptMap(count, params, positions)
-        return cached
+        return _ParamMap(len(params), params, positions)
 
-    def _norms(self, optimizer) -> tuple[list, list]:
+    def _optimizer_map(self, series: _Series, optimizer) -> _ParamMap:
+        count = sum([len(group["params"]) for group in optimizer.param_groups])
+        if series.map is not None and series.map.count == count:
+            return series.map
+        series.map = self._param_map(id(optimizer), [p for g in optimizer.param_groups for p in g["params"]])
+        return series.map
+
+    @staticmethod
+    def _grad_norms(params: list) -> tuple[list, list]:
+        """Grad norms of the parameters that have a (strided) gradient, and their indices in `params`."""
+        keep = [i for i, p in enumerate(params) if p.grad is not None and p.grad.layout == torch.strided]
+        grads = [params[i].grad for i in keep]
+        return ([*torch._foreach_norm(grads)] if grads else []), keep
+
+    @staticmethod
+    def _norms(opt: _ParamMap) -> tuple[list, list]:
         """Per-parameter grad norms (one `_foreach_norm`) and the layer position of each."""
-        opt = self._optimizer_map(optimizer)
         grads = [p.grad for p in opt.params]
         if opt.dense:
             try:
@@ -459,31 +437,32 @@ class Monitor:
         grads = [grads[i] for i in keep]
         return ([*torch._foreach_norm(grads)] if grads else []), [opt.positions[i] for i in keep]
 
-    def _collect(self, optimizer, skipped: bool = False) -> None:
+    def _collect_values(self, series: _Series, norms: list, where: list, fwd: list, losses: list,
+                        skipped: bool = False, closure: bool = False) -> None:
         """The step's one read: per-parameter grad norms, output sums, losses, clip norms in one vector.
 
         Kept lean (this runs every step): no per-layer arithmetic here, the raw vector is stored and
         summed per layer only when the record is asked for."""
-        if self._in_flight:
-            self._read_done()
-        fwd, losses, clips = self._fwd, self._losses, self._clips
-        self._fwd, self._losses, self._clips = [], [], []
+        if self.reads.in_flight:
+            self.reads.done()
+        clips, self._clips = self._clips, []
+        self.call_sites.calls = 0
         if self._scaled_ids:
             self._scaled_ids.clear()
-        norms, where = self._norms(optimizer) if optimizer is not None else ([], [])
         extras = [*fwd, *losses]
         clip_meta = []
         for total, max_norm, scale, key in clips:
             clip_meta.append((total is not None, max_norm, scale is not None, key))
             extras += [t for t in (total, scale) if t is not None]
-        meta = (self.steps + 1, where, len(norms), len(fwd), len(losses), clip_meta, skipped)
+        meta = (series.count + 1, series.index, where, len(norms), len(fwd), len(losses), clip_meta, skipped,
+                closure)
         if not norms and not extras:
-            if self._in_flight:
-                self._read_done(wait=True)  # rows stay in step order
+            if self.reads.in_flight:
+                self.reads.done(wait=True)  # rows stay in step order
             self._finish(meta, [])
             return
         try:  # one op (cat and stack promote float16/bfloat16 values to the widest dtype)
-            vector = _one_vector(norms) if norms else None
+            vector = one_vector(norms) if norms else None
             if vector is not None:
                 pack = torch.cat([vector, *[t.reshape(1) for t in extras]])
             else:
@@ -493,67 +472,20 @@ class Monitor:
             pack = torch.stack([t.to(device=device, dtype=torch.float32) for t in [*norms, *extras]])
         if pack.dtype != torch.float32:
             pack = pack.float()
-        if self.async_read and pack.is_cuda:
-            self._read_later(meta, pack)
+        if self.reads.async_read and pack.is_cuda:
+            self.reads.later(meta, pack)
         else:
-            if self._in_flight:
-                self._read_done(wait=True)  # rows stay in step order
+            if self.reads.in_flight:
+                self.reads.done(wait=True)  # rows stay in step order
             self._finish(meta, pack.tolist())
-
-    def _read_later(self, meta: tuple, pack: torch.Tensor) -> None:
-        """CUDA: one non-blocking copy into pinned memory, and an event to tell when it is done."""
-        n = pack.numel()
-        slot = self._slots.pop() if self._slots else None
-        if slot is None or slot[0].numel() < n or slot[2] != pack.device:
-            slot = (torch.empty(max(n, 64), dtype=torch.float32, pin_memory=True), torch.cuda.Event(), pack.device)
-        host = slot[0][:n]
-        host.copy_(pack, non_blocking=True)
-        slot[1].record(torch.cuda.current_stream(pack.device))  # the stream the copy was queued on
-        self._in_flight.append((meta, host, slot))
-
-    def _read_done(self, wait: bool = False) -> None:
-        """Read the copies that are done (`event.query()` does not wait); with `wait`, all of them; and the
-        oldest when `IN_FLIGHT` are pending."""
-        in_flight = self._in_flight
-        while in_flight:
-            meta, host, slot = in_flight[0]
-            if not slot[1].query():
-                if not (wait or len(in_flight) >= IN_FLIGHT):
-                    return
-                self.waits += 1
-                slot[1].synchronize()
-            in_flight.popleft()
-            self._slots.append(slot)
-            self._finish(meta, host.tolist())
 
     def _finish(self, meta: tuple, values: list) -> None:
         """Store the step's raw values; look only at what says whether it is non-finite."""
         self.rows.append((meta, values))
         # Norms, output sums and losses come first: their sum is NaN or Inf iff one of them is (float32
         # values cannot overflow a float64 sum), the rest (clip norms, scales) is not looked at here.
-        if self.first_nonfinite is None and not math.isfinite(sum(values[:meta[2] + meta[3] + meta[4]])):
-            self._note_nonfinite(self._row(meta, values))
-
-    def _row(self, meta: tuple, values: list) -> dict:
-        """A step as a dict: per-layer norms (position -> norm), total, loss, output flag, clips."""
-        step, where, n_norms, n_fwd, n_losses, clips_meta, skipped = meta
-        squares: dict[int, float] = {}
-        for pos, v in zip(where, values[:n_norms]):
-            squares[pos] = squares.get(pos, 0.0) + v * v
-        at = n_norms
-        fwd, at = values[at:at + n_fwd], at + n_fwd
-        losses, at = values[at:at + n_losses], at + n_losses
-        clips = []
-        for has_total, max_norm, has_scale, key in clips_meta:
-            before = values[at] if has_total else None
-            at += has_total
-            scale = values[at] if has_scale else None
-            at += has_scale
-            clips.append({"before": before, "max_norm": max_norm, "scale": scale, "site": key})
-        return {"step": step, "norms": {pos: math.sqrt(sq) for pos, sq in squares.items()},
-                "total": math.sqrt(sum(squares.values())) if squares else None,
-                "loss": sum(losses) / len(losses) if losses else None,
-                "fwd_nan": any(math.isnan(v) for v in fwd), "clips": clips, "skipped": skipped}
+        if self.first_nonfinite is None and not math.isfinite(sum(values[:meta[3] + meta[4] + meta[5]])):
+            self._note_nonfinite(decode(meta, values))
 
     def _note_nonfinite(self, row: dict) -> None:
         if self.first_nonfinite is not None:
@@ -573,9 +505,12 @@ class Monitor:
             return
         bad_layers = [self.layers[i] for i, v in sorted(row["norms"].items()) if not math.isfinite(v)]
         self.first_nonfinite = {"step": row["step"], "seen_in": seen, "layers": bad_layers[:8],
-                                "n_layers": len(bad_layers)}
+                                "n_layers": len(bad_layers), "series": self._series_name(row["series"])}
         for callback in list(self.on_nonfinite):
             callback(row["step"])
+
+    def _series_name(self, index: int) -> str:
+        return next((s.name for s in self._series.values() if s.index == index), "optimizer")
 
     def pending_nonfinite(self, optimizer) -> bool:
         """Is the step in progress non-finite so far (model output, loss, gradients)? One device read."""
@@ -588,61 +523,69 @@ class Monitor:
         pack = torch.stack([t.to(device=device, dtype=torch.float32) for t in items])
         return not bool(torch.isfinite(pack.sum()))
 
-    def _end_step(self) -> None:
-        self.steps += 1
-        if self._activations and self.steps % max(1, self.thresholds.window) == 0:
-            for tracker in self._activations:
-                tracker.close_window(self.steps)
+    def _end_step(self, series: _Series) -> None:
+        leading = max(s.count for s in self._series.values())
+        if leading > self.steps:
+            self.steps = leading
+            if self._activations or self.call_sites.trackers:
+                if self.steps % max(1, self.thresholds.window) == 0:
+                    for tracker in self._trackers():
+                        tracker.close_window(self.steps)
         for callback in list(self.on_step_end):
             callback(self)
+        counted = [s for s in self._series.values() if s.index != BACKWARD] or list(self._series.values())
+        if self.max_steps is not None and all(s.count >= self.max_steps for s in counted):
+            raise StopRun()
+
+    def _trackers(self) -> list:
+        return [*self._activations, *self.call_sites.trackers.values()]
 
     # -- results ---------------------------------------------------------------------------------------
-    def flush(self) -> None:
-        """Read what is still on the device, and what the unfinished step left (a crash mid-step)."""
+    def flush(self, partial: bool = True) -> None:
+        """Read what is still on the device, and (with `partial`: a crash mid-step) what the unfinished step
+        left. A run stopped after N steps leaves the next step's forward: not a step, dropped."""
         try:
-            self._read_done(wait=True)
+            self.reads.done(wait=True)
+            if not partial:
+                self._fwd, self._losses, self._clips = [], [], []
+            if self._pending is not None and self._stepping is None:
+                saved_max, self.max_steps = self.max_steps, None
+                try:
+                    self._finish_backward_step()  # the last backward of a script without optimizer
+                finally:
+                    self.max_steps = saved_max
             if self._fwd or self._losses:
-                self._partial_steps.add(self.steps + 1)
-                self._collect(None, skipped=False)
+                series = self._stepping or next(iter(self._series.values()), None) or _Series(0, "optimizer")
+                self._partial_steps.add((series.index, series.count + 1))
+                self._collect_values(series, [], [], self._fwd, self._losses)
+                self._fwd, self._losses = [], []
         except Exception as error:
             self.errors.append(f"flush: {type(error).__name__}: {error}")
 
-    def _json_rows(self) -> list[dict]:
-        n = len(self.layers)
-        rows = []
-        for meta, values in self.rows:
-            row = self._row(meta, values)
-            out = dict(row)
-            if row["step"] in self._partial_steps and not row["norms"]:
-                out["partial"] = True
-            out["norms"] = [number(row["norms"][i]) if i in row["norms"] else None for i in range(n)]
-            out["total"], out["loss"] = number(row["total"]), number(row["loss"])
-            out["clips"] = [dict(c, before=number(c["before"]), scale=number(c["scale"])) for c in row["clips"]]
-            rows.append(out)
-        return rows
-
     def record(self) -> dict:
-        self._read_done(wait=True)
+        self.reads.done(wait=True)
+        self.call_sites.rename()
+        series = sorted(self._series.values(), key=lambda s: (s.index == BACKWARD, s.index))
+        raw = self.rows
+        if any(s.index != BACKWARD for s in series):  # backwards before the optimizer stepped: not training
+            series = [s for s in series if s.index != BACKWARD]
+            raw = [(meta, values) for meta, values in raw if meta[1] != BACKWARD]
         return {
             "steps": self.steps,
+            "series": [{"index": s.index, "name": s.name, "steps": s.count,
+                        "kind": "backward" if s.index == BACKWARD else ("closure" if s.closure else "optimizer")}
+                       for s in series],
             "roots": [{"name": r.name, "class": type(r.module).__name__,
                        "parameters": sum(p.numel() for p in r.module.parameters())} for r in self.roots],
             "layers": list(self.layers),
-            "rows": self._json_rows(),
+            "rows": json_rows(raw, len(self.layers), self._partial_steps),
             "first_nonfinite": self.first_nonfinite,
-            "eval_mode": self._events(self.eval_events),
-            "train_mode": self._events(self.train_events),
+            "forwards": {"training": self.modes.training_forwards, "no_grad": self.modes.eval_forwards},
+            "eval_mode": self.modes.events(self.modes.eval_events),
+            "train_mode": self.modes.events(self.modes.train_events),
             "clip_sites": list(self.clip_sites.values()),
-            "activations": activations.record(self._activations, self.steps),
+            "activations": activations.record(self._trackers(), self.steps),
             "thresholds": self.thresholds.to_dict(),
+            "updates": self.updates.record(len(self.layers)),
             "monitor_errors": self.errors,
         }
-
-    def _events(self, table: dict) -> list:
-        out = []
-        for event in table.values():
-            names = [self.name_of(m) for m in event["modules"]]
-            out.append({"site": event["site"], "count": event["count"], "first_step": event["first_step"],
-                        "module": self.name_of(event["module"]), "modules": names[:6],
-                        "n_modules": len(names), "kinds": event["kinds"]})
-        return out

@@ -1,38 +1,40 @@
-"""Copies of the user's project for the two runs: one as it is, one with gradlint's safe fixes applied.
-
-Both runs execute from copies, so neither writes into the user's tree (checkpoints, `__pycache__`);
-the original copy is byte for byte the user's code. Torch-free.
+"""The fixed text of the user's files that a run imported: gradlint's safe fixes (with `unsafe`, the unsafe
+ones too), as the static engine makes them. Nothing is written next to the user's files: the patched run
+gets the texts through an import hook (see `imports`), and `--keep DIR` writes them for inspection.
+Torch-free.
 """
 
 from __future__ import annotations
 
 import difflib
 import io
-import shutil
+import os
 import tokenize
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-
-# Not part of a training project's code, and possibly large.
-IGNORED = (".git", ".hg", ".svn", "__pycache__", "*.pyc", ".venv", "venv", "env", "node_modules", ".mypy_cache",
-           ".pytest_cache", ".ruff_cache", ".gradlint_cache", "*.egg-info", ".ipynb_checkpoints", "wandb",
-           "lightning_logs")
+from typing import Optional
 
 
 @dataclass
 class FilePatch:
-    path: str  # relative to the project folder
+    path: str  # as shown: relative to the working directory when inside it
+    real: str  # the real path, where the import hook serves the text
     fixed: int
     codes: dict  # code -> count of findings the fixes removed
     diff: str
-    remaining: list = field(default_factory=list)  # "code line message" of what the safe fixes left
+    text: str  # the fixed text
+    remaining: list = field(default_factory=list)  # "code line message" of what the fixes left
+    encoding: str = "utf-8"
+    original: str = ""  # the text as read
 
 
 @dataclass
 class PatchResult:
     files: list[FilePatch] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    considered: list[str] = field(default_factory=list)  # the imported project files, as shown
+    seconds: float = 0.0
 
     @property
     def fixed(self) -> int:
@@ -45,16 +47,25 @@ class PatchResult:
             total.update(f.codes)
         return total
 
+    def sources(self) -> dict[str, str]:
+        """Real path -> fixed text, for the import hook."""
+        return {f.real: f.text for f in self.files}
+
     def to_dict(self) -> dict:
         return {"fixed": self.fixed, "codes": dict(sorted(self.codes.items())),
                 "files": [{"path": f.path, "fixed": f.fixed, "codes": f.codes, "diff": f.diff,
                            "remaining": f.remaining} for f in self.files],
-                "errors": self.errors}
+                "considered": self.considered, "seconds": round(self.seconds, 3), "errors": self.errors}
 
 
-def copy_project(source: Path, dest: Path) -> Path:
-    shutil.copytree(source, dest, ignore=shutil.ignore_patterns(*IGNORED), symlinks=True)
-    return dest
+def shown(path: str, cwd: Optional[str] = None) -> str:
+    """A path as the user would type it from `cwd`: relative inside it, absolute outside."""
+    cwd = cwd or os.getcwd()
+    try:
+        rel = os.path.relpath(path, cwd)
+    except ValueError:
+        return path
+    return path if rel == ".." or rel.startswith(".." + os.sep) else rel
 
 
 def _decode(data: bytes) -> tuple[str, str]:
@@ -82,41 +93,66 @@ def _unlocked(text: str, path: str, rules, outcome, found: Counter, unsafe: bool
     return extra
 
 
-def fix_tree(root: Path, display_root: str = "", unsafe: bool = False) -> PatchResult:
-    """Apply the safe fixes (and with `unsafe`, the unsafe ones) of every rule to every .py file under `root`,
-    in place: `root` is a copy."""
+def fix_files(paths: list[str], unsafe: bool = False, cwd: Optional[str] = None) -> PatchResult:
+    """The fixed text of each file in `paths` that any fix changes; the files themselves are only read.
+    Which findings the fixes removed is worked out later (`attribute`): the patched run need not wait."""
+    import time
+
+    from gradlint.engine import fix_text
+    from gradlint.registry import all_rules
+
+    start = time.perf_counter()
+    rules = all_rules()
+    result = PatchResult(considered=[shown(p, cwd) for p in paths])
+    for real in paths:
+        name = shown(real, cwd)
+        try:
+            text, encoding = _decode(Path(real).read_bytes())
+        except (OSError, UnicodeDecodeError, SyntaxError) as error:
+            result.errors.append(f"{name}: not read: {error}")
+            continue
+        try:
+            outcome = fix_text(text, real, rules, {}, unsafe=unsafe)
+        except Exception as error:  # an engine bug must not stop the run: the file stays as it was
+            result.errors.append(f"{name}: not fixed: {type(error).__name__}: {error}")
+            continue
+        if outcome.text == text:
+            continue
+        diff = "".join(difflib.unified_diff(text.splitlines(keepends=True), outcome.text.splitlines(keepends=True),
+                                            f"a/{name}", f"b/{name}"))
+        result.files.append(FilePatch(name, real, outcome.fixed, {}, diff, outcome.text, [], encoding, text))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def attribute(result: PatchResult, unsafe: bool = False) -> None:
+    """Per fixed file: the codes of the findings the fixes removed, and what they left."""
     from gradlint.engine import fix_text, lint_text
     from gradlint.registry import all_rules
 
     rules = all_rules()
-    result = PatchResult()
-    for path in sorted(root.rglob("*.py")):
-        if path.is_symlink() or not path.is_file():
-            continue
-        rel = path.relative_to(root).as_posix()
-        shown = f"{display_root.rstrip('/')}/{rel}" if display_root else rel
-        try:
-            data = path.read_bytes()
-            text, encoding = _decode(data)
-        except (OSError, UnicodeDecodeError, SyntaxError) as error:
-            result.errors.append(f"{shown}: not read: {error}")
-            continue
-        try:
-            outcome = fix_text(text, str(path), rules, {}, unsafe=unsafe)
-        except Exception as error:  # an engine bug must not stop the run: the file stays as it was
-            result.errors.append(f"{shown}: not fixed: {type(error).__name__}: {error}")
-            continue
-        if outcome.text == text:
-            continue
-        before = Counter(f.code for f in lint_text(text, str(path), rules))
+    for patch in result.files:
+        text = patch.original
+        outcome = fix_text(text, patch.real, rules, {}, unsafe=unsafe)
+        before = Counter(f.code for f in lint_text(text, patch.real, rules))
         after = Counter(f.code for f in outcome.remaining)
         found = before - after
-        found.update(_unlocked(text, str(path), rules, outcome, found, unsafe))
-        codes = dict(sorted(found.items()))
-        body = outcome.text.encode("utf-8") if encoding == "utf-8-sig" else outcome.text.encode(encoding)
-        path.write_bytes((b"\xef\xbb\xbf" + body) if encoding == "utf-8-sig" else body)
-        diff = "".join(difflib.unified_diff(text.splitlines(keepends=True), outcome.text.splitlines(keepends=True),
-                                            f"a/{shown}", f"b/{shown}"))
-        remaining = [f"{f.code} {f.location.row}: {f.message}" for f in outcome.remaining]
-        result.files.append(FilePatch(shown, max(outcome.fixed, sum(codes.values())), codes, diff, remaining))
-    return result
+        found.update(_unlocked(text, patch.real, rules, outcome, found, unsafe))
+        patch.codes = dict(sorted(found.items()))
+        patch.fixed = max(patch.fixed, sum(found.values()))
+        patch.remaining = [f"{f.code} {f.location.row}: {f.message}" for f in outcome.remaining]
+
+
+def keep(result: PatchResult, folder: Path, anchor: str) -> list[Path]:
+    """Write the fixed files under `folder`, at their paths relative to the common folder of `anchor` (the
+    script's folder, or the working directory for a module) and the files; returns what was written."""
+    reals = [f.real for f in result.files]
+    root = os.path.commonpath([anchor, *[os.path.dirname(r) for r in reals]]) if reals else anchor
+    written = []
+    for f in result.files:
+        target = folder / os.path.relpath(f.real, root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        body = f.text.encode("utf-8") if f.encoding == "utf-8-sig" else f.text.encode(f.encoding)
+        target.write_bytes((b"\xef\xbb\xbf" + body) if f.encoding == "utf-8-sig" else body)
+        written.append(target)
+    return written

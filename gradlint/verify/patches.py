@@ -13,6 +13,9 @@ from torch.amp import GradScaler
 from torch.autograd import grad_mode
 from torch.nn.utils import clip_grad
 
+from . import activations, hidden
+from .hidden import tracing
+
 _active: list = []  # monitors, innermost last
 _saved: list[tuple[object, str, object]] = []
 _reentry = {"clip": False}
@@ -27,6 +30,8 @@ def _wrap_clip(original, bound_name: str, kind: str):
     """`clip_grad_norm_` (kind "norm": it returns the total norm) or `clip_grad_value_` ("value")."""
 
     def clip(parameters, *args, **kwargs):
+        if tracing():
+            return original(parameters, *args, **kwargs)
         outer = not _reentry["clip"]
         _reentry["clip"] = True
         try:
@@ -49,7 +54,10 @@ def _wrap_backward(original):
     def backward(self, *args, **kwargs):
         for monitor in _active:
             monitor.on_backward(self)
-        return original(self, *args, **kwargs)
+        result = original(self, *args, **kwargs)
+        for monitor in _active:
+            monitor.after_backward()
+        return result
 
     backward.__wrapped__ = original
     backward.__doc__ = original.__doc__
@@ -111,9 +119,11 @@ def _targets():
 
 def activate(monitor) -> None:
     if not _active:
+        hidden.install()
         for owner, name, replacement in _targets():
             _saved.append((owner, name, owner.__dict__[name]))
             setattr(owner, name, replacement)
+        activations.wrap_functions(_active)
     _active.append(monitor)
 
 
@@ -121,6 +131,8 @@ def deactivate(monitor) -> None:
     if monitor in _active:
         _active.remove(monitor)
     if not _active:
+        activations.unwrap_functions()
         while _saved:
             owner, name, original = _saved.pop()
             setattr(owner, name, original)
+        hidden.uninstall()

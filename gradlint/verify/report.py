@@ -27,7 +27,8 @@ def _cell(check: Optional[Check], width: int) -> list[tuple[str, str]]:
     lines: list[tuple[str, str]] = []
     for i, part in enumerate(textwrap.wrap(check.summary, text_width) or [""]):
         lines.append((check.status if i == 0 else "", part))
-    for detail in check.details:
+    details = ([f"  {check.code}"] if check.code else []) + list(check.details)
+    for detail in details:
         indent = "  " if detail.startswith("  ") else ""
         for part in textwrap.wrap(detail.strip(), text_width - len(indent) - 1):
             lines.append(("", indent + " " + part))
@@ -57,12 +58,14 @@ def table(original: list[Check], patched: list[Check], color: bool = False, widt
 
 def patch_lines(patch: dict, errors: list[str]) -> list[str]:
     files = patch.get("files") or []
+    considered = patch.get("considered") or []
+    imported = f"the {len(considered)} project file(s) the run imported" if considered else "the run's files"
     if not files:
-        lines = ["patched copy: no safe fix applies; the patched run is the original again"]
+        lines = [f"patch: no fix applies to {imported}"]
     else:
         codes = ", ".join(f"{code} x{n}" if n > 1 else code for code, n in patch["codes"].items())
         where = ", ".join(f["path"] for f in files)
-        lines = [f"patched copy: {patch['fixed']} fix(es) ({codes or 'formatting'}) in {where}"]
+        lines = [f"patch: {patch['fixed']} fix(es) ({codes or 'formatting'}) in {where}, of {imported}"]
     remaining = [r for f in files for r in f.get("remaining", [])]
     if remaining:
         lines.append(f"not fixed (unsafe or no fix): {', '.join(sorted({r.split()[0] for r in remaining}))}")
@@ -70,22 +73,51 @@ def patch_lines(patch: dict, errors: list[str]) -> list[str]:
     return lines
 
 
-def verdict(original: list[Check], patched: list[Check], healthy: bool, exit_code: int,
-            reason: str = "") -> list[str]:
+def _changed(check: Check) -> bool:
+    """Did the patched run's own evidence change for this check? A clip that never cut changed nothing."""
+    if check.key == "clipping":
+        return bool(check.data.get("cut")) or check.data.get("cut") is None and check.data.get("clipped", 0) > 0
+    return True
+
+
+def verdict(original: list[Check], patched: list[Check], healthy: bool, exit_code: int, reason: str = "",
+            notes: tuple = (), patched_ran: bool = True) -> dict:
+    """The verdict as data and as lines. A fix is claimed only from the runs: a check that failed or warned in
+    the original and is ok in the patched run, where the patched run differs from the original (`notes`
+    say when it does not: identical runs, patched files never imported) and the check's own evidence moved
+    (a clip that cut)."""
     before = {c.key: c for c in original}
-    fixed = [c.title for c in patched if c.status == OK and before.get(c.key) and before[c.key].status in (FAIL, WARN)]
+    improved = [c for c in patched if c.status == OK and before.get(c.key) and before[c.key].status in (FAIL, WARN)]
+    lines = []
+    fixed, unproven = [], []
+    if patched_ran and not notes:
+        fixed = [c.title for c in improved if _changed(c)]
+        unproven = [c for c in improved if not _changed(c)]
     worse = [c.title for c in patched if c.status in (FAIL, WARN) and before.get(c.key)
              and before[c.key].status == OK]
-    lines = []
+    failing = [c.title for c in patched if c.status == FAIL]
+    warnings = [c.title for c in patched if c.status == WARN]
+    lines += list(notes)
     if fixed:
         lines.append("fixed by the patch: " + ", ".join(fixed))
+    for c in unproven:
+        lines.append(f"{c.title}: added by the patch, but it never cut in this run (the gradient norm stayed "
+                     "below max_norm): no effect to show")
     if worse:
         lines.append("worse after the patch: " + ", ".join(worse))
-    failing = [c.title for c in patched if c.status == FAIL]
+    run = "the patched run" if patched_ran else "the run"
+    warned = (f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''} ({', '.join(warnings)})"
+              if warnings else "")
     if exit_code == 2:
+        status = "none"
         lines.append("verdict: none, " + (reason or "the patched code did not run to the end"))
     elif healthy:
-        lines.append("verdict: the patched run is healthy")
+        status = "healthy"
+        lines.append(f"verdict: {run} passes with {warned}: no check failed" if warned
+                     else f"verdict: {run} is healthy")
     else:
-        lines.append("verdict: the patched run is not healthy: " + ", ".join(failing))
-    return lines
+        status = "unhealthy"
+        lines.append(f"verdict: {run} is not healthy: {', '.join(failing)} failed"
+                     + (f"; and {warned}" if warned else ""))
+    return {"status": status, "exit_code": exit_code, "fixed": fixed, "worse": worse, "failing": failing,
+            "warnings": warnings, "notes": list(notes), "reason": reason if exit_code == 2 else "", "lines": lines}

@@ -17,9 +17,9 @@ SPINNER = "|/-\\"
 
 @dataclass
 class RunSpec:
-    label: str  # "original", "patched", "pinpointing"
-    script: Path  # in a copy of the project
-    cwd: Path
+    label: str  # "original", "patched", "original replay"
+    script: str  # a path, or a module name with `module`
+    cwd: Path  # the user's working directory
     args: list[str]
     steps: int
     device: str
@@ -27,6 +27,8 @@ class RunSpec:
     timeout: float
     thresholds: dict
     trace_step: Optional[int] = None
+    module: bool = False
+    sources: Optional[Path] = None  # JSON: real path -> fixed text, for the patched run
 
 
 class Progress:
@@ -62,9 +64,13 @@ class Progress:
 def _child_env() -> dict:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # nothing written next to the user's sources, even in the copy
-    # The child imports gradlint from wherever this process did (an editable install, a checkout).
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ written next to the user's sources
+    # The child imports gradlint from wherever this process did (an editable install, a checkout); the
+    # harness takes that folder off sys.path and PYTHONPATH again before the user's code runs.
     root = str(Path(__file__).resolve().parents[2])
+    if "PYTHONPATH" in env:
+        env["GRADLINT_USER_PYTHONPATH"] = env["PYTHONPATH"]
+    env["GRADLINT_HARNESS_PATH"] = root
     env["PYTHONPATH"] = (env["PYTHONPATH"] + os.pathsep if env.get("PYTHONPATH") else "") + root
     return env
 
@@ -106,8 +112,12 @@ def run_harness(spec: RunSpec, workdir: Path, progress: Progress) -> dict:
         cmd += ["--seed", str(spec.seed)]
     if spec.trace_step:
         cmd += ["--trace-step", str(spec.trace_step)]
+    if spec.sources is not None:
+        cmd += ["--sources", str(spec.sources)]
+    if spec.module:
+        cmd += ["--module"]
     cmd += [str(spec.script), "--", *spec.args]
-    start = time.monotonic()
+    start, start_wall = time.monotonic(), time.time()
     timed_out = False
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(cmd, cwd=spec.cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
@@ -144,6 +154,7 @@ def run_harness(spec: RunSpec, workdir: Path, progress: Progress) -> dict:
     record["stdout_tail"] = _tail(out_path)
     record["stderr_tail"] = _tail(err_path)
     record["label"] = spec.label
+    record["started"], record["ended"] = start_wall, time.time()
     return record
 
 

@@ -53,3 +53,35 @@ def user_site(depth: int = 1) -> Optional[dict]:
 
 def site_key(site: Optional[dict]) -> str:
     return f"{site['file']}:{site['line']}" if site else "?"
+
+
+def _library(filename: str) -> bool:
+    return "site-packages" in filename or "dist-packages" in filename
+
+
+def chain_of(frame, limit: int = 8) -> tuple:
+    """The user's frames that led to `frame`, outermost first, as (file, line, function): the project's own
+    code (a library's frames, Lightning's loops, are left out; `frame` itself is kept wherever it is)."""
+    out = []
+    inner = frame
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if frame is inner or (_is_user(name) and not _library(name)):
+            out.append((name, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+    return tuple(reversed(out[:limit]))
+
+
+def described(chain: tuple) -> list[dict]:
+    """A chain of `chain_of` with each line's code."""
+    return [{"file": f, "line": n, "function": fn, "code": linecache.getline(f, n).strip()} for f, n, fn in chain]
+
+
+def context(site: Optional[dict], around: int = 3) -> list[dict]:
+    """The lines around a site (`around` before and after), each {"line", "code"}: from linecache, which holds
+    the fixed text the patched run was served (see `imports.remember_source`)."""
+    if not site or not site.get("file") or not site.get("line"):
+        return []
+    lines = linecache.getlines(site["file"])
+    first, last = max(1, site["line"] - around), min(len(lines), site["line"] + around)
+    return [{"line": n, "code": lines[n - 1].rstrip("\n")} for n in range(first, last + 1)]

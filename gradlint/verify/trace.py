@@ -24,7 +24,7 @@ import torch
 from torch.nn.modules import module as module_hooks
 from torch.overrides import TorchFunctionMode
 
-from .sites import site_of, user_frame
+from .sites import chain_of, context, described, site_of, user_frame
 from .tensors import float_tensors
 
 OPERATORS = {
@@ -63,6 +63,26 @@ def _state(t: torch.Tensor) -> tuple[bool, bool]:
         return False, False
     nan = bool(torch.isnan(t).any())
     return nan, bool(torch.isinf(t).any())
+
+
+def facts(t: torch.Tensor, role: str) -> dict:
+    """What a person asks of the tensor at the origin: its shape and dtype, and how many of its rows (along
+    the last dimension) are all zero, and how many hold a NaN or an Inf."""
+    t = t.detach()
+    flat = t.reshape(1, 1) if t.dim() == 0 else t.reshape(-1, t.shape[-1])
+    return {"role": role, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""),
+            "rows": flat.shape[0], "zero_rows": int((flat == 0).all(dim=1).sum()),
+            "nonfinite_rows": int((~torch.isfinite(flat)).any(dim=1).sum())}
+
+
+def _facts(tensors: list, role: str, limit: int = 3) -> list[dict]:
+    out = []
+    for i, t in enumerate(tensors[:limit]):
+        try:
+            out.append(facts(t, f"{role} {i + 1}" if len(tensors) > 1 else role))
+        except Exception:  # a tensor subclass without these ops: no facts rather than no origin
+            pass
+    return out
 
 
 def _inplace(name: str, kwargs: dict) -> bool:
@@ -158,14 +178,17 @@ class Tracer(TorchFunctionMode):
             kind, note = "inf", "from finite inputs (overflow or division by zero)"
         else:
             return  # carried along, or made on purpose (a mask)
+        frame = user_frame()
         self.origin = self._where("forward", kind, _op_name(func), self._modules[-1] if self._modules else None,
-                                  site_of(user_frame()), note)
+                                  site_of(frame), note, chain_of(frame),
+                                  _facts(inputs, "input") + _facts(bad, "output"))
 
     def _tag(self, func, outs) -> None:
         nodes = {t.grad_fn for t in outs if t.requires_grad and t.grad_fn is not None}
         if not nodes:
             return
-        info = (_op_name(func), self._modules[-1] if self._modules else None, site_of(user_frame()))
+        frame = user_frame()
+        info = (_op_name(func), self._modules[-1] if self._modules else None, site_of(frame), chain_of(frame))
         for node in nodes:
             if node in self._nodes:
                 continue
@@ -183,19 +206,21 @@ class Tracer(TorchFunctionMode):
                     states = [_state(g) for g in outgoing]
                     if any(nan or inf for nan, inf in states):
                         kind = "nan" if any(nan for nan, _ in states) else "inf"
-                        op, module, site = info
+                        op, module, site, chain = info
                         self.origin = self._where("backward", kind, op, module, site,
-                                                  "the gradient of this op is non-finite for finite inputs")
+                                                  "the gradient of this op is non-finite for finite inputs", chain,
+                                                  _facts(incoming, "incoming gradient")
+                                                  + _facts(outgoing, "outgoing gradient"))
             except Exception:
                 pass
             return None
         return hook
 
-    def _where(self, phase, kind, op, module, site, note) -> dict:
+    def _where(self, phase, kind, op, module, site, note, chain=(), tensors=()) -> dict:
         # The module object is kept until `result()`: names are only known once the roots are.
         return {"phase": phase, "kind": kind, "op": op, "_module": module,
                 "module_class": type(module).__name__ if module is not None else None,
-                "site": site, "note": note, "step": self.step}
+                "site": site, "note": note, "step": self.step, "_chain": chain, "tensors": list(tensors)}
 
     def result(self) -> Optional[dict]:
         if self.origin is None:
@@ -203,6 +228,9 @@ class Tracer(TorchFunctionMode):
         origin = dict(self.origin)
         module = origin.pop("_module", None)
         origin.setdefault("module", self.name_of(module) if module is not None else None)
+        origin["chain"] = described(origin.pop("_chain", ()))
+        if origin.get("site"):
+            origin["site"] = dict(origin["site"], context=context(origin["site"]))
         return origin
 
 
