@@ -122,7 +122,7 @@ def test_page_is_self_contained_and_its_header_says_how_it_was_made(transformer)
     header = page[:page.index("<h2>")]
     assert f"gradlint <b>{result['gradlint']}</b>" in header and f"seed <b>{result['seed']}</b>" in header
     assert result["date"] in header and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d", result["date"])
-    assert "$ gradlint verify fixtures/transformer --steps 24 --device cpu --json --report" in header
+    assert "$ gradlint verify fixtures/transformer --steps 24 --device cpu --unsafe-fixes --json --report" in header
 
 
 def test_backticks_become_code(transformer):

@@ -149,7 +149,7 @@ def _rules(rules: Optional[list]) -> str:
     if not rules:
         return "<div class='label'>the rule</div><div>no gradlint rule flags these lines</div>"
     items = "".join(f"<li><b>{escape(r['code'])}</b> {escape(r.get('rule') or '')} at <code>{escape(where(r))}"
-                    "</code>: {rich(r['message'])}{' &middot; fixed by the patch' if r.get('fixed') else ''}"
+                    f"</code>: {rich(r['message'])}{' &middot; fixed by the patch' if r.get('fixed') else ''}"
                     "</li>" for r in rules)
     return f"<div class='label'>the rule that would have caught it</div><ul>{items}</ul>"
 
