@@ -61,10 +61,11 @@ def profile(corpus: str, use_cprofile: bool, with_edits: bool = False, gc_mode: 
 
     from gradlint import engine
     from gradlint.cache import digest
-    from gradlint.discovery import Excluder, discover
+    from gradlint.discovery import discover
     from gradlint.fsio import read_source
     from gradlint.registry import all_rules
     from gradlint.rule import Rule
+    from gradlint.settings import Resolver
 
     rules = all_rules()
     phases.totals["import libcst + gradlint + rules"] = time.perf_counter() - started
@@ -85,7 +86,7 @@ def profile(corpus: str, use_cprofile: bool, with_edits: bool = False, gc_mode: 
             phases.wrap(engine, name, label)
 
     t = time.perf_counter()
-    files = discover([str(root)], Excluder(root, [], True))
+    files = discover([str(root)], Resolver(root, isolated=True))
     phases.totals["discovery"] = time.perf_counter() - t
     t = time.perf_counter()
     sources = []

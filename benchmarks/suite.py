@@ -157,9 +157,10 @@ class Scan:
 
 def corpus_files(root: Path) -> list[str]:
     """The files `gradlint check <root>` checks, relative to `root`."""
-    from gradlint.discovery import Excluder, discover
+    from gradlint.discovery import discover
+    from gradlint.settings import Resolver
 
-    return sorted(path.relative_to(root).as_posix() for path in discover([str(root)], Excluder(root)).files)
+    return sorted(path.relative_to(root).as_posix() for path in discover([str(root)], Resolver(root, isolated=True)).files)
 
 
 def scan(corpus: str, check: FileCheck = lint_file) -> Scan:

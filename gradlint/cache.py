@@ -1,7 +1,8 @@
 """A result cache keyed by file content, like ruff's: a warm run reads and hashes files and nothing more.
 
 One JSON file per settings key (gradlint version and code, selected rules, rule options, per-file
-ignores) in a folder gradlint owns, mapping each file's path to (content digest, findings). A key change
+ignores) in a folder gradlint owns, mapping each file's path to (content digest, findings, warnings):
+a hit shows the same findings and warnings (an invalid noqa directive) as the run that filled it. A key change
 starts a new file; a content change misses for that file alone. The warm path imports neither libcst nor
 any rule.
 
@@ -29,7 +30,7 @@ from typing import Any, Optional
 from . import __version__
 from .diagnostics import SAFE, UNSAFE, Edit, Finding, Fix, Location
 
-_FORMAT = 2
+_FORMAT = 3  # 3: an entry holds the file's warnings too
 _GITIGNORE = b"# Created by gradlint\n*\n"
 _CACHEDIR_TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# gradlint's result cache\n"
 _MARKERS = {".gitignore": _GITIGNORE, "CACHEDIR.TAG": _CACHEDIR_TAG}
@@ -262,18 +263,19 @@ class Cache:
                 and type(data.get("files")) is dict:
             self._entries = data["files"]
 
-    def get(self, path: str, content_digest: bytes) -> Optional[list[Finding]]:
+    def get(self, path: str, content_digest: bytes) -> Optional[tuple[list[Finding], list[str]]]:
+        """(findings, warnings) of the file at `path` with this content; None for a miss."""
         entry = self._entries.get(path)
-        if type(entry) is not list or len(entry) != 2 or entry[0] != content_digest.hex() \
-                or type(entry[1]) is not list:
+        if type(entry) is not list or len(entry) != 3 or entry[0] != content_digest.hex() \
+                or type(entry[1]) is not list or type(entry[2]) is not list:
             return None
         try:
-            return [finding_from_data(item, path) for item in entry[1]]
+            return [finding_from_data(item, path) for item in entry[1]], [_str(item) for item in entry[2]]
         except (ValueError, TypeError):
             return None  # not what gradlint writes: a miss, and the entry is replaced
 
-    def put(self, path: str, content_digest: bytes, findings: list[Finding]) -> None:
-        self._entries[path] = [content_digest.hex(), [finding_data(f) for f in findings]]
+    def put(self, path: str, content_digest: bytes, findings: list[Finding], warnings: list[str] = ()) -> None:
+        self._entries[path] = [content_digest.hex(), [finding_data(f) for f in findings], list(warnings)]
         self._dirty = True
 
     def save(self) -> None:

@@ -178,8 +178,9 @@ def _fish_option(prog: str, condition: str, option: _Option) -> str:
             parts.append(f"-s {flag[1]}")
         else:
             parts.append(f"-o {flag[1:]}")
-    if option.takes_value:
-        parts.append("-r" + (f" -f -a {_fish_text(' '.join(option.values))}" if option.values is not None else " -F"))
+    if option.takes_value:  # a value's own (empty) description: the option's is not the value's
+        parts.append("-r" + (f" -f -a {_fish_text(' '.join(v + chr(92) + 't' for v in option.values))}"
+                             if option.values is not None else " -F"))
     if option.help:
         parts.append(f"-d {_fish_text(option.help)}")
     return " ".join(parts)

@@ -23,15 +23,18 @@ lines are configuration errors: they can only be a mistake.
 from __future__ import annotations
 
 import os
-import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import pathspec
 
 from .fsio import is_temp_file, remove_stale_temp_files
+from .patterns import gitignore_spec
+
+if TYPE_CHECKING:
+    from .settings import Resolver
 
 DEFAULT_EXCLUDE = (
     ".bzr", ".direnv", ".eggs", ".git", ".git-rewrite", ".hg", ".ipynb_checkpoints", ".mypy_cache",
@@ -40,136 +43,22 @@ DEFAULT_EXCLUDE = (
     ".gradlint_cache",
 )
 PYTHON_SUFFIXES = (".py", ".pyi")
-# pathspec 1.x calls git's syntax "gitignore"; older releases only know "gitwildmatch".
-try:
-    pathspec.util.lookup_pattern("gitignore")
-    GITIGNORE_SYNTAX = "gitignore"
-except KeyError:
-    GITIGNORE_SYNTAX = "gitwildmatch"
-_PATTERN = pathspec.util.lookup_pattern(GITIGNORE_SYNTAX)
 
 
 class PathNotFound(Exception):
     pass
 
 
-class InvalidPattern(ValueError):
-    """A pattern git would ignore or cannot read; the message says why."""
+# -- .gitignore files ---------------------------------------------------------------------------------
 
+class GitIgnores:
+    """The `.gitignore` files of the folders a walk meets, each read once."""
 
-# -- patterns, as git reads them --------------------------------------------------------------------
+    def __init__(self) -> None:
+        self._specs: dict[Path, Optional[pathspec.PathSpec]] = {}
 
-_RANGE = re.compile(r"(?<!\\)(.)-(.)")
-
-
-def _git_ranges(pattern: str) -> str:
-    """Rewrite each reversed range in a bracket expression (`[z-a]`) to its first character, which is
-    all git's wildmatch matches of it; Python's `re` would refuse the pattern."""
-    out, i = [], 0
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            out.append(pattern[i:i + 2])
-            i += 2
-            continue
-        if char != "[":
-            out.append(char)
-            i += 1
-            continue
-        j = i + 1
-        if j < len(pattern) and pattern[j] in "!^":
-            j += 1
-        if j < len(pattern) and pattern[j] == "]":
-            j += 1
-        while j < len(pattern) and pattern[j] != "]":
-            j += 2 if pattern[j] == "\\" else 1
-        if j >= len(pattern):  # no closing bracket: git matches `[` literally
-            out.append(char)
-            i += 1
-            continue
-        body = _RANGE.sub(lambda m: m.group(1) if m.group(1) > m.group(2) else m.group(0), pattern[i + 1:j])
-        out.append("[" + body + "]")
-        i = j + 1
-    return "".join(out)
-
-
-def _ends_in_lone_backslash(text: str) -> bool:
-    while text.endswith(" ") and not text.endswith("\\ "):  # git trims unescaped trailing spaces first
-        text = text[:-1]
-    return (len(text) - len(text.rstrip("\\"))) % 2 == 1
-
-
-def compile_pattern(line: str) -> Optional[pathspec.Pattern]:
-    """One gitignore line as git reads it: None for a blank line or a comment; InvalidPattern for a
-    line git ignores (it matches nothing there)."""
-    text = line.rstrip("\r\n")
-    if not text.strip() or text.startswith("#"):
-        return None
-    body = text[1:] if text.startswith("!") else text
-    if not body.strip().strip("/"):
-        raise InvalidPattern(f"`{text}` matches nothing (git ignores it)")
-    if _ends_in_lone_backslash(body):
-        raise InvalidPattern(f"`{text}` ends in a lone backslash (git ignores it)")
-    try:
-        pattern = _PATTERN(_git_ranges(text))
-    except Exception as error:  # pathspec's errors are of several kinds (re.error, its own)
-        raise InvalidPattern(f"`{text}` is not a valid pattern: {error}") from None
-    return pattern if pattern.include is not None else None
-
-
-def gitignore_spec(lines: Iterable[str]) -> Optional[pathspec.PathSpec]:
-    """A .gitignore file's patterns; lines git ignores are ignored here too."""
-    patterns = []
-    for line in lines:
-        try:
-            pattern = compile_pattern(line)
-        except InvalidPattern:
-            continue
-        if pattern is not None:
-            patterns.append(pattern)
-    return pathspec.PathSpec(patterns) if patterns else None
-
-
-def pattern_spec(lines: Iterable[str], where: str) -> Optional[pathspec.PathSpec]:
-    """Patterns from the configuration (`exclude`, `per-file-ignores`): a line git would ignore is an
-    error (ValueError naming `where`), since it can only be a mistake."""
-    patterns = []
-    for line in lines:
-        try:
-            pattern = compile_pattern(line)
-        except InvalidPattern as error:
-            raise InvalidPattern(f"{where}: pattern {error}") from None
-        if pattern is None:
-            raise InvalidPattern(f"{where}: pattern `{line}` is empty or a comment")
-        patterns.append(pattern)
-    return pathspec.PathSpec(patterns) if patterns else None
-
-
-# -- excluding --------------------------------------------------------------------------------------
-
-@dataclass
-class Excluder:
-    root: Path
-    exclude: Sequence[str] = ()
-    respect_gitignore: bool = True
-    where: str = "exclude"
-    _user: Optional[pathspec.PathSpec] = field(default=None, init=False)
-
-    def __post_init__(self) -> None:
-        self._user = pattern_spec(self.exclude, self.where)
-        self._gitignores: dict[Path, Optional[pathspec.PathSpec]] = {}
-
-    def user_excluded(self, path: Path, is_dir: bool) -> bool:
-        if self._user is None:
-            return False
-        try:
-            rel = path.relative_to(self.root).as_posix()
-        except ValueError:
-            return False  # patterns are relative to the project root
-        return self._user.match_file(rel + "/" if is_dir else rel)
-
-    def gitignore_for(self, directory: Path) -> Optional[pathspec.PathSpec]:
-        if directory not in self._gitignores:
+    def of(self, directory: Path) -> Optional[pathspec.PathSpec]:
+        if directory not in self._specs:
             try:
                 with open(directory / ".gitignore", "rb") as handle:  # a FIFO here would be odd, not fatal
                     if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
@@ -177,15 +66,13 @@ class Excluder:
                     lines = handle.read().decode("utf-8", errors="replace").splitlines()
             except OSError:
                 lines = []
-            self._gitignores[directory] = gitignore_spec(lines)
-        return self._gitignores[directory]
+            self._specs[directory] = gitignore_spec(lines)
+        return self._specs[directory]
 
-    def git_ignored(self, path: Path, is_dir: bool, chain: Sequence[Path]) -> bool:
-        if not self.respect_gitignore:
-            return False
+    def ignored(self, path: Path, is_dir: bool, chain: Sequence[Path]) -> bool:
         ignored = False
         for base in chain:  # outermost first; a deeper .gitignore can re-include with `!`
-            spec = self.gitignore_for(base)
+            spec = self.of(base)
             if spec is None:
                 continue
             rel = path.relative_to(base).as_posix() + ("/" if is_dir else "")
@@ -230,12 +117,17 @@ def _inside(real: str, roots: Sequence[str]) -> bool:
     return any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
-def _named_file(raw: str, path: Path, excluder: Excluder, force_exclude: bool, found: Discovery) -> Optional[str]:
-    """The real path of a file named on the command line, or None if it is skipped."""
+def _force_excluded(path: Path, resolver: "Resolver") -> bool:
+    """`force-exclude`: a path named on the command line that its folder's settings exclude, or that
+    lies in a folder they exclude."""
     absolute = Path(os.path.abspath(path))
-    if force_exclude and (excluder.user_excluded(absolute, False)
-                          or any(excluder.user_excluded(parent, True) for parent in absolute.parents)):
-        return None
+    settings = resolver.for_folder(absolute.parent)
+    return settings.force_exclude and (settings.excludes(absolute, os.path.isdir(absolute))
+                                       or any(settings.excludes(parent, True) for parent in absolute.parents))
+
+
+def _named_file(raw: str, path: Path, found: Discovery) -> Optional[str]:
+    """The real path of a file named on the command line, or None if it is skipped."""
     try:
         info = os.stat(path)
     except OSError:
@@ -248,7 +140,13 @@ def _named_file(raw: str, path: Path, excluder: Excluder, force_exclude: bool, f
     return os.path.realpath(path)
 
 
-def discover(paths: Sequence[str], excluder: Excluder, force_exclude: bool = False) -> Discovery:
+def discover(paths: Sequence[str], resolver: Optional["Resolver"] = None) -> Discovery:
+    """The files to check under `paths`, each folder excluding by its own settings (`resolver`'s; by
+    default those of the current folder's configuration files)."""
+    if resolver is None:
+        from .settings import Resolver
+
+        resolver = Resolver(Path.cwd())
     found = Discovery()
     for raw in paths:
         path = Path(raw)
@@ -264,15 +162,18 @@ def discover(paths: Sequence[str], excluder: Excluder, force_exclude: bool = Fal
             found.files.append(entry_path)
 
     named_folders = set()
+    gitignores = GitIgnores()
     for raw in paths:
         path = Path(raw)
+        if _force_excluded(path, resolver):
+            continue
         if not os.path.isdir(path):
-            real = _named_file(raw, path, excluder, force_exclude, found)
+            real = _named_file(raw, path, found)
             if real is not None:
                 add(path, real)
                 named_folders.add(os.path.dirname(os.path.abspath(path)))
             continue
-        _walk(path, excluder, found, add, links)
+        _walk(path, resolver, gitignores, found, add, links)
     for folder in named_folders:  # what a killed `fix --write` of these files left
         remove_stale_temp_files(folder)
     for link, real in links:
@@ -284,13 +185,17 @@ def discover(paths: Sequence[str], excluder: Excluder, force_exclude: bool = Fal
     return found
 
 
-def _walk(path: Path, excluder: Excluder, found: Discovery, add, links: list) -> None:
+def _walk(path: Path, resolver: "Resolver", gitignores: GitIgnores, found: Discovery, add, links: list) -> None:
+    """Each folder's entries are excluded by the folder's settings (a subfolder with a configuration file
+    of its own is excluded, or not, by its parent's, as in ruff)."""
     root = Path(os.path.abspath(path))
     real_root = os.path.realpath(path)
     # Only folders with a .gitignore are kept in a chain (a path 5 000 folders deep stays linear).
-    stack = [(path, [d for d in _git_chain(root) if excluder.respect_gitignore and excluder.gitignore_for(d)])]
+    stack = [(path, root, [d for d in _git_chain(root) if gitignores.of(d)])]
     while stack:
-        directory, dir_chain = stack.pop()
+        directory, absolute_directory, dir_chain = stack.pop()
+        settings = resolver.for_folder(absolute_directory)
+        chain = dir_chain if settings.respect_gitignore else ()
         try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as error:
@@ -299,15 +204,14 @@ def _walk(path: Path, excluder: Excluder, found: Discovery, add, links: list) ->
         subdirs, temps = [], []
         for entry in entries:
             entry_path = Path(entry.path)
-            absolute = Path(os.path.abspath(entry.path))
+            absolute = absolute_directory / entry.name
             try:
                 if entry.is_dir(follow_symlinks=False):
                     if (entry.name in DEFAULT_EXCLUDE or os.path.lexists(absolute / "pyvenv.cfg")
-                            or excluder.user_excluded(absolute, True)
-                            or excluder.git_ignored(absolute, True, dir_chain)):
+                            or settings.excludes(absolute, True) or gitignores.ignored(absolute, True, chain)):
                         continue
-                    has_rules = excluder.respect_gitignore and excluder.gitignore_for(absolute) is not None
-                    subdirs.append((entry_path, [*dir_chain, absolute] if has_rules else dir_chain))
+                    has_rules = gitignores.of(absolute) is not None
+                    subdirs.append((entry_path, absolute, [*dir_chain, absolute] if has_rules else dir_chain))
                     continue
                 if entry.name.startswith(".") and is_temp_file(entry.name):
                     temps.append(entry.name)
@@ -317,7 +221,7 @@ def _walk(path: Path, excluder: Excluder, found: Discovery, add, links: list) ->
             except OSError as error:  # a link loop, a name too long to stat
                 found.warnings.append(f"{entry_path}: {_reason(error)}; skipped")
                 continue
-            if excluder.user_excluded(absolute, False) or excluder.git_ignored(absolute, False, dir_chain):
+            if settings.excludes(absolute) or gitignores.ignored(absolute, False, chain):
                 continue
             if entry.is_symlink():
                 links.append((entry_path, os.path.realpath(entry.path)))

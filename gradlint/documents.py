@@ -17,42 +17,47 @@ from .diagnostics import IO_ERROR, SYNTAX_ERROR, Finding, Fix, file_error
 from .engine import NO_OPTIONS, FixBrokeCode, FixOutcome, Options, fix_text, lint_text
 from .notebook import CellEditError, CellModule, NotebookError, is_notebook, read_notebook
 from .rule import Rule
+from .selection import FixPolicy
 
 LintModule = Callable[[str, Callable[[int], str]], list]  # (module text, describe_row) -> findings
 
 
 def lint_document(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-                  edits: bool = True) -> list[Finding]:
-    """The findings of `text`, a Python source or (by `path`'s suffix) a notebook's JSON."""
+                  edits: bool = True, policy: Optional[FixPolicy] = None) -> list[Finding]:
+    """The findings of `text`, a Python source or (by `path`'s suffix) a notebook's JSON, with the
+    configuration's fix `policy` applied."""
     if not is_notebook(path):
-        return lint_text(text, path, rules, options, edits=edits)
-    try:
-        notebook = read_notebook(text)
-    except NotebookError as error:
-        return [file_error(IO_ERROR, path, f"Failed to read {path}: {error}")]
-    return lint_cells(CellModule.join(notebook.code_sources), path, lambda module, describe_row: lint_text(
-        module, path, rules, options, edits=edits, describe_row=describe_row))
+        found = lint_text(text, path, rules, options, edits=edits)
+    else:
+        try:
+            notebook = read_notebook(text)
+        except NotebookError as error:
+            return [file_error(IO_ERROR, path, f"Failed to read {path}: {error}")]
+        found = lint_cells(CellModule.join(notebook.code_sources), path, lambda module, describe_row: lint_text(
+            module, path, rules, options, edits=edits, describe_row=describe_row))
+    return [policy.adjust(f) for f in found] if policy else found
 
 
 def fix_document(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-                 unsafe: bool = False) -> FixOutcome:
+                 unsafe: bool = False, policy: Optional[FixPolicy] = None, edits: bool = True) -> FixOutcome:
     """`text` with its fixes applied (a notebook: only the changed cells' `source`), and what remains.
 
     Raises `FixBrokeCode` when a fix cannot be applied cleanly; nothing should be written then."""
     if not is_notebook(path):
-        return fix_text(text, path, rules, options, unsafe=unsafe)
-    findings = lint_document(text, path, rules, options)
+        return fix_text(text, path, rules, options, unsafe=unsafe, policy=policy or None)
+    findings = lint_document(text, path, rules, options, edits=edits, policy=policy)
     if not any(f.fixable(unsafe) for f in findings) or any(f.is_file_error for f in findings):
-        return FixOutcome(text, 0, findings)
+        return FixOutcome(text, 0, findings, findings)
     notebook = read_notebook(text)
     module = CellModule.join(notebook.code_sources)
-    outcome = fix_text(module.text, path, rules, options, unsafe=unsafe, describe_row=module.describe)
+    outcome = fix_text(module.text, path, rules, options, unsafe=unsafe, policy=policy or None,
+                       describe_row=module.describe)
     try:
         fixed = notebook.with_sources(module.sources_after(outcome.text))
     except (CellEditError, NotebookError) as error:
         raise FixBrokeCode(str(error)) from None
-    remaining = lint_document(fixed, path, rules, options) if fixed != text else findings
-    return FixOutcome(fixed, max(0, len(findings) - len(remaining)), remaining)
+    remaining = lint_document(fixed, path, rules, options, edits=edits, policy=policy) if fixed != text else findings
+    return FixOutcome(fixed, max(0, len(findings) - len(remaining)), remaining, findings)
 
 
 def lint_cells(module: CellModule, path: str, lint: LintModule) -> list[Finding]:

@@ -25,6 +25,7 @@ from .edits import apply_edits, diff_edits
 from .noqa import NoqaDirectives, removal_edit, unused_codes
 from .regions import Reduction, reduce_source
 from .rule import FixPlan, Report, Rule
+from .selection import FixPolicy
 from .syntax import python_syntax
 from .walk import Dispatcher
 
@@ -416,19 +417,24 @@ class FixOutcome:
     text: str
     fixed: int  # findings removed by fixes
     remaining: list[Finding]
+    initial: list[Finding]
 
 
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-             unsafe: bool = False, describe_row: DescribeRow = None) -> FixOutcome:
-    """Apply fixes, re-parse, repeat until nothing changes; then drop the noqa codes that silence
-    nothing (GL100, when selected), which no rewrite changes.
+             unsafe: bool = False, policy: Optional[FixPolicy] = None,
+             rounds: Optional[int] = None, describe_row: DescribeRow = None) -> FixOutcome:
+    """Apply fixes, re-parse, repeat until nothing changes (or `rounds` times); then drop the noqa codes
+    that silence nothing (GL100, when selected), which no rewrite changes. `policy`: the configuration's
+    `unfixable` and fix-safety overrides, applied to every finding.
 
     Nested fixes are applied together (see `_Apply`), so one round usually suffices; a fix that makes a
     new finding needs another. Each round must fix something, so the rounds are bounded by the findings
     (and a few more for findings that fixes create)."""
-    initial = lint_text(text, path, rules, options, edits=False, describe_row=describe_row)  # counted only
+    adjust = policy.adjust if policy is not None else (lambda finding: finding)
+    initial = [adjust(f) for f in lint_text(text, path, rules, options, edits=False,
+                                            describe_row=describe_row)]  # counted: no edits
     current = text
-    for _ in range(len(initial) + EXTRA_FIX_ROUNDS):
+    for _ in range(rounds if rounds is not None else len(initial) + EXTRA_FIX_ROUNDS):
         tree = _python_syntax(current, path)
         if isinstance(tree, Finding):
             break
@@ -441,7 +447,7 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
         if isinstance(analysis, Finding):
             break
         plans = [report.fix for finding, report in _findings(analysis, path, directives, edits=False)
-                 if finding.fixable(unsafe) and keeps_comments(report.fix)]
+                 if adjust(finding).fixable(unsafe) and keeps_comments(report.fix)]
         if not plans:
             break
         after = apply_plans(analysis.module, plans, analysis.import_row)
@@ -449,14 +455,15 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             break
         _assert_parses(after)
         current = after
-    remaining = lint_text(current, path, rules, options, describe_row=describe_row) if current != text else initial
+    remaining = ([adjust(f) for f in lint_text(current, path, rules, options, describe_row=describe_row)]
+                 if current != text else initial)
     noqa_edits = [edit for finding in remaining if finding.fixable(unsafe) and _is_audit(finding, rules)
                   for edit in finding.fix.edits]
     if noqa_edits:
         current = apply_edits(current, noqa_edits)
         _assert_parses(current)
-        remaining = lint_text(current, path, rules, options, describe_row=describe_row)
-    return FixOutcome(current, max(0, len(initial) - len(remaining)), remaining)
+        remaining = [adjust(f) for f in lint_text(current, path, rules, options, describe_row=describe_row)]
+    return FixOutcome(current, max(0, len(initial) - len(remaining)), remaining, initial)
 
 
 def _is_audit(finding: Finding, rules: Sequence[type[Rule]]) -> bool:

@@ -1,8 +1,10 @@
 """A run over many files: discover, read and hash, answer from the cache, lint and fix the rest.
 
-Only a cache miss imports libcst and the rules. Files are linted (and fixed) in forked worker processes
-on a deep stack (`workers`): a file that crashes the parser costs that file, never the run. Workers are
-forked after the rules are imported, so they start warm; a small run uses one.
+Each file has the settings of its closest configuration file (`settings.Resolver`): its rules, rule
+options, per-file ignores, fix policy and cache. Only a cache miss imports libcst and the rules. Files
+are linted (and fixed) in forked worker processes on a deep stack (`workers`): a file that crashes the
+parser costs that file, never the run. Workers are forked after the rules are imported, so they start
+warm. A small run of small files is linted in this process (`workers.in_process_is_safe`).
 
 One file never stops the run: what goes wrong with a file becomes a one-line error naming it (exit 2),
 and the other files are checked and fixed as usual.
@@ -14,17 +16,27 @@ import difflib
 import gc
 import os
 import sys
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .cache import Cache, CacheRefused, digest, settings_key
-from .config import ConfigError, Settings, check_selectors, select_rules, validate_rule_options
 from .diagnostics import IO_ERROR, SYNTAX_ERROR, Finding, file_error
-from .discovery import Excluder, discover, pattern_spec
+from .discovery import discover
 from .fsio import SourceError, WriteError, atomic_write, declared_encoding_error, read_regular, read_source
 from .reporters import one_line, printable
-from .workers import Crashed, cpu_count, fork_available, run_here, run_isolated
+from .selection import FixPolicy, matches
+from .settings import Resolver, Settings
+from .workers import (
+    Crashed,
+    cpu_count,
+    fork_available,
+    in_process_is_safe,
+    run_here,
+    run_in_process,
+    run_isolated,
+)
 
 PARALLEL_FILES = 12  # more than one worker pays for itself from this many files...
 PARALLEL_BYTES = 1_000_000  # ...holding this much source (open_clip's 450 kB runs faster in one)
@@ -32,17 +44,12 @@ PARALLEL_BYTES = 1_000_000  # ...holding this much source (open_clip's 450 kB ru
 
 @dataclass
 class RunOptions:
-    select: Optional[list[str]] = None
-    extend_select: list[str] = field(default_factory=list)
-    ignore: list[str] = field(default_factory=list)
     use_cache: bool = True
     cache_dir: Optional[str] = None  # --cache-dir or GRADLINT_CACHE_DIR: any folder gradlint owns
     fix: bool = False  # compute fixes for files with fixable findings
     write: bool = False  # write them (else produce diffs)
-    unsafe_fixes: bool = False
     jobs: Optional[int] = None
-    force_exclude: bool = False  # exclude patterns apply to files named explicitly too
-    edits: bool = True  # compute each fix's edits (JSON needs them; the text output does not)
+    edits: bool = True  # compute each fix's edits (the formats that show them need them)
 
 
 @dataclass
@@ -54,35 +61,20 @@ class RunResult:
     errors: list[str] = field(default_factory=list)  # written to stderr; they make the exit code 2
     warnings: list[str] = field(default_factory=list)  # written to stderr; the exit code is unchanged
     files: int = 0
+    fixes: dict[str, Counter] = field(default_factory=dict)  # file -> (code, name) -> fixes applied
+    settings: list = field(default_factory=list)  # the Settings of the files checked, one each
+    checked: int = 0  # files linted or fixed (the others came from the cache)
+    how: str = "nothing to do"  # where they were checked: "in this process" or "in N worker processes"
 
 
-class Selection:
-    """The selected rules and their options; resolved (importing libcst) only on a cache miss."""
+@dataclass(frozen=True)
+class Profile:
+    """What a worker needs of one file's settings."""
 
-    def __init__(self, settings: Settings, options: RunOptions) -> None:
-        self.edits = options.edits
-        self.select = options.select if options.select is not None else settings.select
-        self.extend_select = [*settings.extend_select, *options.extend_select]
-        self.ignore = [*settings.ignore, *options.ignore]
-        self.settings = settings
-        self._rules = None
-        self._options = None
-
-    def key(self) -> str:
-        return settings_key({"select": self.select, "extend": self.extend_select, "ignore": self.ignore,
-                             "options": self.settings.rule_options, "edits": self.edits,
-                             "per-file-ignores": self.settings.per_file_ignores})
-
-    def resolve(self):
-        if self._rules is None:
-            from .registry import all_rules
-
-            rules = all_rules()
-            self._options = validate_rule_options(self.settings, rules)
-            self._rules = select_rules(rules, self.select, self.extend_select, self.ignore)
-            for pattern, codes in self.settings.per_file_ignores.items():
-                check_selectors(rules, codes, f"{self.settings.config_file}: per-file-ignores `{pattern}`: ")
-        return self._rules, self._options
+    rules: tuple
+    options: dict
+    policy: FixPolicy
+    unsafe: bool
 
 
 # -- one file (in a worker process) -------------------------------------------------------------------
@@ -95,34 +87,37 @@ class Job:
     fix: bool
     write: bool
     may_write: bool  # False for a link met in a walk that points outside the paths given
+    profile: int = 0  # index of its settings' Profile
     skip: tuple[str, ...] = ()  # per-file-ignores selectors that apply to this file
 
 
 @dataclass
 class Outcome:
     findings: Optional[list[Finding]] = None  # None: keep the cached ones
+    warnings: list[str] = field(default_factory=list)  # the file's own (a malformed noqa): cached with it
     digest: Optional[bytes] = None  # of the bytes the findings are for (what was read, or written)
     fixed: int = 0
+    fixes: Optional[Counter] = None  # rule code -> fixes applied
     diff: Optional[str] = None
     error: Optional[str] = None
-    warning: Optional[str] = None
+    warning: Optional[str] = None  # about this run's handling of the file (a link not written)
 
 
-_WORKER: dict = {}  # rules, options, edits, unsafe: set before workers fork
+_WORKER: dict = {}  # profiles and edits: set before workers fork
 
 
-def _rules_for(job: Job) -> list:
-    from .config import matches_selector
-
-    return [r for r in _WORKER["rules"] if not any(matches_selector(r.code, s) for s in job.skip)]
+def _rules_for(job: Job, profile: Profile) -> list:
+    return [r for r in profile.rules if not any(matches(r.code, s) for s in job.skip)]
 
 
 def check_file(job: Job) -> Outcome:
     """Lint one file (and fix it, if asked and fixable). Never raises: a problem is the outcome's error."""
     try:
         return _check_file(job)
-    except Exception as error:  # one broken file must not stop the run; its error is shown
-        return Outcome(error=f"{job.display}: internal error: {type(error).__name__}: {error}")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # one broken file must not stop the run (a native parser's panic is a
+        return Outcome(error=f"{job.display}: internal error: {type(error).__name__}: {error}")  # BaseException)
 
 
 def libcst_round_trips(text: str) -> bool:
@@ -135,7 +130,7 @@ def libcst_round_trips(text: str) -> bool:
 
 
 def _check_file(job: Job) -> Outcome:
-    from .engine import FixBrokeCode, LibCSTCannotParse, fix_text, lint_text
+    from .engine import FixBrokeCode, LibCSTCannotParse, fix_text, lint_file
 
     try:
         source = read_source(job.path)
@@ -147,12 +142,16 @@ def _check_file(job: Job) -> Outcome:
             encoding_error += " (the file starts with a UTF-8 byte order mark but declares another encoding)"
         return Outcome(findings=[file_error(SYNTAX_ERROR, job.display, f"SyntaxError: {encoding_error}")],
                        digest=digest(source.raw))
-    rules = _rules_for(job)
+    profile = _WORKER["profiles"][job.profile]
+    rules = _rules_for(job, profile)
     outcome = Outcome(digest=digest(source.raw))
     try:
         if job.lint:
-            outcome.findings = lint_text(source.text, job.display, rules, _WORKER["options"], edits=_WORKER["edits"])
-            if not any(f.fixable(_WORKER["unsafe"]) for f in outcome.findings):
+            linted = lint_file(source.text, job.display, rules, profile.options, edits=_WORKER["edits"])
+            outcome.findings = [profile.policy.adjust(f) for f in linted.findings] if profile.policy \
+                else linted.findings
+            outcome.warnings = linted.warnings
+            if not any(f.fixable(profile.unsafe) for f in outcome.findings):
                 return outcome
         if not job.fix:
             return outcome
@@ -164,7 +163,8 @@ def _check_file(job: Job) -> Outcome:
             outcome.error = (f"{job.display}: not fixed: LibCST does not give this file back byte for byte "
                              "(a LibCST bug), so a fix could lose text")
             return outcome
-        fixed = fix_text(source.text, job.display, rules, _WORKER["options"], unsafe=_WORKER["unsafe"])
+        fixed = fix_text(source.text, job.display, rules, profile.options, unsafe=profile.unsafe,
+                         policy=profile.policy or None)
     except LibCSTCannotParse as error:
         return Outcome(error=f"{job.display}: not checked: {error}")
     except RecursionError:
@@ -181,7 +181,7 @@ def _check_file(job: Job) -> Outcome:
         outcome.diff = "".join(difflib.unified_diff(
             source.text.splitlines(keepends=True), fixed.text.splitlines(keepends=True),
             fromfile=f"a/{printable(job.display)}", tofile=f"b/{printable(job.display)}"))
-        outcome.fixed = fixed.fixed
+        outcome.fixed, outcome.fixes = fixed.fixed, _applied(fixed.initial, fixed.remaining)
         return outcome
     try:
         data = source.encode(fixed.text)
@@ -190,7 +190,13 @@ def _check_file(job: Job) -> Outcome:
         outcome.error = f"{job.display}: {error}"
         return outcome
     outcome.findings, outcome.digest, outcome.fixed = fixed.remaining, digest(data), fixed.fixed
+    outcome.fixes = _applied(fixed.initial, fixed.remaining)
     return outcome
+
+
+def _applied(before: list[Finding], after: list[Finding]) -> Counter:
+    """Fixes applied per rule (code, name): the findings that fixes made go away (`--show-fixes`)."""
+    return Counter((f.code, f.rule_name) for f in before) - Counter((f.code, f.rule_name) for f in after)
 
 
 # -- many files -------------------------------------------------------------------------------------
@@ -211,29 +217,37 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-def _init_spawned_worker(codes: list[str], options: dict, edits: bool, unsafe: bool) -> None:
-    from .registry import all_rules
+def _init_spawned_worker(profiles: list, edits: bool) -> None:
+    from .registry import every_rule
 
-    _WORKER.update(rules=[r for r in all_rules() if r.code in codes], options=options, edits=edits, unsafe=unsafe)
+    by_code = {rule.code: rule for rule in every_rule()}
+    _WORKER.update(profiles=[Profile(tuple(by_code[c] for c in codes), options, policy, unsafe)
+                             for codes, options, policy, unsafe in profiles], edits=edits)
 
 
-def _map(jobs: list[Job], jobs_count: Optional[int]) -> list:
+def _map(jobs: list[Job], jobs_count: Optional[int], result: RunResult) -> list:
     _tune_gc()
     sizes = [_size(job.path) for job in jobs]
+    result.checked, result.how = len(jobs), "in this process"
+    if in_process_is_safe(sizes):
+        results = run_in_process(check_file, jobs)
+        if results is not None:
+            return results
     many = len(jobs) >= PARALLEL_FILES and sum(sizes) >= PARALLEL_BYTES
     workers = max(1, min(jobs_count or cpu_count(), len(jobs))) if many else 1
     order = sorted(range(len(jobs)), key=lambda i: -sizes[i])  # biggest first: no long file left at the end
     if fork_available():
+        result.how = f"in {workers} worker process{'es' if workers > 1 else ''}"
         return run_isolated(check_file, jobs, workers, order)
     if workers == 1:
         return run_here(check_file, jobs)
+    result.how = f"in {workers} worker processes"
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    codes = [rule.code for rule in _WORKER["rules"]]
+    profiles = [([rule.code for rule in p.rules], p.options, p.policy, p.unsafe) for p in _WORKER["profiles"]]
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(),
-                             initializer=_init_spawned_worker,
-                             initargs=(codes, _WORKER["options"], _WORKER["edits"], _WORKER["unsafe"])) as pool:
+                             initializer=_init_spawned_worker, initargs=(profiles, _WORKER["edits"])) as pool:
         return list(pool.map(check_file, jobs, chunksize=2))
 
 
@@ -245,80 +259,89 @@ def display_path(path: Path, cwd: Path) -> str:
         return absolute.as_posix()
 
 
-def _per_file_skips(settings: Settings):
-    """path -> the per-file-ignores selectors that apply to it."""
-    if not settings.per_file_ignores:
-        return lambda path: ()
-    where = f"{settings.config_file}: per-file-ignores"
-    specs = [(pattern_spec([pattern], where), tuple(codes)) for pattern, codes in settings.per_file_ignores.items()]
+class _Caches:
+    """One cache per settings (a file holds the results of one settings key) in the folder they name."""
 
-    def skips(path: Path) -> tuple[str, ...]:
-        try:
-            rel = Path(os.path.abspath(path)).relative_to(settings.root).as_posix()
-        except ValueError:
-            rel = path.name
-        out: list[str] = []
-        for spec, codes in specs:
-            if spec.match_file(rel) or spec.match_file(path.name):
-                out.extend(codes)
-        return tuple(dict.fromkeys(out))
+    def __init__(self, options: RunOptions, result: RunResult) -> None:
+        self._options = options
+        self._result = result
+        self._open: dict[tuple[Path, str], Optional[Cache]] = {}
+        self._of: dict[int, Optional[Cache]] = {}
 
-    return skips
+    def of(self, settings: Settings) -> Optional[Cache]:
+        if not self._options.use_cache:
+            return None
+        if id(settings) not in self._of:
+            folder = (Path(os.path.abspath(self._options.cache_dir)) if self._options.cache_dir
+                      else settings.cache_path)
+            key = settings_key({**settings.key_data(), "edits": self._options.edits})
+            if (folder, key) not in self._open:
+                try:
+                    self._open[folder, key] = Cache(folder, key)
+                except CacheRefused as error:
+                    if str(error) not in self._result.errors:
+                        self._result.errors.append(str(error))
+                    self._open[folder, key] = None
+            self._of[id(settings)] = self._open[folder, key]
+        return self._of[id(settings)]
+
+    def save(self) -> None:
+        for cache in self._open.values():
+            if cache is not None:
+                cache.save()
 
 
-def _open_cache(settings: Settings, options: RunOptions, key: str, result: RunResult) -> Optional[Cache]:
-    if not options.use_cache:
-        return None
-    folder = Path(os.path.abspath(options.cache_dir)) if options.cache_dir else settings.cache_path
-    try:
-        return Cache(folder, key)
-    except CacheRefused as error:
-        result.errors.append(str(error))
-        return None
-
-
-def run(paths: Sequence[str], settings: Settings, options: RunOptions, cwd: Path) -> RunResult:
-    try:
-        excluder = Excluder(settings.root, [*settings.exclude, *settings.extend_exclude], settings.respect_gitignore,
-                            where=f"{settings.config_file}: exclude")
-        skips = _per_file_skips(settings)
-    except ValueError as error:  # a pattern git would ignore
-        raise ConfigError(str(error)) from None
-    found = discover(paths, excluder, force_exclude=options.force_exclude)
-    selection = Selection(settings, options)
+def run(paths: Sequence[str], resolver: Resolver, options: RunOptions, cwd: Path) -> RunResult:
+    """Check (and fix) the Python files under `paths`, each with its own settings. ConfigError for a
+    configuration that cannot be used, PathNotFound for a path that does not exist."""
+    found = discover(paths, resolver)
     result = RunResult(files=len(found.files), warnings=list(found.warnings), errors=list(found.errors))
-    cache = _open_cache(settings, options, selection.key(), result)
-
-    per_file: dict[str, list[Finding]] = {}
-    jobs: list[Job] = []
+    caches = _Caches(options, result)
+    per_file: dict[str, tuple[list[Finding], list[str]]] = {}
+    pending: list[tuple[Job, Settings]] = []
     for path in found.files:
         display = display_path(path, cwd)
+        settings = resolver.settings_for(path)
+        if settings not in result.settings:
+            result.settings.append(settings)
+        cache = caches.of(settings)
         cached = None
         if cache is not None:
             try:
                 cached = cache.get(display, digest(read_regular(path)))
             except SourceError:
                 cached = None
-        fixable = cached is not None and any(f.fixable(options.unsafe_fixes) for f in cached)
+        fixable = cached is not None and any(f.fixable(settings.unsafe_fixes) for f in cached[0])
         if cached is not None:
             per_file[display] = cached
         if cached is None or (options.fix and fixable):
-            jobs.append(Job(display, str(path), lint=cached is None, fix=options.fix, write=options.write,
-                            may_write=path not in found.outside_links, skip=skips(path)))
+            job = Job(display, str(path), lint=cached is None, fix=options.fix, write=options.write,
+                      may_write=path not in found.outside_links,
+                      skip=settings.ignored_selectors(Path(os.path.abspath(path))))
+            pending.append((job, settings))
 
-    if jobs:
-        rules, rule_options = selection.resolve()
-        _WORKER.update(rules=rules, options=rule_options, edits=options.edits, unsafe=options.unsafe_fixes)
-        for job, outcome in zip(jobs, _map(jobs, options.jobs)):
-            _take(job, outcome, per_file, result, cache)
+    if pending:
+        profiles: dict[int, int] = {}
+        _WORKER.update(profiles=[], edits=options.edits)
+        jobs = []
+        for job, settings in pending:
+            if id(settings) not in profiles:
+                resolved = settings.resolved
+                profiles[id(settings)] = len(_WORKER["profiles"])
+                _WORKER["profiles"].append(Profile(resolved.rules, resolved.options, resolved.policy,
+                                                   settings.unsafe_fixes))
+            jobs.append(replace(job, profile=profiles[id(settings)]))
+        for (job, settings), outcome in zip(pending, _map(jobs, options.jobs, result)):
+            _take(job, outcome, per_file, result, caches.of(settings))
 
     for display in sorted(per_file):
-        result.findings.extend(per_file[display])
+        findings, warnings = per_file[display]
+        result.findings.extend(findings)
+        result.warnings.extend(warnings)
     result.findings.sort(key=Finding.sort_key)
     result.diffs.sort()
     result.fixed_files.sort()
-    if cache is not None:
-        cache.save()
+    caches.save()
     return result
 
 
@@ -333,14 +356,17 @@ def _take(job: Job, outcome, per_file: dict, result: RunResult, cache: Optional[
     if outcome.warning is not None:
         result.warnings.append(outcome.warning)
     if outcome.findings is not None:
-        per_file[job.display] = outcome.findings
+        warnings = outcome.warnings if job.lint else per_file.get(job.display, ([], []))[1]
+        per_file[job.display] = (outcome.findings, warnings)
         if cache is not None and outcome.digest is not None:
-            cache.put(job.display, outcome.digest, outcome.findings)
+            cache.put(job.display, outcome.digest, outcome.findings, warnings)
     if outcome.diff is not None:
         result.diffs.append(outcome.diff)
     if outcome.fixed or outcome.diff is not None:
         result.fixed += outcome.fixed
         result.fixed_files.append(job.display)
+    if outcome.fixes:
+        result.fixes[job.display] = outcome.fixes
 
 
 def print_errors(errors: Sequence[str], warnings: Sequence[str] = ()) -> None:

@@ -12,6 +12,9 @@
 - a local name bound to any of these, a parameter annotated `torch.Tensor`.
 
 No evidence is not evidence of the contrary: a rule may still report, but its fix is then unsafe.
+`is_array` reads evidence of the contrary, a NumPy array's or a pandas object's, from the same facts:
+a `numpy.*`/`pandas.*`/`scipy.*` function's result, a method only they have (`astype`, `groupby`,
+`to_numpy`, a tensor's `.numpy()`), `.values`/`.loc`/`.iloc`, or a name bound to one of these.
 """
 
 from __future__ import annotations
@@ -32,6 +35,19 @@ TENSOR_ONLY_METHODS = frozenset({
     "masked_select", "index_select", "scatter_add", "sum_to_size",
 })
 TENSOR_KEYWORDS = frozenset({"dim", "keepdim"})
+# Methods whose result is a NumPy array or a pandas object: tensors have none of them (`numpy()` makes one).
+ARRAY_METHODS = frozenset({
+    "astype", "numpy", "to_numpy", "groupby", "agg", "aggregate", "rolling", "expanding", "ewm", "resample",
+    "fillna", "dropna", "reset_index", "set_index", "corr", "corrwith", "pct_change", "to_frame",
+    "value_counts", "pivot_table", "idxmax", "idxmin",
+})
+ARRAY_ATTRIBUTES = frozenset({"values", "loc", "iloc", "at", "iat"})
+# Methods that NumPy, pandas and torch share and whose result is of the receiver's kind.
+SHARED_METHODS = frozenset({
+    "reshape", "copy", "clip", "transpose", "squeeze", "mean", "sum", "std", "var", "abs", "round", "cumsum",
+    "apply", "flatten", "max", "min", "prod", "sqrt", "exp", "log",
+})
+ARRAY_MODULES = ("numpy.", "pandas.", "scipy.")
 # Tensor methods whose result is a Python value or a shape, not a tensor.
 NOT_TENSOR_RESULTS = frozenset({
     "item", "tolist", "size", "dim", "numel", "numpy", "data_ptr", "element_size", "nelement",
@@ -101,3 +117,34 @@ class TensorEvidence:
             return True
         module, _, last = qualified.rpartition(".")
         return module == "torch" and last[:1].islower()
+
+    def is_array(self, expr: Optional[cst.BaseExpression], depth: int = 0) -> bool:
+        """Evidence that `expr` is a NumPy array or a pandas object, not a tensor (see the module's docs)."""
+        if expr is None or depth > MAX_DEPTH:
+            return False
+        if isinstance(expr, cst.Name):
+            annotation = self._annotation_of(expr.value)
+            if annotation is not None:
+                return (self._resolve(annotation) or "").startswith(ARRAY_MODULES)
+            return self.is_array(self._value_of(expr.value), depth + 1)
+        if isinstance(expr, cst.Attribute):
+            return expr.attr.value in ARRAY_ATTRIBUTES or (
+                expr.attr.value == "T" and self.is_array(expr.value, depth + 1))
+        if isinstance(expr, cst.Subscript):
+            return self.is_array(expr.value, depth + 1)
+        if isinstance(expr, cst.BinaryOperation):
+            return self.is_array(expr.left, depth + 1) or self.is_array(expr.right, depth + 1)
+        if isinstance(expr, cst.UnaryOperation):
+            return self.is_array(expr.expression, depth + 1)
+        if not isinstance(expr, cst.Call):
+            return False
+        qualified = self._resolve(expr.func)
+        if qualified is not None:
+            return qualified.startswith(ARRAY_MODULES)
+        mc = method_call(expr)
+        if mc is None:
+            return False
+        receiver, name = mc
+        if name in ARRAY_METHODS:
+            return True
+        return name in SHARED_METHODS and self.is_array(receiver, depth + 1)

@@ -9,6 +9,9 @@ fresh worker, once the others are done; if it kills that one too, it is reported
 
 `concurrent.futures.ProcessPoolExecutor` cannot say which file broke a pool (every pending future
 fails with BrokenProcessPool), hence this small pool.
+
+A small run (a pre-commit hook on the files of one commit) is linted in this process, on the deep stack,
+when that is safe (`in_process_is_safe`): forking a worker costs more than linting a few small files.
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from typing import Any, Callable, Optional, Sequence
 
 STACK_BYTES = 1 << 30  # virtual; only the pages a deep tree touches are ever committed
 RECURSION_LIMIT = 100_000
+IN_PROCESS_FILES = 8  # a run of at most this many small files forks no worker
+# Native stack that one byte of source can cost LibCST's parser, with a wide margin. The deepest trees
+# CPython accepts are chains that `ast` keeps flat and LibCST nests: `a and b and ...` costs 200 bytes of
+# stack a byte of source (measured: 8 and 64 MiB stacks overflow past 42 kB and 338 kB of it); adjacent
+# strings stop at 3 000 (LibCST refuses more); nesting that `ast` nests too, CPython refuses first. So a
+# file under STACK_BYTES / 4096 bytes (256 kB) cannot overflow the deep stack (20 times under).
+STACK_PER_SOURCE_BYTE = 4096
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,9 @@ class Crashed:
         return f"exit status {self.exitcode}"
 
 
+_DEEP_THREAD = "gradlint-deep-stack"
+
+
 def on_deep_stack(function: Callable[[], Any]) -> Any:
     """Run `function` in a thread with a large stack and a high recursion limit; return its result."""
     outcome: dict = {}
@@ -54,7 +67,7 @@ def on_deep_stack(function: Callable[[], Any]) -> Any:
     previous_limit = sys.getrecursionlimit()
     try:
         threading.stack_size(STACK_BYTES)
-        thread = threading.Thread(target=target, name="gradlint-deep-stack")
+        thread = threading.Thread(target=target, name=_DEEP_THREAD)
         sys.setrecursionlimit(max(previous_limit, RECURSION_LIMIT))
         thread.start()
     except (RuntimeError, ValueError, MemoryError):  # no room for such a stack: run here
@@ -202,6 +215,26 @@ def run_isolated(work: Callable[[Any], Any], jobs: Sequence[Any], processes: int
             if worker.process.is_alive():
                 worker.kill()
     return results
+
+
+def in_process_is_safe(sizes: Sequence[int]) -> bool:
+    """Whether files of these sizes (in bytes) can be linted in this process: few, and each too small to
+    overflow the deep stack (see STACK_PER_SOURCE_BYTE). Files CPython refuses never reach LibCST."""
+    return len(sizes) <= IN_PROCESS_FILES and max(sizes, default=0) <= STACK_BYTES // STACK_PER_SOURCE_BYTE
+
+
+def run_in_process(work: Callable[[Any], Any], jobs: Sequence[Any]) -> Optional[list]:
+    """`[work(job) for job in jobs]` here, on the deep stack; None when no deep stack can be had (then
+    `in_process_is_safe` does not hold)."""
+    results: list = []
+
+    def run_all() -> bool:
+        if threading.current_thread().name != _DEEP_THREAD:
+            return False
+        results.extend(work(job) for job in jobs)
+        return True
+
+    return results if on_deep_stack(run_all) else None
 
 
 def run_here(work: Callable[[Any], Any], jobs: Sequence[Any]) -> list:

@@ -133,6 +133,20 @@ class UnguardedNormDivision(LocalsRule):
 
     VALID = [
         Valid("import torch.nn.functional as F\nz = F.normalize(x, dim=-1)\n"),
+        Valid("import numpy as np\nimport torch\n\n\ndef load(path):\n"
+              "    data = np.genfromtxt(path, delimiter='\\t')\n"
+              "    data = (data - data.mean(axis=0)) / data.std(axis=0)\n"
+              "    return torch.tensor(data)\n",
+              note="NumPy's std in a module that imports torch: the value comes from numpy"),
+        Valid("import torch\n\n\ndef icir(pred):\n"
+              "    ic = pred.groupby(level='datetime').apply(lambda x: x.label.corr(x.score))\n"
+              "    return ic.mean() / ic.std()\n",
+              note="a pandas Series (groupby) is no tensor"),
+        Valid("import torch\n\n\ndef whiten(wh0):\n"
+              "    wh = wh0[(wh0 >= 2.0).any(1)].astype('float32')\n"
+              "    s = wh.std(0)\n"
+              "    return wh / s\n",
+              note="astype: a NumPy array"),
         Valid("z = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)\n"),
         Valid("import torch\nz = x / x.norm().clamp_min(eps)\n"),
         Valid("z = x / (x.norm(dim=-1, keepdim=True) + 1e-8)\n"),
@@ -380,6 +394,9 @@ class UnguardedNormDivision(LocalsRule):
         have a signature only tensors have. A function of torch is a torch division already."""
         if any(self.ctx.resolve(f.node.func) is not None for f in factors if isinstance(f.node, cst.Call)):
             return True
+        receivers = [mc[0] for f in factors if isinstance(f.node, cst.Call) and (mc := method_call(f.node))]
+        if receivers and all(self._tensors.is_array(r) for r in receivers):
+            return False  # NumPy's or pandas' `.std()` in a module that also imports torch
         if any(t == "torch" or t.startswith("torch.") for t in self.ctx.imported_modules()):
             return True
         return any(self._tensors.is_tensor(e) for e in (*(f.factor for f in factors), numerator))

@@ -70,7 +70,8 @@ def test_installs_without_torch_and_checks_the_fixtures(dist, kind, tmp_path):
     gradlint_exe = python.parent / "gradlint"
     done = subprocess.run([str(gradlint_exe), "check", "--no-cache", "fixtures"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
-    assert done.returncode == 1 and "fixtures/transformer/model.py:20:13: GL001" in done.stdout, done.stderr
+    assert done.returncode == 1 and " --> fixtures/transformer/model.py:20:13\n" in done.stdout, done.stderr
+    assert done.stdout.startswith("GL001 [*] Division by a norm"), done.stdout
     probe = ("import importlib.util, gradlint\n"
              "assert importlib.util.find_spec('torch') is None\n"
              "try:\n    gradlint.watch\nexcept ImportError as error:\n    print(error)\n")

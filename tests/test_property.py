@@ -103,12 +103,13 @@ def refused_to_fix(source: str) -> bool:
     import tempfile
     from pathlib import Path
 
-    from gradlint.runner import _WORKER, Job, check_file
+    from gradlint.runner import _WORKER, Job, Profile, check_file
+    from gradlint.selection import FixPolicy
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "generated.py"
         path.write_bytes(source.encode("utf-8"))
-        _WORKER.update(rules=RULES, options={}, edits=False, unsafe=True)
+        _WORKER.update(profiles=[Profile(tuple(RULES), {}, FixPolicy(), unsafe=True)], edits=False)
         outcome = check_file(Job("generated.py", str(path), lint=True, fix=True, write=True, may_write=True))
         unchanged = path.read_bytes() == source.encode("utf-8")
     no_fix_needed = not any(f.fixable(True) for f in outcome.findings or [])
@@ -116,12 +117,7 @@ def refused_to_fix(source: str) -> bool:
 
 
 def one_round(text: str) -> str:
-    rounds = engine.MAX_FIX_ROUNDS
-    engine.MAX_FIX_ROUNDS = 1
-    try:
-        return fix_text(text, "generated.py", RULES, unsafe=True).text
-    finally:
-        engine.MAX_FIX_ROUNDS = rounds
+    return fix_text(text, "generated.py", RULES, unsafe=True, rounds=1).text
 
 
 def check(source: str) -> None:
@@ -147,7 +143,7 @@ def check(source: str) -> None:
         # Round by round (a fix can bring up another finding: GL004's eval() makes GL006 ask for train()),
         # each round changes only what that round's findings report as their edits.
         current = source
-        for _ in range(engine.MAX_FIX_ROUNDS):
+        for _ in range(len(lint_text(source, "generated.py", RULES)) + engine.EXTRA_FIX_ROUNDS):  # as fix_text
             edits = [e for f in lint_text(current, "generated.py", RULES) if f.fix is not None for e in f.fix.edits]
             after = one_round(current)
             assert unchanged_outside_edits(current, after, edits), (current, after)

@@ -13,7 +13,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..diagnostics import Finding
-from .terminal import in_pre_commit, printable, use_color
+from .terminal import COLOR_CHOICES, in_pre_commit, printable, use_color
+
+__all__ = ["ALIASES", "COLOR_CHOICES", "FORMATS", "Report", "canonical_format", "needs_edits", "one_line",
+           "printable", "render", "rule_url", "use_color"]
 
 FORMATS = ("full", "concise", "json", "json-lines", "junit", "gitlab", "pylint", "sarif", "github")
 ALIASES = {"text": "concise"}
@@ -29,11 +32,18 @@ class Report:
     cwd: Path
     unsafe_fixes: bool = False
     fixed: int = 0
-    command: str = "check"  # "check", "diff" (fix without --write) or "write"
+    command: str = "check"  # "check", "diff" (fix without --write), "write" or "fix-only"
     statistics: bool = False
     quiet: bool = False
     color: bool = field(default_factory=use_color)  # `use_color(args.color)`; by default from stdout and env
     pre_commit: bool = field(default_factory=in_pre_commit)  # hints name hooks, not flags
+    fixes: Optional[dict] = None  # `--show-fixes`: file -> Counter of (code, name) -> fixes applied
+
+    @property
+    def lists_findings(self) -> bool:
+        """Whether the text formats list the findings: not when a diff is the listing (`fix`, `--diff`),
+        nor with `--fix-only`, which reports only what it fixed."""
+        return self.command not in ("diff", "fix-only")
 
 
 def shorten(path: str) -> str:

@@ -21,7 +21,7 @@ def location(f, style: Style) -> str:
 def render(report: Report) -> str:
     style = Style(report.color)
     lines = []
-    if report.command != "diff":  # with a diff, the diff is the listing
+    if report.lists_findings:
         lines = [f"{location(f, style)}: {header(f, report, style)}" for f in report.findings]
     if not report.quiet:
         lines.extend(summary_lines(report, style))

@@ -176,7 +176,7 @@ def render(report: Report) -> str:
     style = Style(report.color)
     sources = _Sources(report.cwd)
     lines: list[str] = []
-    if report.command != "diff":  # with a diff, the diff is the listing
+    if report.lists_findings:
         for f in report.findings:
             lines.extend(render_finding(f, report, sources, style))
             lines.append("")

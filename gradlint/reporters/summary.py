@@ -7,7 +7,7 @@ hook's `args:` instead of a command line.
 from __future__ import annotations
 
 from . import Report
-from .terminal import Style
+from .terminal import Style, printable
 
 
 def plural(n: int, word: str) -> str:
@@ -27,7 +27,27 @@ def _how_to_fix(report: Report) -> str:
     return f"`gradlint fix --write{' --unsafe-fixes' if report.unsafe_fixes else ''}`"
 
 
+def fix_table(report: Report, style: Style) -> list[str]:
+    """`--show-fixes`, as ruff lists them: per file, each rule's fixes, most first."""
+    tables = {name: table for name, table in (report.fixes or {}).items() if sum(table.values())}
+    if not tables:
+        return []
+    total = sum(sum(table.values()) for table in tables.values())
+    width = len(str(max(max(table.values()) for table in tables.values())))
+    verb = "Would fix" if report.command == "diff" else "Fixed"
+    lines = ["", style.bold(style.green(f"{verb} {plural(total, 'error')}:"))]
+    for filename in sorted(tables):
+        lines.append(f"{style.cyan('-')} {style.bold(printable(filename))}{style.cyan(':')}")
+        for (code, name), count in sorted(tables[filename].items(), key=lambda item: (-item[1], item[0])):
+            lines.append(f"    {count:>{width}} × {style.red(code)} ({name})")
+    return [*lines, ""]
+
+
 def summary_lines(report: Report, style: Style) -> list[str]:
+    return fix_table(report, style) + _summary(report, style)
+
+
+def _summary(report: Report, style: Style) -> list[str]:
     findings = report.findings
     remaining = len(findings)
     safe = sum(1 for f in findings if f.fixable(False))
@@ -35,6 +55,8 @@ def summary_lines(report: Report, style: Style) -> list[str]:
     fixable = safe + (hidden if report.unsafe_fixes else 0)
     if report.command == "diff":
         return [f"Would fix {plural(fixable, 'error')}." if fixable else "No errors would be fixed."]
+    if report.command == "fix-only":  # ruff's: what was fixed, nothing about what remains
+        return [f"Fixed {plural(report.fixed, 'error')}."] if report.fixed else []
     if report.command == "write" and report.fixed:
         out = [f"Found {plural(remaining + report.fixed, 'error')} ({report.fixed} fixed, {remaining} remaining)."]
     elif remaining == 0:

@@ -5,9 +5,10 @@ linter (`gradlint.warm`: only the edited region is parsed again), and the findin
 actions asked about that version. Several changes that arrive together are linted once, at the last.
 
 Settings, from `initializationOptions` or `workspace/didChangeConfiguration` (under `gradlint`):
-`unsafeFixes` (default false) offers the unsafe quick fixes too. Rules, options, exclusions and
-per-file ignores come from the project's pyproject.toml, read again when one changes (the server asks
-the client to watch `**/pyproject.toml`; saving one in the editor works too).
+`unsafeFixes` (default false) offers the unsafe quick fixes too. Rules, options, exclusions, per-file
+ignores and the fix policy come from each document's closest configuration file (`pyproject.toml`,
+`gradlint.toml`, `.gradlint.toml`), as the command line resolves them, read again when one changes (the
+server asks the client to watch them; saving one in the editor works too).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pygls.uris import to_fs_path
 from pygls.workspace import TextDocument
 
 from .. import __version__
-from ..config import ConfigError
+from ..config import CONFIG_FILES, ConfigError
 from ..diagnostics import Finding
 from ..documents import lint_cells
 from ..engine import FixBrokeCode, fix_text
@@ -178,8 +179,7 @@ class GradlintServer(LanguageServer):
             cell_uris = [cell.document for cell in nb.cells]
         else:
             found, cell_uris = lint(document.source), []
-        kept = [f for f in found if f.is_file_error or path is None or project.keep(path, f)]
-        return _Linted(path, project, kept, cell_uris), exact[0]
+        return _Linted(path, project, project.shown(path, found), cell_uris), exact[0]
 
     def lint_document(self, uri: str, *, exact: bool = False) -> None:
         document = self.workspace.get_text_document(uri)
@@ -318,16 +318,17 @@ class GradlintServer(LanguageServer):
         linted = self.linted.get(uri)
         if linted is None:
             return types.WorkspaceEdit(changes={})
-        rules, options = linted.project.rules, linted.project.options
+        project = linted.project
+        rules, options, policy = project.rules_for(linted.path), project.options, project.policy
         notebook = self.workspace.get_notebook_document(notebook_uri=uri)
         name = str(linted.path) if linted.path is not None else uri
         try:
             if notebook is None:
                 document = self.workspace.get_text_document(uri)
-                fixed = fix_text(document.source, name, rules, options).text
+                fixed = fix_text(document.source, name, rules, options, policy=policy).text
                 return types.WorkspaceEdit(changes={uri: whole_document_edits(document, fixed)})
             module = CellModule.join(self._cell_sources(notebook))
-            fixed = fix_text(module.text, name, rules, options).text
+            fixed = fix_text(module.text, name, rules, options, policy=policy).text
             changes = {}
             for number, source in module.sources_after(fixed).items():
                 cell_uri = notebook.cells[number - 1].document
@@ -356,6 +357,10 @@ def _overlaps(a: types.Range, b: types.Range) -> bool:
     return key(a.start) <= key(b.end) and key(b.start) <= key(a.end)
 
 
+def _is_config(uri: str) -> bool:
+    return uri.rpartition("/")[2] in CONFIG_FILES
+
+
 def build() -> GradlintServer:
     server = GradlintServer()
 
@@ -373,7 +378,7 @@ def build() -> GradlintServer:
             ls.client_register_capability(types.RegistrationParams(registrations=[types.Registration(
                 id="gradlint-pyproject", method=types.WORKSPACE_DID_CHANGE_WATCHED_FILES,
                 register_options=types.DidChangeWatchedFilesRegistrationOptions(
-                    watchers=[types.FileSystemWatcher(glob_pattern="**/pyproject.toml")]))]))
+                    watchers=[types.FileSystemWatcher(glob_pattern=f"**/{name}") for name in CONFIG_FILES]))]))
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     def did_change_configuration(ls: GradlintServer, params: types.DidChangeConfigurationParams) -> None:
@@ -381,7 +386,7 @@ def build() -> GradlintServer:
 
     @server.feature(types.WORKSPACE_DID_CHANGE_WATCHED_FILES)
     def did_change_watched_files(ls: GradlintServer, params: types.DidChangeWatchedFilesParams) -> None:
-        if any(change.uri.endswith("pyproject.toml") for change in params.changes):
+        if any(_is_config(change.uri) for change in params.changes):
             ls.reload()
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
@@ -397,7 +402,7 @@ def build() -> GradlintServer:
     @server.feature(types.TEXT_DOCUMENT_DID_SAVE)
     def did_save(ls: GradlintServer, params: types.DidSaveTextDocumentParams) -> None:
         uri = params.text_document.uri
-        if uri.endswith("pyproject.toml"):
+        if _is_config(uri):
             ls.reload()
         elif ls.workspace.get_notebook_document(cell_uri=uri) is None:
             ls.schedule(uri, notebook=False)

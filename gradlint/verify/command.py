@@ -2,9 +2,10 @@
 
 Torch-free on purpose: torch is imported only by the child processes (`harness`), so `--help` works
 without it and a missing torch gets one clear line. Both runs execute in the user's working directory
-with the user's `sys.path`, as `python PATH` (or `python -m MODULE`) would. The original run tells
-which project files it imported; the fixes of exactly those files are served to the patched run by an
-import hook. The user's files are only read; `--keep DIR` writes the fixed ones there.
+with the user's `sys.path`, as `python PATH` (or `python -m MODULE`) would; with `--nproc-per-node N`,
+under torchrun, every rank checked and the ranks merged into one report (`merge`, `rankchecks`). The
+original run tells which project files it imported; the fixes of exactly those files are served to the
+patched run by an import hook. The user's files are only read; `--keep DIR` writes the fixed ones there.
 
 Exit status: 0 the patched run is healthy, 1 it is not, 2 no verdict (bad input, a crash or hang that
 the patch does not remove, torch missing).
@@ -29,10 +30,13 @@ from typing import Optional
 
 from gradlint.notebook import NotebookError, notebook_script
 
-from .checks import evaluate, healthy, steps_phrase
+from . import distributed_options
+from .checks import healthy, steps_phrase
+from .merge import add_trace
 from .notebook import dropped_notes, in_cells, is_notebook, script_of
 from .origin import rules_at
 from .patch import PatchResult, attribute, fix_files, keep, shown
+from .rankchecks import checks_of, rank_summaries, rank_table
 from .report import patch_lines, table, verdict
 from .runner import Progress, RunSpec, run_harness
 
@@ -86,8 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not replay the first non-finite step to find its op and line")
     parser.add_argument("--unsafe-fixes", action="store_true",
                         help="apply the unsafe fixes too (they change results beyond the defect: verify shows how)")
+    distributed_options.add_arguments(parser)
     parser.usage = ("%(prog)s PATH | -m MODULE [--steps N] [--device cpu|cuda|auto] [--timeout S] "
-                    "[--report FILE.html] [--json] [--keep DIR] [options] [-- ARGS]")
+                    "[--report FILE.html] [--json] [--keep DIR] [--nproc-per-node N] [options] [-- ARGS]")
     parser.epilog = "Arguments after `--` are the script's own: gradlint verify train.py --steps 20 -- --lr 0.1"
     parser.set_defaults(script_args=[])
     _split_at_double_dash(parser)
@@ -147,11 +152,12 @@ class _Session:
         self.thresholds = {"vanishing": args.vanishing, "exploding": args.exploding, "window": args.window}
 
     def run(self, label: str, sources: Optional[Path], trace_step: Optional[int] = None,
-            steps: Optional[int] = None) -> dict:
+            steps: Optional[int] = None, trace_rank: Optional[int] = None) -> dict:
         spec = RunSpec(label=label, script=self.target, cwd=Path.cwd(), args=self.script_args,
                        steps=steps or self.args.steps, device=self.args.device, seed=self.args.seed,
                        timeout=self.args.timeout, thresholds=self.thresholds, trace_step=trace_step,
-                       module=bool(self.args.module), sources=sources)
+                       trace_rank=trace_rank, module=bool(self.args.module), sources=sources,
+                       nproc=self.args.nproc_per_node, drift_every=self.args.drift_every)
         record = run_harness(spec, self.work / "runs", self.progress)
         self.progress.done(label, _short_status(record), record.get("wall_seconds", 0.0))
         return record
@@ -162,14 +168,14 @@ class _Session:
         if first is None or self.args.no_pinpoint or record.get("status") not in RAN + ("crashed",):
             return record
         step = first["step"]
-        replay = self.run(f"{label} replay", sources, trace_step=step, steps=step)
+        replay = self.run(f"{label} replay", sources, trace_step=step, steps=step, trace_rank=first.get("rank"))
         record["ended"] = replay.get("ended", record.get("ended"))
-        record["trace"] = replay.get("trace")
-        if record["trace"] is None:
+        if replay.get("trace") is None:
             record["replay_status"] = (f"the replay of step {step} did not find it (status {replay.get('status')}); "
                                        "is the script deterministic for a fixed seed?")
         elif not _same_prefix(record, replay, step):
             record["replay_status"] = "the replay's earlier steps differed from the run's (non-deterministic ops?)"
+        add_trace(record, replay)
         return record
 
 
@@ -231,6 +237,11 @@ def _target(args: argparse.Namespace) -> tuple[Optional[str], Optional[str]]:
 
 def run(args: argparse.Namespace) -> int:
     out = sys.stdout
+    launcher_problem = distributed_options.problem(args)
+    if launcher_problem:
+        # under torchrun every copy would say it: the first rank speaks for all
+        quiet = os.environ.get("LOCAL_RANK", "0") not in ("", "0")
+        return EXIT_ERROR if quiet else _error(launcher_problem)
     target, problem = _target(args)
     if problem:
         return _error(problem)
@@ -239,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
                       "pip install 'gradlint[verify]'")
     if args.steps < 1:
         return _error("--steps must be at least 1")
+
     notebook = None  # the script a kernel would run, for a notebook
     if not args.module and is_notebook(target):
         try:
@@ -403,9 +415,9 @@ def _device_note(args, record: dict) -> Optional[str]:
 def _compare(args, target: str, patch: PatchResult, original: dict, patched: dict, timing: dict) -> dict:
     from gradlint import __version__
 
-    checks_o, checks_p = evaluate(original), evaluate(patched)
+    checks_o, checks_p = checks_of(original), checks_of(patched)
     decisive = patched if patched.get("status") != "skipped" or patch.files else original
-    checks_d = evaluate(decisive)
+    checks_d = checks_of(decisive)
     decisive_healthy = healthy(checks_d)
     code = _exit_code(original, decisive, decisive_healthy)
     notes = _notes(original, patched, patch)
@@ -428,7 +440,12 @@ def _compare(args, target: str, patch: PatchResult, original: dict, patched: dic
             "forwards": record.get("forwards"), "project_files": [shown(p) for p in record.get("project_files") or []],
             "served": [shown(p) for p in record.get("served") or []],
             "stdout_tail": record.get("stdout_tail", ""), "stderr_tail": record.get("stderr_tail", ""),
+            "distributed": record.get("distributed"), "ranks": rank_summaries(record),
+            "rank_table": rank_table(record),
         }
+        launcher_hint = distributed_options.hint(record, args)
+        if launcher_hint and runs[name]["error"]:
+            runs[name]["error"] = dict(runs[name]["error"], hint=launcher_hint)
     device_note = _device_note(args, original)
     script = shown(target) if not args.module else None
     the_verdict = verdict(checks_o, checks_d if not patch.files else checks_p, decisive_healthy, code,
@@ -438,6 +455,7 @@ def _compare(args, target: str, patch: PatchResult, original: dict, patched: dic
         "command": ["gradlint", "verify", *sys.argv[sys.argv.index("verify") + 1:]] if "verify" in sys.argv else None,
         "path": args.path, "module": args.module, "script": script, "cwd": os.getcwd(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc_per_node": getattr(args, "nproc_per_node", None),
         "steps": args.steps, "seed": original.get("seed", args.seed if args.seed is not None else 0),
         "device": {"asked": args.device, "resolved": original.get("device_resolved"), "used": original.get("device"),
                    "note": device_note},
@@ -457,7 +475,9 @@ def _no_verdict_reason(original: dict, patched: dict, patch: PatchResult) -> str
             return f"the {name} run never trained (no optimizer.step(), no backward followed by cleared gradients)"
         if status in ("timeout", "crashed", "error"):
             error = record.get("error") or {}
-            return f"the {name} run {'timed out' if status == 'timeout' else status}: {error.get('message', '')}".rstrip(": ")
+            on = f" on {error['rank_label']}" if error.get("rank_label") else ""
+            what = {"timeout": "timed out", "error": "could not start"}.get(status, status)
+            return f"the {name} run {what}{on}: {error.get('message', '')}".rstrip(": ")
     return ""
 
 
@@ -466,6 +486,8 @@ def _print_text(result: dict, out, color: bool) -> None:
 
     o, p = result["original"], result["patched"]
     target = f"-m {result['module']}" if result["module"] else result["path"]
+    if result.get("nproc_per_node"):
+        target = f"--nproc-per-node {result['nproc_per_node']} {target}"
     used = result["device"]["used"] or result["device"]["resolved"] or result["device"]["asked"]
     print(f"gradlint verify {target}  ({used}, {result['steps']} steps, seed {result['seed']}, "
           f"torch {result.get('torch') or '?'}, gradlint {result['gradlint']})", file=out)
@@ -481,8 +503,11 @@ def _print_text(result: dict, out, color: bool) -> None:
     for name, run in (("original", o), ("patched", p)):
         error = run.get("error") or {}
         if run["status"] == "crashed":
-            print(f"\n{name} run crashed:", file=out)
+            where = f" ({error['rank_label']})" if error.get("rank_label") else ""
+            print(f"\n{name} run crashed{where}:", file=out)
             print((error.get("traceback") or run.get("stderr_tail") or error.get("message", "")).rstrip(), file=out)
+            if error.get("hint"):
+                print(f"hint: {error['hint']}", file=out)
         elif run["status"] == "error":
             print(f"\n{name} run could not start: {error.get('message', '')}", file=out)
             if error.get("hint"):
@@ -493,6 +518,12 @@ def _print_text(result: dict, out, color: bool) -> None:
     checks_o = [Check(**c) for c in o["checks"]]
     checks_p = [Check(**c) for c in p["checks"]]
     print(table(checks_o, checks_p, color=color), file=out)
+    for name, run in (("original", o), ("patched", p)):
+        if run.get("rank_table"):
+            print(f"\nranks side by side, {name} run (the checks where they differ; all ranks agree on the others):",
+                  file=out)
+            for line in run["rank_table"]:
+                print(line, file=out)
     print(file=out)
     for line in result["verdict"]["lines"]:
         print(line, file=out)

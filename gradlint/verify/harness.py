@@ -1,20 +1,27 @@
 """The child process of `gradlint verify`: run a training script under the checks, write a JSON record.
 
-    python -m gradlint.verify.harness --record R.json --steps 30 --device auto train.py -- ARGS...
-    python -m gradlint.verify.harness --record R.json --module pkg.train -- ARGS...
+    python -m gradlint.verify.harness --run-dir D --steps 30 --device auto train.py -- ARGS...
+    python -m gradlint.verify.harness --run-dir D --module pkg.train -- ARGS...
+    python -m torch.distributed.run ... -m gradlint.verify.harness --ranked --run-dir D train.py -- ARGS...
 
 It runs in the user's working directory. The script runs as `__main__` with `sys.argv` set to
 `[script, *ARGS]` and its folder first on `sys.path`, as `python train.py ARGS` would; a module (`-m`)
 as `python -m pkg.train ARGS` would run it (the working directory first on `sys.path`, relative imports
 working). Nothing in it is edited: the checks hang on module and optimizer hooks and a few wrapped torch
 functions (see `monitor`, `patches`). The run stops after N steps with `StopRun`, a BaseException that
-user code's `except Exception` lets pass. The record lists the project files the run imported.
+user code's `except Exception` lets pass. The record (`D/main.json`, see `instrument`) lists the project
+files the run imported. Workers the script starts write records of their own in D (see `children`).
+
+With `--ranked` this is one rank of a `torchrun` launch: its files are named after its rank (`D/rank1.json`),
+its output goes to `D/rank1.stdout` and `.stderr`, and a crash of the script ends it with a non-zero
+status, so that torchrun ends the other ranks instead of leaving them waiting in a collective.
 
 With `--sources FILE` (a JSON object: real path -> fixed text) this is the patched run: those files are
 served to the imports (and to the script itself) instead of the ones on disk (see `imports`).
 
 With `--trace-step K` this is a replay: the same script, seed and arguments again, with the op-level
-tracer armed from the start of step K (the first non-finite one), to name the op, module and line.
+tracer armed from the start of step K (the first non-finite one), to name the op, module and line;
+with `--trace-rank R`, on rank R only (where the value was born).
 """
 
 from __future__ import annotations
@@ -28,11 +35,12 @@ import signal
 import sys
 import time
 import traceback
-import warnings
 from typing import Optional
 
+from .instrument import new_monitor  # noqa: F401  (the monitor as verify makes it: benchmarks time it)
+
 FORMAT = 2
-EXIT_OK, EXIT_NO_TORCH = 0, 3
+EXIT_OK, EXIT_CRASHED, EXIT_NO_TORCH = 0, 1, 3
 
 
 class Terminated(BaseException):
@@ -41,12 +49,14 @@ class Terminated(BaseException):
 
 def _parse(argv):
     p = argparse.ArgumentParser(prog="python -m gradlint.verify.harness")
-    p.add_argument("--record", required=True)
-    p.add_argument("--progress")
+    p.add_argument("--run-dir", required=True, help="the folder of this run's records (see `instrument`)")
+    p.add_argument("--ranked", action="store_true", help="one rank of a torchrun launch")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int)
     p.add_argument("--trace-step", type=int)
+    p.add_argument("--trace-rank", type=int)
+    p.add_argument("--drift-every", type=int, default=10)
     p.add_argument("--thresholds", default="{}", help="JSON object of Thresholds fields")
     p.add_argument("--sources", help="JSON file: real path -> fixed text, served in place of those files")
     p.add_argument("--module", action="store_true", help="SCRIPT is a module name, run as `python -m`")
@@ -56,13 +66,6 @@ def _parse(argv):
     if ns.args[:1] == ["--"]:
         ns.args = ns.args[1:]
     return ns
-
-
-def _write(path: str, record: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, default=str)
-    os.replace(tmp, path)
 
 
 def _given(parser: argparse.ArgumentParser, dest: str) -> bool:
@@ -94,7 +97,7 @@ def _override_arguments(values: dict, applied: dict) -> None:
     argparse.ArgumentParser.parse_known_args = parse_known_args
 
 
-def _filtered_traceback(error: BaseException) -> str:
+def filtered_traceback(error: BaseException) -> str:
     here = os.path.dirname(os.path.abspath(__file__))
     frames = [f for f in traceback.extract_tb(error.__traceback__)
               if not f.filename.startswith(here) and os.path.basename(f.filename) != "runpy.py"
@@ -104,7 +107,20 @@ def _filtered_traceback(error: BaseException) -> str:
     return "".join(lines)
 
 
-def _seed(seed: int) -> None:
+def stopped_at(error: BaseException) -> dict:
+    """Where the user's code was when SIGTERM stopped it (a hang: the line it hangs on)."""
+    from .sites import is_user
+
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if is_user(f.filename)]
+    site = None
+    if frames:
+        frame = frames[-1]
+        site = {"file": frame.filename, "line": frame.lineno, "function": frame.name, "code": (frame.line or "").strip()}
+    where = f"at {os.path.basename(site['file'])}:{site['line']}: {site['code']}" if site else "outside the script"
+    return {"type": "Terminated", "message": f"stopped {where}", "traceback": filtered_traceback(error), "site": site}
+
+
+def seed_everything(seed: int) -> None:
     import torch
 
     random.seed(seed)
@@ -117,28 +133,6 @@ def _seed(seed: int) -> None:
         pass
 
 
-def new_monitor(thresholds=None, progress=None, steps: Optional[int] = None):
-    """The monitor as `gradlint verify` runs it, with its per-step callback: the step count to `progress`
-    (a file), StopRun after `steps`. `benchmarks/verify_overhead.py` times this one. Attach it with
-    `attach_global()`."""
-    from .monitor import Monitor
-
-    monitor = Monitor(thresholds, ratio_every=3)  # the report's update-to-weight ratio: 10 points in 30 steps
-    monitor.reads.async_read = True  # CUDA: read each step's values once their copy is done, never stall the device
-    monitor.max_steps = steps
-    written = [0.0]  # when the progress file was last written
-
-    def on_step(m: Monitor) -> None:
-        # The parent reads the progress file every 0.1 s: a line every 50 ms is as good as one a step, and
-        # saves a write system call on each of a fast loop's steps. `run` writes the last count at the end.
-        if progress is not None and time.monotonic() - written[0] >= 0.05:
-            progress.write(f"{m.steps}\n")
-            written[0] = time.monotonic()
-
-    monitor.on_step_end.append(on_step)
-    return monitor
-
-
 def _user_sys_path(ns) -> None:
     """`sys.path` as `python SCRIPT` (its real folder first) or `python -m MODULE` (the working directory
     first) would have it: without the entry `python -m gradlint.verify.harness` put first, and without the
@@ -148,6 +142,9 @@ def _user_sys_path(ns) -> None:
         user = os.environ.pop("GRADLINT_USER_PYTHONPATH", None)
         if added in sys.path and added not in (user or "").split(os.pathsep):
             sys.path.remove(added)
+            from .children import set_import_path
+
+            set_import_path(added)  # for the workers a script spawns: they must import gradlint first
         if user is None:
             os.environ.pop("PYTHONPATH", None)
         else:
@@ -192,7 +189,20 @@ def _run_script(path: str, sources) -> None:
             sys.modules["__main__"] = saved
 
 
-def run(ns) -> dict:
+def who_am_i(ns) -> str:
+    """The name of this process's files in the run folder: `main`, or `rank<RANK>` under torchrun."""
+    return f"rank{os.environ.get('RANK', '0')}" if ns.ranked else "main"
+
+
+def _redirect_output(run_dir: str, who: str) -> None:
+    """A rank's output to files of its own (torchrun would interleave the ranks' lines on one stream)."""
+    for fd, kind in ((1, "stdout"), (2, "stderr")):
+        target = os.open(os.path.join(run_dir, f"{who}.{kind}"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(target, fd)
+        os.close(target)
+
+
+def run(ns, who: str) -> dict:
     record: dict = {"format": FORMAT, "status": None, "script": ns.script, "module": ns.module, "argv": ns.args,
                     "requested_steps": ns.steps, "seed": ns.seed if ns.seed is not None else 0, "error": None}
     _user_sys_path(ns)
@@ -210,9 +220,9 @@ def run(ns) -> dict:
                                              "hint": "pip install 'gradlint[verify]'"})
         return record
 
-    from .imports import project_files
-    from .monitor import StopRun, Thresholds
-    from .trace import Tracer, nonfinite_state
+    from .children import SelfLaunchingScript
+    from .instrument import Config, Instrumented
+    from .monitor import StopRun
 
     device = ns.device
     if device == "auto":
@@ -223,30 +233,9 @@ def run(ns) -> dict:
         return record
     record.update(device_asked=ns.device, device_resolved=device, torch=torch.__version__)
 
-    progress = open(ns.progress, "a", buffering=1, encoding="utf-8") if ns.progress else None
-    monitor = new_monitor(Thresholds(**json.loads(ns.thresholds)), progress, ns.steps)
-
-    tracer: Optional[Tracer] = None
-    if ns.trace_step:
-        tracer = Tracer(monitor.name_of, step=ns.trace_step)
-
-        def arm() -> None:
-            if tracer.origin is not None or tracer._armed:
-                return
-            state = nonfinite_state([(r.name if i else "", r.module) for i, r in enumerate(monitor.roots)])
-            if state is not None:
-                state["step"] = ns.trace_step
-                tracer.origin = state
-            else:
-                tracer.arm()
-
-        if ns.trace_step == 1:
-            arm_now = True
-        else:
-            arm_now = False
-            monitor.on_step_end.insert(0, lambda m: arm() if m.steps == ns.trace_step - 1 else None)
-        # Replay eagerly: a compiled graph hides its ops from the tracer.
-        torch.compile = lambda model=None, *a, **k: model if model is not None else (lambda m: m)
+    config = Config(run_dir=ns.run_dir, steps=ns.steps, thresholds=json.loads(ns.thresholds), seed=ns.seed,
+                    trace_step=ns.trace_step, trace_rank=ns.trace_rank, drift_every=ns.drift_every)
+    instrumented = Instrumented(config, who, ranked=ns.ranked)
 
     overrides = {"device": device}
     if ns.seed is not None:
@@ -255,15 +244,10 @@ def run(ns) -> dict:
     _override_arguments(overrides, applied)
     script = ns.script if ns.module else os.path.abspath(ns.script)
     sys.argv = [script, *ns.args]
-    _seed(ns.seed if ns.seed is not None else 0)
+    seed_everything(ns.seed if ns.seed is not None else 0)
     signal.signal(signal.SIGTERM, _terminate)
 
-    # torch warns that global hooks also fire for the OptimizedModule; the monitor expects that (the depth
-    # count makes the wrapper the root), so the user need not see it.
-    warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
-    monitor.attach_global()
-    if tracer is not None and arm_now:
-        arm()
+    instrumented.start()
     start = time.perf_counter()
     try:
         if ns.module:
@@ -274,8 +258,12 @@ def run(ns) -> dict:
         record["status"] = "finished"
     except StopRun:
         record["status"] = "stopped"
-    except Terminated:
-        record["status"] = "timeout"
+    except Terminated as error:
+        record["status"] = "terminated" if ns.ranked else "timeout"
+        record["error"] = stopped_at(error)
+    except SelfLaunchingScript as error:
+        record["status"] = "error"
+        record["error"] = {"type": "LaunchError", "message": str(error), "traceback": None}
     except SystemExit as error:
         if error.code in (None, 0):
             record["status"] = "finished"
@@ -286,43 +274,23 @@ def run(ns) -> dict:
     except BaseException as error:  # the user's crash, reported, not raised
         record["status"] = "crashed"
         record["error"] = {"type": type(error).__name__, "message": str(error),
-                           "traceback": _filtered_traceback(error)}
+                           "traceback": filtered_traceback(error)}
     finally:
         elapsed = time.perf_counter() - start
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if tracer is not None:
-            tracer.disarm()
-        monitor.flush(partial=record["status"] != "stopped")
-        monitor.detach()
-        if progress is not None:
-            progress.write(f"{monitor.steps}\n")
-            progress.close()
+        record["ended_at"] = time.time()  # which rank's crash came first (the others' may follow from it)
+        # A second SIGTERM (torchrun passes on the one the parent sent it) must not cut the record short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        instrumented.stop(record["status"] or "crashed")
     record["seconds"] = round(elapsed, 3)
-    record.update(monitor.record())
-    if record["status"] == "finished" and monitor.steps == 0:
-        record["status"] = "no_steps"
-    if tracer is not None:
-        record["trace"] = tracer.result()
-    record["arguments"] = applied  # device/seed: passed to the script's argparse, or why not
-    devices = sorted({str(p.device) for r in monitor.roots for p in r.module.parameters()})
-    record["device"] = ", ".join(devices) if devices else None
     main_file = _module_file(ns.script) if ns.module else script
-    record["project_files"] = project_files((main_file,) if main_file else (), _generated_code_dirs())
+    record.update(instrumented.record(main_file))
+    if record["status"] == "finished" and instrumented.monitor.steps == 0:
+        record["status"] = "no_steps"
+    record["arguments"] = applied  # device/seed: passed to the script's argparse, or why not
     record["main_file"] = os.path.realpath(main_file) if main_file else None
     if sources is not None:
-        record["served"] = sorted(sources.served)
+        record["served"] = sorted(sources.served | set(record.get("served") or ()))
     return record
-
-
-def _generated_code_dirs() -> tuple[str, ...]:
-    """Where torch.compile wrote the Python it generated and imported (inductor's cache), if it ran."""
-    utils = sys.modules.get("torch._inductor.runtime.cache_dir_utils")
-    if utils is None:
-        return ()
-    try:
-        return (utils.cache_dir(),)
-    except Exception:
-        return ()
 
 
 def _module_file(name: str) -> Optional[str]:
@@ -341,11 +309,21 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
+    from .instrument import path, write_json
+
     ns = _parse(sys.argv[1:] if argv is None else argv)
-    record = run(ns)
-    _write(ns.record, record)
+    who = who_am_i(ns)
+    os.makedirs(ns.run_dir, exist_ok=True)
+    if ns.ranked:
+        _redirect_output(ns.run_dir, who)
+    record = run(ns, who)
+    write_json(path(ns.run_dir, who, "json"), record)
     sys.stdout.flush()
-    return EXIT_NO_TORCH if record["status"] == "error" and record["error"]["type"] == "ImportError" else EXIT_OK
+    if record["status"] == "error" and record["error"]["type"] == "ImportError":
+        return EXIT_NO_TORCH
+    # A rank whose script crashed says so to torchrun, which then ends the others (they would wait for it in
+    # their next collective until the timeout).
+    return EXIT_CRASHED if ns.ranked and record["status"] in ("crashed", "error") else EXIT_OK
 
 
 if __name__ == "__main__":

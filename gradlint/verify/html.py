@@ -1,7 +1,8 @@
 """The `--report` page: one self-contained HTML file (inline CSS and SVG, no script, no external asset).
 
 What a person wants to look at, in order: who made it and how (gradlint version, command line, seed,
-date), the verdict, the checks side by side, where the first NaN/Inf came from (the code around it, the
+date), the verdict, the checks side by side (and a distributed run's ranks side by side where they
+differ), where the first NaN/Inf came from (the code around it, the
 calls that led there from the training loop, the tensors' facts, the rule that would have caught it),
 then the charts TensorBoard and wandb users look at first: loss, gradient norm, learning rate, the
 GradScaler's loss scale, per-layer gradient norms (a heat map, and lines of the top layers by norm), the
@@ -61,7 +62,7 @@ svg text{font:11px system-ui,sans-serif;fill:#495057}svg text.axis-label{fill:#2
 .origin h3{font-size:14px;margin:0 0 6px}.origin pre{background:#fff;margin:6px 0}
 .origin .here{background:#ffe3e3;display:inline-block;width:100%}.origin .num{color:#868e96}
 .origin ol{margin:4px 0;padding-left:22px}.origin table td,.origin table th{padding:2px 10px 2px 0;text-align:left}
-.origin .label{font-weight:600;margin-top:8px}
+.origin .label{font-weight:600;margin-top:8px}.ranks-run{font-weight:600;margin:10px 0 4px}
 details summary{cursor:pointer}
 """
 
@@ -77,7 +78,10 @@ def _header(result: dict) -> str:
     device = result["device"]
     used = device.get("used") or device.get("resolved") or device.get("asked")
     target = f"-m {result['module']}" if result.get("module") else result.get("path")
+    if result.get("nproc_per_node"):
+        target = f"--nproc-per-node {result['nproc_per_node']} {target}"
     meta = [("gradlint", result.get("gradlint")), ("torch", result.get("torch")), ("device", used),
+            ("ranks", _group(result["original"].get("distributed"))),
             ("steps", result.get("steps")), ("seed", result.get("seed")), ("date", result.get("date"))]
     spans = "".join(f"<span>{name} <b>{escape(str(value))}</b></span>" for name, value in meta if value is not None)
     command = result.get("command")
@@ -113,6 +117,54 @@ def _checks(runs) -> str:
                    "</tr>" for k in keys)
     return ("<h2>Health checks</h2><table class='checks'><colgroup><col class='name'><col><col></colgroup>"
             f"<tr><th>check</th><th>original</th><th>patched</th></tr>{rows}</table>")
+
+
+# -- the ranks of a distributed run ---------------------------------------------------------------------
+
+RANK_COLUMNS = 8  # past that many ranks, the merged checks (and the JSON) say which rank differs
+
+
+def _group(distributed: Optional[dict]) -> Optional[str]:
+    """"2 (gloo, torchrun)": the processes of a distributed run, how they talk and who started them."""
+    if not distributed:
+        return None
+    how = [distributed.get("backend"), {"workers": "workers the script started"}.get(distributed["launcher"],
+                                                                                  distributed["launcher"])]
+    size = distributed.get("world_size") or distributed.get("processes")
+    return f"{size} ({', '.join(h for h in how if h)})"
+
+
+def _ranks(runs) -> str:
+    """Each distributed run's ranks side by side on the checks where they differ (the merged table above
+    shows the worst rank's); which rank the charts are drawn from."""
+    parts = []
+    for name, run in runs:
+        ranks = [r for r in run.get("ranks") or [] if r.get("checks")]
+        if len(ranks) < 2:
+            continue
+        titles = {c["key"]: c["title"] for c in run["checks"]}
+        by_rank = [{c["key"]: c for c in r["checks"]} for r in ranks]
+        keys = [k for k in dict.fromkeys(k for b in by_rank for k in b) if k != "run"]
+        differ = [k for k in keys if len({(b[k]["status"], b[k]["summary"]) if k in b else None for b in by_rank}) > 1]
+        parts.append(f"<div class='ranks-run'>{name} run: {len(ranks)} ranks; the charts show {escape(ranks[0]['label'])}'s "
+                     "steps</div>")
+        if not differ:
+            parts.append("<div class='explain'>all ranks agree on every check</div>")
+            continue
+        if len(ranks) > RANK_COLUMNS:
+            parts.append("<div class='explain'>the ranks differ on: " + ", ".join(escape(titles.get(k, k)) for k in differ)
+                         + " (see the checks above)</div>")
+            continue
+        head = "".join(f"<th>{escape(r['label'])}</th>" for r in ranks)
+        rows = "".join(f"<tr><td>{escape(titles.get(k, k))}</td>"
+                       + "".join(_check_cell(dict(b[k], details=[])) if k in b else "<td>-</td>" for b in by_rank)
+                       + "</tr>" for k in differ)
+        parts.append(f"<table class='checks' data-run='{name}'><colgroup><col class='name'>"
+                     f"{'<col>' * len(ranks)}</colgroup><tr><th>check</th>{head}</tr>{rows}</table>")
+    if not parts:
+        return ""
+    return ("<h2>Ranks side by side</h2><div class='explain'>the checks on which the ranks differ (all ranks agree "
+            "on the others)</div>" + "".join(parts))
 
 
 # -- where the first non-finite value came from --------------------------------------------------------
@@ -158,15 +210,18 @@ def _origin(run: dict, name: str) -> str:
     trace, first = run.get("trace"), run.get("first_nonfinite")
     if not first:
         return ""
+    run_name = name
+    if first.get("label"):  # a distributed run: born on that rank (the others got it by the all-reduce)
+        name = f"{name}, {escape(first['label'])}"
     if not trace:
-        return (f"<div class='origin' data-run='{name}'><h3>{name}: first non-finite value at step {first['step']}, "
+        return (f"<div class='origin' data-run='{run_name}'><h3>{name}: first non-finite value at step {first['step']}, "
                 f"seen in the {escape(first.get('seen_in', '?'))}</h3>not pinpointed (the replay did not find it)</div>")
     step = trace.get("step") or first["step"]
     if trace.get("phase") not in ("forward", "backward"):
         extra = ""
         if trace.get("parameters"):
             extra = "<div>parameters: " + ", ".join(f"<code>{escape(p)}</code>" for p in trace["parameters"]) + "</div>"
-        return (f"<div class='origin' data-run='{name}'><h3>{name}: {KINDS.get(trace['kind'], 'NaN')} at step {step}, "
+        return (f"<div class='origin' data-run='{run_name}'><h3>{name}: {KINDS.get(trace['kind'], 'NaN')} at step {step}, "
                 f"{escape(trace['phase'])}</h3>{rich(trace.get('note') or '')}{extra}</div>")
     site = trace.get("site") or {}
     module = trace.get("module")
@@ -177,7 +232,7 @@ def _origin(run: dict, name: str) -> str:
     if chain:
         calls = ("<div class='label'>the calls from the training step</div><ol class='chain'>" + "".join(
             f"<li>{_where(c)}: <code>{escape(c.get('code') or '')}</code></li>" for c in chain) + "</ol>")
-    return (f"<div class='origin' data-run='{name}'><h3>{name}: {KINDS.get(trace['kind'], 'NaN')} "
+    return (f"<div class='origin' data-run='{run_name}'><h3>{name}: {KINDS.get(trace['kind'], 'NaN')} "
             f"at step {step}, {escape(trace['phase'])}: <code>{escape(str(trace['op']))}</code> {inside}</h3>"
             f"<div>at {_where(site)}</div>{_context(site)}<div>{rich(trace.get('note') or '')}</div>{calls}"
             f"{_tensors(trace.get('tensors') or [])}{_rules(trace.get('rules'))}</div>")
@@ -409,7 +464,8 @@ def render(result: dict) -> str:
     runs = (("original", result["original"]), ("patched", result["patched"]))
     title = f"-m {result['module']}" if result.get("module") else result.get("path")
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>gradlint verify {escape(str(title))}"
-             f"</title><style>{CSS}</style></head><body>", _header(result), _banner(result), _checks(runs)]
+             f"</title><style>{CSS}</style></head><body>", _header(result), _banner(result), _checks(runs),
+             _ranks(runs)]
     parts += [_origin(run, name) for name, run in runs]
     parts += [_loss_and_norm(result, runs), _optimizer_charts(runs), _layers(runs), _patch(result, runs),
               "</body></html>"]

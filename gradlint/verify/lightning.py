@@ -25,7 +25,9 @@ Built on the same monitor as `gradlint verify` and `gradlint.watch`. Lightning c
 directly, not through `__call__`, so the modules it calls (`self.model(x)`) are found from the first
 step's calls, as the harness finds them; the optimizers are the trainer's. Lightning steps with a
 closure, so gradients are read after the step (they are the ones the update used, after Lightning's
-own clipping). Works under `fast_dev_run` (which gives the trainer no logger: the checks still run).
+own clipping). Works under `fast_dev_run` (which gives the trainer no logger: the checks still run). Under a
+DDP strategy every rank watches (and logs) its own steps; at the end of fit their summaries are gathered
+once and rank 0 prints the merged view (see `gather`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ STATUS_VALUE = {OK: 0.0, WARN: 1.0, FAIL: 2.0}
 class _TrainerHealth(Health):
     def start(self) -> "Health":
         self.monitor.attach_global(self.optimizers)
+        self._attach_rank_data()
         self._hook()
         return self
 
@@ -146,11 +149,11 @@ class GradlintCallback(Callback):
             print(self.health)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        self._stop()
+        self._stop(gather=False)
 
-    def _stop(self) -> None:
+    def _stop(self, gather: bool = True) -> None:
         if self.health is not None:
-            self.health.stop()
+            self.health.stop(gather)
 
     def summary(self) -> dict:
         if self.health is None:

@@ -74,12 +74,16 @@ class NonFiniteError(FloatingPointError):
 class _ParamMap:
     """Parameters and their layer positions, cached (rebuilt when the parameter count changes)."""
 
-    __slots__ = ("count", "params", "positions", "dense")
+    __slots__ = ("count", "params", "positions", "dense", "graded", "all_graded")
 
     def __init__(self, count: int, params: list, positions: list):
         self.count, self.params, self.positions = count, params, positions
         # Every gradient present and strided at the last step: try the one `_foreach_norm` call unfiltered.
         self.dense = True
+        # Which parameters had a gradient at some step (indices into `params`): all of them once a step
+        # found every gradient present; otherwise those the filtered steps kept (see `params_never_graded`).
+        self.graded: set[int] = set()
+        self.all_graded = False
 
 
 class _Series:
@@ -428,11 +432,15 @@ class Monitor(RootDiscovery):
         grads = [p.grad for p in opt.params]
         if opt.dense:
             try:
-                return [*torch._foreach_norm(grads)], opt.positions
+                norms = [*torch._foreach_norm(grads)]
+                opt.all_graded = True
+                return norms, opt.positions
             except (TypeError, RuntimeError):  # a None gradient (TypeError) or a sparse one: filter them
                 opt.dense = False
         # Checked per gradient, not with `None in grads`: `in` would call Tensor.__eq__ on every gradient.
-        keep = [i for i, g in enumerate(grads) if g is not None and g.layout == torch.strided]
+        present = [i for i, g in enumerate(grads) if g is not None]
+        opt.graded.update(present)
+        keep = [i for i in present if grads[i].layout == torch.strided]
         opt.dense = len(keep) == len(grads)
         grads = [grads[i] for i in keep]
         return ([*torch._foreach_norm(grads)] if grads else []), [opt.positions[i] for i in keep]
@@ -511,6 +519,16 @@ class Monitor(RootDiscovery):
 
     def _series_name(self, index: int) -> str:
         return next((s.name for s in self._series.values() if s.index == index), "optimizer")
+
+    def params_never_graded(self) -> list:
+        """The optimizers' parameters that had no gradient at any of their steps (DDP with
+        `find_unused_parameters` leaves a parameter no rank used without one)."""
+        never = []
+        for series in self._series.values():
+            opt = series.map
+            if opt is not None and not opt.all_graded:
+                never += [p for i, p in enumerate(opt.params) if i not in opt.graded and p.requires_grad]
+        return never
 
     def pending_nonfinite(self, optimizer) -> bool:
         """Is the step in progress non-finite so far (model output, loss, gradients)? One device read."""

@@ -11,7 +11,7 @@ from .sites import user_frame
 def clean(name: str) -> str:
     """Qualified names as the user wrote the model: without torch.compile's and DDP's wrapper prefixes."""
     parts = [p for p in name.split(".") if p not in ("_orig_mod",)]
-    if parts and parts[0] == "module" and len(parts) > 1:
+    if parts and parts[0] == "module":  # DDP's `module`: the model it wraps, named as the model
         parts = parts[1:]
     return ".".join(parts)
 

@@ -117,13 +117,26 @@ def _targets():
         yield cls, "__exit__", _wrap_exit(cls.__exit__)
 
 
+def _install() -> None:
+    hidden.install()
+    for owner, name, replacement in _targets():
+        _saved.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, replacement)
+    activations.wrap_functions(_active)
+
+
+def install_early() -> None:
+    """The wrappers in place before any monitor is: a spawned worker imports its parent's main module (and
+    its `from torch.nn.utils import clip_grad_norm_`) before the worker's monitor exists, and that name must
+    bind the wrapper. Until a monitor activates they only pass calls through; they come off when the last
+    monitor deactivates."""
+    if not _saved:
+        _install()
+
+
 def activate(monitor) -> None:
-    if not _active:
-        hidden.install()
-        for owner, name, replacement in _targets():
-            _saved.append((owner, name, owner.__dict__[name]))
-            setattr(owner, name, replacement)
-        activations.wrap_functions(_active)
+    if not _saved:
+        _install()
     _active.append(monitor)
 
 

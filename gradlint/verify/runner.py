@@ -1,4 +1,10 @@
-"""Start one harness run in a subprocess, show its progress, enforce the timeout, read its record. Torch-free."""
+"""Start one harness run in a subprocess (or a group of ranks under torchrun), show its progress, enforce the
+timeout, end a group whose rank crashed, read the records. Torch-free.
+
+A run writes its files in a folder of its own (see `instrument`): the harness's `main.*`, or one set per
+rank (`rank0.*`, `rank1.*`) under torchrun, and one per worker the script spawned (`child<pid>.*`).
+`merge.collect` makes the run's one record of them.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, TextIO
 
+from .merge import collect, last_steps
+
 SPINNER = "|/-\\"
+GRACE = 3.0  # seconds a rank gets to write its record after SIGTERM, and the others after a rank crashed
 
 
 @dataclass
@@ -27,8 +36,11 @@ class RunSpec:
     timeout: float
     thresholds: dict
     trace_step: Optional[int] = None
+    trace_rank: Optional[int] = None
     module: bool = False
     sources: Optional[Path] = None  # JSON: real path -> fixed text, for the patched run
+    nproc: Optional[int] = None  # ranks per node under torchrun; None: one process
+    drift_every: int = 10
 
 
 class Progress:
@@ -75,100 +87,134 @@ def _child_env() -> dict:
     return env
 
 
-def _last_step(path: Path) -> int:
+def harness_command(spec: RunSpec, run_dir: Path) -> list[str]:
+    """The harness's command line; under torchrun, the launcher's with the harness as its module."""
+    args = ["--run-dir", str(run_dir), "--steps", str(spec.steps), "--device", spec.device,
+            "--thresholds", json.dumps(spec.thresholds), "--drift-every", str(spec.drift_every)]
+    if spec.seed is not None:
+        args += ["--seed", str(spec.seed)]
+    if spec.trace_step:
+        args += ["--trace-step", str(spec.trace_step)]
+    if spec.trace_rank is not None:
+        args += ["--trace-rank", str(spec.trace_rank)]
+    if spec.sources is not None:
+        args += ["--sources", str(spec.sources)]
+    if spec.module:
+        args += ["--module"]
+    args += [str(spec.script), "--", *spec.args]
+    if spec.nproc is None:
+        return [sys.executable, "-m", "gradlint.verify.harness", *args]
+    # PyTorch's own launcher, as the user runs it. `--standalone`: a rendezvous of this launch only, on a
+    # port the system picks (never the port of another run, nor of the original run for the patched one).
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+            "--nproc-per-node", str(spec.nproc), "--max-restarts", "0", "--monitor-interval", "0.1",
+            "-m", "gradlint.verify.harness", "--ranked", *args]
+
+
+def _read_json(path: Path) -> Optional[dict]:
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64))
-            lines = f.read().split(b"\n")
-        for line in reversed(lines):
-            if line.strip():
-                return int(line)
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        pass
-    return 0
+        return None
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    return data[-limit:].decode("utf-8", "replace")
+def _crashed_rank(run_dir: Path) -> Optional[str]:
+    """A rank that wrote a record saying the script crashed (the others may be waiting for it)."""
+    for path in sorted(run_dir.glob("rank*.json")):
+        record = _read_json(path)
+        if record is not None and record.get("status") in ("crashed", "error"):
+            return path.stem
+    return None
 
 
 def run_harness(spec: RunSpec, workdir: Path, progress: Progress) -> dict:
-    """The harness's record, with `stdout`/`stderr` tails; a record with status 'error' if there is none."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    """The run's record (see `merge.collect`), with `stdout`/`stderr` tails; status 'error' if there is none."""
     name = spec.label.replace(" ", "-")
-    record_path, progress_path = workdir / f"{name}.json", workdir / f"{name}.progress"
-    out_path, err_path = workdir / f"{name}.stdout", workdir / f"{name}.stderr"
-    progress_path.write_text("")
-    cmd = [sys.executable, "-m", "gradlint.verify.harness", "--record", str(record_path),
-           "--progress", str(progress_path), "--steps", str(spec.steps), "--device", spec.device,
-           "--thresholds", json.dumps(spec.thresholds)]
-    if spec.seed is not None:
-        cmd += ["--seed", str(spec.seed)]
-    if spec.trace_step:
-        cmd += ["--trace-step", str(spec.trace_step)]
-    if spec.sources is not None:
-        cmd += ["--sources", str(spec.sources)]
-    if spec.module:
-        cmd += ["--module"]
-    cmd += [str(spec.script), "--", *spec.args]
+    run_dir = workdir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    launcher = "main" if spec.nproc is None else "launcher"
+    out_path, err_path = run_dir / f"{launcher}.stdout", run_dir / f"{launcher}.stderr"
     start, start_wall = time.monotonic(), time.time()
-    timed_out = False
+    ended_by: Optional[str] = None  # "timeout", or the rank whose crash ended the group
+    crash_seen: Optional[float] = None
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, cwd=spec.cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                env=_child_env(), start_new_session=True)
+        proc = subprocess.Popen(harness_command(spec, run_dir), cwd=spec.cwd, stdout=out, stderr=err,
+                                stdin=subprocess.DEVNULL, env=_child_env(), start_new_session=True)
         try:
             while proc.poll() is None:
                 elapsed = time.monotonic() - start
                 if elapsed > spec.timeout:
-                    timed_out = True
-                    _stop(proc)
+                    ended_by = "timeout"
+                    _stop_group(proc, run_dir)
                     break
-                progress.update(spec.label, _last_step(progress_path), spec.steps, elapsed)
+                if spec.nproc is not None:
+                    crashed = _crashed_rank(run_dir)
+                    if crashed is not None and crash_seen is None:
+                        crash_seen = time.monotonic()
+                    # torchrun ends the others too, but gives a rank stuck in a collective 30 s to go
+                    if crash_seen is not None and time.monotonic() - crash_seen > GRACE:
+                        ended_by = crashed
+                        _stop_group(proc, run_dir)
+                        break
+                steps = last_steps(run_dir)
+                shown = min(steps.values()) if spec.nproc is not None and steps else max(steps.values(), default=0)
+                progress.update(spec.label, shown, spec.steps, elapsed)
                 time.sleep(0.1)
         except BaseException:
-            _stop(proc)
+            _stop_group(proc, run_dir)
             raise
     seconds = time.monotonic() - start
-    record = None
-    if record_path.exists():
-        try:
-            record = json.loads(record_path.read_text(encoding="utf-8"))
-        except ValueError:
-            record = None
-    if record is None:
-        record = {"status": "error", "error": {
-            "type": "HarnessError", "message": f"the run ended (exit status {proc.returncode}) without a record",
-            "traceback": None}}
-    if timed_out:
-        record["status"] = "timeout"
-        record["error"] = {"type": "Timeout", "traceback": None, "message":
-                           f"killed after {spec.timeout:g}s at step {_last_step(progress_path)} of {spec.steps}: "
-                           "the script hangs or is slower than that; raise --timeout or lower --steps"}
+    record = collect(run_dir, ranked=spec.nproc is not None, steps=spec.steps, timeout=spec.timeout,
+                     ended_by=ended_by, exit_status=proc.returncode)
     record["wall_seconds"] = round(seconds, 2)
-    record["stdout_tail"] = _tail(out_path)
-    record["stderr_tail"] = _tail(err_path)
     record["label"] = spec.label
     record["started"], record["ended"] = start_wall, time.time()
     return record
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM first, so the harness writes its record; SIGKILL for a process stuck in C code."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
+def _pids(run_dir: Path) -> list[int]:
+    pids = []
+    for path in run_dir.glob("*.pid"):
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            pids.append(int(path.read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
             pass
-        proc.wait()
+    return pids
+
+
+def _signal_group(pid: int, sig) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _stop_group(proc: subprocess.Popen, run_dir: Path) -> None:
+    """SIGTERM first, so that every process writes its record; SIGKILL for one stuck in C code (a collective
+    waiting for a rank that is gone). torchrun starts each rank in a session of its own: the ranks (and the
+    workers each started) are signalled by the process ids they wrote, the launcher by its own group."""
+    ranks = [pid for pid in _pids(run_dir) if pid != proc.pid]
+    for pid in ranks:
+        _signal_group(pid, signal.SIGTERM)
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE
+    while time.monotonic() < deadline and (proc.poll() is None or any(_alive(p) for p in ranks)):
+        time.sleep(0.05)
+    for pid in ranks:
+        if _alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        _signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()

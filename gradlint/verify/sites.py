@@ -22,7 +22,7 @@ def _skipped_prefixes() -> tuple[str, ...]:
     return _SKIP
 
 
-def _is_user(filename: str) -> bool:
+def is_user(filename: str) -> bool:
     if filename.startswith("<"):
         return False
     for prefix in _skipped_prefixes():
@@ -34,7 +34,7 @@ def _is_user(filename: str) -> bool:
 
 def user_frame(depth: int = 1):
     frame = sys._getframe(depth + 1)
-    while frame is not None and not _is_user(frame.f_code.co_filename):
+    while frame is not None and not is_user(frame.f_code.co_filename):
         frame = frame.f_back
     return frame
 
@@ -66,7 +66,7 @@ def chain_of(frame, limit: int = 8) -> tuple:
     inner = frame
     while frame is not None:
         name = frame.f_code.co_filename
-        if frame is inner or (_is_user(name) and not _library(name)):
+        if frame is inner or (is_user(name) and not _library(name)):
             out.append((name, frame.f_lineno, frame.f_code.co_name))
         frame = frame.f_back
     return tuple(reversed(out[:limit]))

@@ -17,6 +17,9 @@ before the update, and the code after it runs). Both messages say where the valu
 `on_step(stats)` is called after each step with that step's numbers (see `Health.stats`), for the
 user's own logging: `writer.add_scalar("grad_norm", stats["grad_norm"], stats["step"])`, or all of
 them at once with `gradlint.verify.watch.metrics(stats)`.
+
+Under DDP (several ranks in a process group) each rank watches its own steps and, when the watch stops,
+the ranks' summaries are gathered once (see `gather`): rank 0's `summary()` and report are the merged view.
 """
 
 from __future__ import annotations
@@ -80,9 +83,12 @@ class Health:
         self._replay = None
         self._delivered = 0  # rows handed to the step callbacks
         self._in_with = self._stopping = False
+        self.rank_data = None
+        self.ranks: Optional[list] = None  # every rank's summary, under DDP (see `gather`)
 
     def start(self) -> "Health":
         self.monitor.attach(self.model, self.optimizers)
+        self._attach_rank_data()
         self._hook()
         return self
 
@@ -97,7 +103,15 @@ class Health:
         if self.step_callbacks:
             self.monitor.on_step_end.append(self._deliver)
 
-    def stop(self) -> None:
+    def _attach_rank_data(self) -> None:
+        from .rankdata import RankData
+
+        self.rank_data = RankData(self.monitor)
+        self.rank_data.attach()
+
+    def stop(self, gather: bool = True) -> None:
+        """`gather=False`: no rank summaries gathered (this rank is leaving on an exception: the others,
+        still training, would never meet it in the gather)."""
         self._stopping = True  # what the last flush finds is recorded, not acted on
         if self._replay is not None:
             self._replay.detach()
@@ -106,6 +120,12 @@ class Health:
             if self.step_callbacks:
                 self._deliver(self.monitor)
             self.monitor.detach()
+            self.rank_data.last_checksum()
+            self.rank_data.detach()
+            if gather:
+                from . import gather as ranks
+
+                self.ranks = ranks.gather(self.record())  # every rank stops: the one collective of the watch
 
     def __enter__(self) -> "Health":
         self._in_with = True
@@ -113,7 +133,9 @@ class Health:
 
     def __exit__(self, kind, error, tb) -> bool:
         self._in_with = False
-        self.stop()
+        # "stop" ends the block on every rank at the same step (the all-reduced gradients carry the NaN to
+        # each of them), so the ranks still meet in the gather; an exception leaves without it.
+        self.stop(gather=kind is None or kind is StopTraining)
         return kind is StopTraining  # "stop": the block ends here, the code after it runs
 
     # -- the first non-finite step, and each step's numbers --------------------------------------------
@@ -164,18 +186,26 @@ class Health:
         record = self.monitor.record()
         record["status"] = "finished" if self.monitor.steps else "no_steps"
         record["trace"] = self._replay.result if self._replay is not None else None
+        if self.rank_data is not None:
+            record.update(self.rank_data.record())
         return record
 
     def summary(self) -> dict:
         record = self.record()
         checks = evaluate(record)[1:]  # no "run" row: the loop is the user's
+        if self.ranks:
+            from .gather import merged
+
+            checks = merged(self.ranks)
         return {"healthy": healthy(checks), "steps": record["steps"], "checks": [c.to_dict() for c in checks],
+                "ranks": len(self.ranks) if self.ranks else None, "rank": record.get("rank"),
                 "first_nonfinite": record["first_nonfinite"], "trace": record["trace"],
                 "layers": record["layers"], "grad_norms": [r["norms"] for r in record["rows"]],
                 "loss": [r["loss"] for r in record["rows"]], "updates": record["updates"]}
 
     def report(self) -> str:
-        lines = [f"gradlint health: {self.monitor.steps} step(s)"]
+        ranks = f", {len(self.ranks)} ranks" if self.ranks else ""
+        lines = [f"gradlint health: {self.monitor.steps} step(s){ranks}"]
         for check in self.summary()["checks"]:
             status = {"ok": "ok", "warn": "WARN", "fail": "FAIL", "n/a": "n/a"}.get(check["status"], "")
             lines.append(f"  {status:<4} {check['title']:<20} {check['summary']}")

@@ -4,7 +4,12 @@ What it does depends on the environment the benchmark sets for a case:
 - always: transformers' `AutoTokenizer.from_pretrained` / `AutoModelForSequenceClassification.from_pretrained`
   build a tiny BERT and a tokenizer over the shim data set's words, instead of downloading `bert-base-cased`
   (patched when transformers' auto modules are imported; nothing happens for scripts that never import them);
-- GRADLINT_SHIM_CPU_ONLY: without CUDA, `Module.to(0)` / `Tensor.to("cuda")` stay on the CPU;
+- GRADLINT_SHIM_CPU_ONLY: without CUDA, `Module.to(0)` / `Tensor.to("cuda")` stay on the CPU; for the
+  distributed scripts, `torch.cuda.set_device` does nothing, `Tensor.pin_memory` returns the tensor,
+  `init_process_group(backend="nccl")` takes gloo, and `DistributedDataParallel(module, device_ids=[i])`
+  of a CPU module drops the device ids (what DDP wants on CPU);
+- GRADLINT_SHIM_CPU_DEVICES=N (with CPU_ONLY): `torch.cuda.device_count()` is N, for a script that starts
+  one worker per GPU (`mp.spawn(main, nprocs=torch.cuda.device_count())`);
 - GRADLINT_SHIM_PICKLED_DATA: `torch.load` of a generated numpy data file unpickles it (torch >= 2.6 loads
   with `weights_only=True` by default, which refuses numpy arrays).
 """
@@ -96,6 +101,35 @@ def _cpu_only():
         return tensor_to(self, *[on_cpu(a) for a in args[:1]], *args[1:], **kwargs)
 
     torch.nn.Module.to, torch.Tensor.to = module_to_cpu, tensor_to_cpu
+    torch.cuda.set_device = lambda device: None
+    torch.Tensor.pin_memory = lambda self, *args, **kwargs: self
+    if os.environ.get("GRADLINT_SHIM_CPU_DEVICES"):
+        count = int(os.environ["GRADLINT_SHIM_CPU_DEVICES"])
+        torch.cuda.device_count = lambda: count
+    _distributed_on_cpu(torch)
+
+
+def _distributed_on_cpu(torch):
+    import torch.distributed as dist
+    from torch.distributed import distributed_c10d
+    from torch.nn import parallel
+
+    init = distributed_c10d.init_process_group
+
+    def init_process_group(backend=None, *args, **kwargs):
+        if backend == "nccl":
+            backend = "gloo"
+        return init(backend, *args, **kwargs)
+
+    dist.init_process_group = distributed_c10d.init_process_group = init_process_group
+    ddp_init = parallel.DistributedDataParallel.__init__
+
+    def ddp_on_cpu(self, module, device_ids=None, output_device=None, *args, **kwargs):
+        if all(p.device.type == "cpu" for p in module.parameters()):
+            device_ids = output_device = None
+        ddp_init(self, module, device_ids, output_device, *args, **kwargs)
+
+    parallel.DistributedDataParallel.__init__ = ddp_on_cpu
 
 
 def _pickled_data():
