@@ -46,7 +46,7 @@ def test_check_names_the_cell_and_the_row_in_it_and_honours_noqa_per_line(gradli
     code, out, err = gradlint(project, "check", "train.ipynb", "--no-cache")
     assert code == 1
     lines = out.splitlines()
-    # cell 1 is markdown; `%matplotlib` parses; row 3 of cell 3 has `# noqa: GL001`
+    # cell 1 is markdown; `%matplotlib` parses; row 3 of cell 3 is silenced by its noqa comment
     assert lines[0].startswith("train.ipynb:cell 3:2:5: GL001 [*] Division by a norm")
     assert lines[1].startswith("train.ipynb:cell 4:2:7: GL003 ")
     assert "Found 2 errors." in out and "cell 3:3" not in out
