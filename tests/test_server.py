@@ -22,7 +22,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient  # noqa: E402
 from gradlint.diagnostics import Edit, Location  # noqa: E402
 from gradlint.edits import apply_edits  # noqa: E402
 
-SERVER = [sys.executable, "-m", "gradlint.server"]
+SERVER = [sys.executable, "-m", "gradlint", "server"]  # `gradlint server`, as an editor starts it
 DEFECT = textwrap.dedent("""\
     import torch
 
@@ -260,3 +260,13 @@ def test_garbage_from_the_client_gets_an_error_response_not_a_dead_server(tmp_pa
     finally:
         server.kill()
         server.wait()
+
+
+def test_without_the_server_extra_the_command_says_what_to_install(gradlint, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pygls" else find_spec(name, *a))
+    code, out, err = gradlint(tmp_path, "server")
+    assert code == 2 and out == ""
+    assert "needs pygls" in err and "pip install 'gradlint[server]'" in err

@@ -1,6 +1,6 @@
 """The language server: the Language Server Protocol over stdio, for editors (see the README).
 
-Started as `python -m gradlint.server` (the command line's `gradlint server` will call `main`).
+Started as `gradlint server` or `python -m gradlint.server`.
 
 Built on pygls and lsprotocol, installed by the `server` extra (`pip install 'gradlint[server]'`) so that
 the command line and the pre-commit hooks stay light.
@@ -8,16 +8,19 @@ the command line and the pre-commit hooks stay light.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-from typing import Optional, Sequence
+
+NEEDS = ("pygls", "lsprotocol")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    try:
-        from .app import serve
-    except ImportError as error:
-        print(f"error: `gradlint server` needs the server extra (pip install 'gradlint[server]'): {error}",
-              file=sys.stderr)
+def main() -> int:
+    missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
+    if missing:
+        print(f"error: `gradlint server` needs {' and '.join(missing)}, which the server extra installs: "
+              "pip install 'gradlint[server]'", file=sys.stderr)
         return 2
+    from .app import serve
+
     serve()
     return 0
