@@ -195,6 +195,18 @@ async def test_per_file_ignores_and_exclude_apply(client: LanguageClient, tmp_pa
         assert await open_document(client, tmp_path / folder / "model.py", DEFECT) == []
 
 
+async def test_each_document_gets_its_closest_configuration_and_its_fix_policy(client: LanguageClient, tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.gradlint]\nunfixable = ["GL001"]\n')
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "gradlint.toml").write_text('ignore = ["GL001"]\n')  # closer: it wins in lab/
+    await start(client, tmp_path)
+    assert await open_document(client, tmp_path / "lab" / "model.py", DEFECT) == []
+    path = tmp_path / "model.py"
+    [diagnostic] = await open_document(client, path, DEFECT)
+    titles = [a.title for a in await actions_at(client, path.as_uri(), diagnostic)]
+    assert titles == ["Suppress GL001 with `# noqa: GL001`"]  # unfixable: no quick fix is offered
+
+
 async def test_notebook_cells_get_their_own_diagnostics_and_fixes(client: LanguageClient, tmp_path):
     await start(client, tmp_path)
     notebook = tmp_path / "train.ipynb"
