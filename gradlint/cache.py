@@ -30,7 +30,7 @@ from typing import Any, Optional
 from . import __version__
 from .diagnostics import SAFE, UNSAFE, Edit, Finding, Fix, Location
 
-_FORMAT = 3  # 3: an entry holds the file's warnings too
+_FORMAT = 4  # 3: an entry holds the file's warnings too; 4: findings and edits carry their notebook cell
 _GITIGNORE = b"# Created by gradlint\n*\n"
 _CACHEDIR_TAG = b"Signature: 8a477f597d28d172789f06886806bc55\n# gradlint's result cache\n"
 _MARKERS = {".gitignore": _GITIGNORE, "CACHEDIR.TAG": _CACHEDIR_TAG}
@@ -84,15 +84,21 @@ def finding_data(f: Finding) -> list:
     fix = None
     if f.fix is not None:
         fix = [f.fix.applicability, f.fix.message,
-               [[e.content, *_location_data(e.location), *_location_data(e.end_location)] for e in f.fix.edits]]
+               [[e.content, *_location_data(e.location), *_location_data(e.end_location), e.cell]
+                for e in f.fix.edits]]
     return [f.code, f.message, *_location_data(f.location), *_location_data(f.end_location), f.rule_name,
-            list(f.noqa_rows), fix]
+            list(f.noqa_rows), fix, f.cell]
 
 
 def _int(value: Any) -> int:
     if type(value) is not int or value < 0:
         raise ValueError("not a count")
     return value
+
+
+def _cell(value: Any) -> Optional[int]:
+    """A notebook cell's number, or None (a Python file)."""
+    return None if value is None else _int(value)
 
 
 def _str(value: Any) -> str:
@@ -103,9 +109,9 @@ def _str(value: Any) -> str:
 
 def finding_from_data(data: Any, filename: str) -> Finding:
     """The Finding `finding_data` wrote; ValueError for anything else."""
-    if type(data) is not list or len(data) != 9:
+    if type(data) is not list or len(data) != 10:
         raise ValueError("not a finding")
-    code, message, row, column, end_row, end_column, rule_name, noqa_rows, fix_data = data
+    code, message, row, column, end_row, end_column, rule_name, noqa_rows, fix_data, cell = data
     fix = None
     if fix_data is not None:
         if type(fix_data) is not list or len(fix_data) != 3 or type(fix_data[2]) is not list:
@@ -115,16 +121,16 @@ def finding_from_data(data: Any, filename: str) -> Finding:
             raise ValueError("not an applicability")
         edits = []
         for edit in edits_data:
-            if type(edit) is not list or len(edit) != 5:
+            if type(edit) is not list or len(edit) != 6:
                 raise ValueError("not an edit")
             edits.append(Edit(_str(edit[0]), Location(_int(edit[1]), _int(edit[2])),
-                              Location(_int(edit[3]), _int(edit[4]))))
+                              Location(_int(edit[3]), _int(edit[4])), _cell(edit[5])))
         fix = Fix(applicability, _str(fix_message), tuple(edits))
     if type(noqa_rows) is not list:
         raise ValueError("not rows")
     return Finding(code=_str(code), message=_str(message), filename=filename,
                    location=Location(_int(row), _int(column)), end_location=Location(_int(end_row), _int(end_column)),
-                   fix=fix, rule_name=_str(rule_name), noqa_rows=tuple(_int(r) for r in noqa_rows))
+                   fix=fix, rule_name=_str(rule_name), noqa_rows=tuple(_int(r) for r in noqa_rows), cell=_cell(cell))
 
 
 # -- the folder -------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The command line, shaped like ruff's: `gradlint check`, `gradlint fix`, `gradlint rule`, `gradlint verify`,
-`gradlint completion`.
+`gradlint server`, `gradlint completion`.
 
 Exit codes: 0 clean, 1 findings (or, for `fix` without `--write`, something to fix), 2 usage or
 internal error.
@@ -52,8 +52,8 @@ def _flag_pair(group, name: str, help_yes: str, help_no: Optional[str] = None) -
 def _add_lint_options(parser: argparse.ArgumentParser, command: str) -> None:
     from .reporters import ALIASES, COLOR_CHOICES, FORMATS
 
-    parser.add_argument("paths", nargs="*", default=["."], metavar="PATH",
-                        help="files or directories to check (default: .)")
+    parser.add_argument("paths", nargs="*", default=None, metavar="PATH",
+                        help="files or directories to check (default: .); - reads one file from stdin")
     if command == "check":
         _flag_pair(parser, "fix", "apply fixes, like `gradlint fix --write`")
     else:
@@ -72,6 +72,9 @@ def _add_lint_options(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--exit-zero", action="store_true", help="exit 0 even if findings remain")
     parser.add_argument("--exit-non-zero-on-fix", action="store_true",
                         help="exit 1 if a fix changed a file, even if no finding remains")
+    parser.add_argument("--stdin-filename", metavar="PATH",
+                        help="read the file from stdin and check it as PATH (its settings, per-file ignores, "
+                             "and a notebook if PATH ends in .ipynb)")
     parser.add_argument("--show-files", action="store_true", help="list the files that would be checked, and stop")
     parser.add_argument("--show-settings", action="store_true",
                         help="print the settings used for the first file, and stop")
@@ -155,6 +158,10 @@ def build_parser(with_verify_options: bool = True) -> argparse.ArgumentParser:
     rule.add_argument("--all", action="store_true", help="explain every rule")
     rule.add_argument("--output-format", choices=TEXT_FORMATS, default="text", help="text (default) or json")
 
+    commands.add_parser("server", help="run the language server (LSP over stdio, for editors)",
+                        description="The Language Server Protocol over stdio: diagnostics, quick fixes and "
+                                    "notebooks in your editor. Needs pip install 'gradlint[server]'.")
+
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell: bash, zsh or fish")
 
@@ -180,6 +187,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _rule(args)
         if args.command == "completion":
             return _completion(args, parser)
+        if args.command == "server":
+            from .server import main as serve
+
+            return serve()
         if args.command == "verify":
             from .verify import command as verify_command
 

@@ -16,6 +16,8 @@ unfixable = []
 extend-safe-fixes = []          # rules whose unsafe fixes count as safe
 extend-unsafe-fixes = []        # rules whose safe fixes count as unsafe
 unsafe-fixes = false            # apply unsafe fixes too (--unsafe-fixes)
+include = ["*.py", "*.pyi", "*.ipynb"]   # the files a folder's walk checks (the default)
+extend-include = []             # more of them, like ["*.pyw"]
 exclude = []                    # gitignore-style patterns, relative to this file's folder
 extend-exclude = ["fixtures"]
 respect-gitignore = true
@@ -50,11 +52,12 @@ else:  # pragma: no cover
 
 CONFIG_FILES = (".gradlint.toml", "gradlint.toml", "pyproject.toml")  # in a folder, the first one wins
 LIST_KEYS = ("select", "extend-select", "ignore", "fixable", "extend-fixable", "unfixable", "extend-safe-fixes",
-             "extend-unsafe-fixes", "exclude", "extend-exclude")
+             "extend-unsafe-fixes", "include", "extend-include", "exclude", "extend-exclude")
 BOOL_KEYS = ("unsafe-fixes", "respect-gitignore", "force-exclude")
 TABLE_KEYS = ("per-file-ignores", "extend-per-file-ignores")
 TOP_LEVEL_KEYS = {*LIST_KEYS, *BOOL_KEYS, *TABLE_KEYS, "cache-dir", "extend"}
 PATTERN_EXAMPLE = '["build", "*_pb2.py"]'
+INCLUDE_EXAMPLE = '["*.py", "*.ipynb"]'
 
 
 class ConfigError(Exception):
@@ -85,6 +88,8 @@ class Configuration:
     extend_safe_fixes: tuple[str, ...] = ()
     extend_unsafe_fixes: tuple[str, ...] = ()
     unsafe_fixes: Optional[bool] = None
+    include: Optional[tuple[Anchored, ...]] = None
+    extend_include: tuple[Anchored, ...] = ()
     exclude: Optional[tuple[Anchored, ...]] = None
     extend_exclude: tuple[Anchored, ...] = ()
     respect_gitignore: Optional[bool] = None
@@ -107,6 +112,8 @@ class Configuration:
             extend_safe_fixes=base.extend_safe_fixes + self.extend_safe_fixes,
             extend_unsafe_fixes=base.extend_unsafe_fixes + self.extend_unsafe_fixes,
             unsafe_fixes=_first(self.unsafe_fixes, base.unsafe_fixes),
+            include=_first(self.include, base.include),
+            extend_include=base.extend_include + self.extend_include,
             exclude=_first(self.exclude, base.exclude),
             extend_exclude=base.extend_exclude + self.extend_exclude,
             respect_gitignore=_first(self.respect_gitignore, base.respect_gitignore),
@@ -213,7 +220,8 @@ def configuration_from_table(table: dict, where: str, base: Path, source: Option
         raise ConfigError(f"{where}: [tool.gradlint] must be a table")
     if source is not None and source.name != "pyproject.toml" and "tool" in table:
         raise ConfigError(f"{where}: settings go at the top of {source.name}, without [tool.gradlint]")
-    lists = {key: _strings(table, key, where, PATTERN_EXAMPLE if "exclude" in key else '["GL001"]')
+    lists = {key: _strings(table, key, where, PATTERN_EXAMPLE if "exclude" in key
+                           else INCLUDE_EXAMPLE if "include" in key else '["GL001"]')
              for key in LIST_KEYS}
     cache_dir = table.get("cache-dir")
     if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir.strip()):
@@ -237,6 +245,9 @@ def configuration_from_table(table: dict, where: str, base: Path, source: Option
         extend_safe_fixes=lists["extend-safe-fixes"] or (),
         extend_unsafe_fixes=lists["extend-unsafe-fixes"] or (),
         unsafe_fixes=_bool(table, "unsafe-fixes", where),
+        include=None if lists["include"] is None else tuple(Anchored(base, p, f"{where}: include")
+                                                            for p in lists["include"]),
+        extend_include=tuple(Anchored(base, p, f"{where}: extend-include") for p in lists["extend-include"] or ()),
         exclude=None if lists["exclude"] is None else tuple(Anchored(base, p, f"{where}: exclude")
                                                             for p in lists["exclude"]),
         extend_exclude=tuple(Anchored(base, p, f"{where}: extend-exclude") for p in lists["extend-exclude"] or ()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import weakref
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import libcst as cst
 
@@ -14,6 +14,10 @@ from .rule import Reference, Report, Rule
 from .wholefile import WholeFile
 
 
+def _line(row: int) -> str:
+    return f"line {row}"
+
+
 class FullModuleRequired(Exception):
     """Raised through the traversal when a rule cannot decide on a partial module."""
 
@@ -21,7 +25,8 @@ class FullModuleRequired(Exception):
 class FileContext:
     def __init__(self, module: cst.Module, path: str, *, partial: bool,
                  options: Mapping[str, Mapping[str, Any]], rows: Optional[list] = None,
-                 tree: Optional[ast.Module] = None, text: Optional[str] = None) -> None:
+                 tree: Optional[ast.Module] = None, text: Optional[str] = None,
+                 describe_row: Optional[Callable[[int], str]] = None) -> None:
         """`tree` and `text` are the whole file's `ast` and source (the module's bindings are read from
         them: LibCST may have parsed only part of the file); without them, `module` must be whole."""
         self.module = module
@@ -34,6 +39,7 @@ class FileContext:
         self._statements: list[cst.CSTNode] = []
         self._positions = None  # PositionProvider results, resolved on first use
         self._rows = rows  # reduced row -> the file's row (None: the module is the whole file)
+        self._describe_row = describe_row or _line  # how a message names a row of the file
         # Functions whose rows hold a `:=`: only their scopes are searched for walrus bindings.
         self._walrus = walrus_functions(text or "") if tree is not None else None
         if tree is not None:
@@ -116,6 +122,10 @@ class FileContext:
     def line_of(self, node: cst.CSTNode) -> int:
         """The 1-based row of the file where `node` starts (to word a report)."""
         return self.file_row(self.positions()[node].start.line)
+
+    def where(self, node: cst.CSTNode) -> str:
+        """Where `node` starts, for a message: "line 49" ("cell 3, line 2" when the file is a notebook)."""
+        return self._describe_row(self.line_of(node))
 
     # -- names -------------------------------------------------------------------------------------
     def resolve(self, expr: cst.BaseExpression, at: Optional[cst.CSTNode] = None) -> Optional[str]:

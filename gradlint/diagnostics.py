@@ -28,6 +28,7 @@ class Edit:
     content: str
     location: Location
     end_location: Location
+    cell: Optional[int] = None  # in a notebook: the cell (1-based) whose rows the locations count
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class Finding:
     rule_name: str = ""
     # Lines where a noqa comment silences this finding (the reported line and its statement's first and last).
     noqa_rows: tuple[int, ...] = field(default=(), compare=False)
+    # In a notebook: the cell (1-based, among all its cells) whose rows `location`, `end_location` and
+    # `noqa_rows` count; None for a plain source file.
+    cell: Optional[int] = None
 
     @property
     def is_file_error(self) -> bool:
@@ -57,7 +61,7 @@ class Finding:
         return self.fix is not None and (unsafe or self.fix.applicability == SAFE)
 
     def sort_key(self):
-        return (self.filename, self.location.row, self.location.column, self.code)
+        return (self.filename, self.cell or 0, self.location.row, self.location.column, self.code)
 
 
 def file_error(code: str, filename: str, message: str, row: int = 1, column: int = 1) -> Finding:

@@ -1,4 +1,5 @@
-"""Which files a run checks: Python files under the given paths, minus what the user and git exclude.
+"""Which files a run checks: the files under the given paths that `include` names (Python files and
+Jupyter notebooks by default), minus what the user and git exclude.
 
 Like ruff: directories named like virtualenvs and caches are skipped, as are `exclude` patterns and
 what `.gitignore` files ignore; a file named on the command line is always checked (unless
@@ -42,7 +43,6 @@ DEFAULT_EXCLUDE = (
     ".vscode", "__pypackages__", "_build", "buck-out", "dist", "node_modules", "site-packages", "venv",
     ".gradlint_cache",
 )
-PYTHON_SUFFIXES = (".py", ".pyi")
 
 
 class PathNotFound(Exception):
@@ -216,7 +216,7 @@ def _walk(path: Path, resolver: "Resolver", gitignores: GitIgnores, found: Disco
                 if entry.name.startswith(".") and is_temp_file(entry.name):
                     temps.append(entry.name)
                     continue
-                if not entry.name.endswith(PYTHON_SUFFIXES) or not entry.is_file():
+                if not settings.includes(absolute) or not entry.is_file():
                     continue
             except OSError as error:  # a link loop, a name too long to stat
                 found.warnings.append(f"{entry_path}: {_reason(error)}; skipped")

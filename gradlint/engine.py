@@ -15,7 +15,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import libcst as cst
 
@@ -23,7 +23,7 @@ from .context import FileContext, FullModuleRequired
 from .diagnostics import SAFE, Edit, Finding, Fix, Location
 from .edits import apply_edits, diff_edits
 from .noqa import NoqaDirectives, removal_edit, unused_codes
-from .regions import reduce_source
+from .regions import Reduction, reduce_source
 from .rule import FixPlan, Report, Rule
 from .selection import FixPolicy
 from .syntax import python_syntax
@@ -32,6 +32,9 @@ from .walk import Dispatcher
 EXTRA_FIX_ROUNDS = 3  # rounds beyond one per initial finding
 Options = Mapping[str, Mapping[str, Any]]
 NO_OPTIONS: Options = MappingProxyType({})
+DescribeRow = Optional[Callable[[int], str]]  # how messages name a row ("cell 3, line 2"); None: "line N"
+# Which findings get their fix's edits: all (True), none (False), or those that start in rows (first, last).
+Edits = Union[bool, tuple]
 
 
 class FixBrokeCode(Exception):
@@ -75,8 +78,9 @@ class FileResult:
 
 def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], options: Options,
                partial: bool, rows: Optional[list] = None, tree: Optional[ast.Module] = None,
-               text: Optional[str] = None) -> FileContext:
-    ctx = FileContext(module, path, partial=partial, options=options, rows=rows, tree=tree, text=text)
+               text: Optional[str] = None, describe_row: DescribeRow = None) -> FileContext:
+    ctx = FileContext(module, path, partial=partial, options=options, rows=rows, tree=tree, text=text,
+                      describe_row=describe_row)
     # The whole file's `ast` tree when LibCST parsed only some regions: what the file declares elsewhere
     # (a class's bases and methods) can be read there without parsing it all again.
     ctx.outline = tree if partial else None
@@ -87,9 +91,10 @@ def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], optio
 
 
 def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options,
-             tree: Optional[ast.Module], *, reduce: bool = True, force_reduce: bool = False):
+             tree: Optional[ast.Module], *, reduce: bool = True, force_reduce: bool = False,
+             describe_row: DescribeRow = None):
     """An _Analysis, or a syntax-error Finding if LibCST cannot parse the file."""
-    import_row = _import_row(text, tree)
+    import_row = imports_end_row(text, tree)
     if reduce and tree is not None:
         reduction = reduce_source(text, rules, tree=tree, force=force_reduce)
         if reduction is not None:
@@ -102,7 +107,7 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             try:
                 module = cst.parse_module(reduction.text)
                 ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, tree=tree,
-                                 text=text)
+                                 text=text, describe_row=describe_row)
                 return _Analysis(module, ctx, reduction.text, reduced_import_row, reduction.rows)
             except (FullModuleRequired, cst.ParserSyntaxError):
                 pass  # parse the whole file below
@@ -111,47 +116,68 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     except (cst.ParserSyntaxError, ValueError) as error:  # CPython parsed it: a limit of LibCST's parser
         detail = error.message.rstrip(".") if isinstance(error, cst.ParserSyntaxError) else str(error)
         raise LibCSTCannotParse(f"LibCST cannot parse this file, which Python accepts: {detail}") from None
-    ctx = _run_rules(module, path, rules, options, partial=False, tree=tree, text=text)
+    ctx = _run_rules(module, path, rules, options, partial=False, tree=tree, text=text, describe_row=describe_row)
     return _Analysis(module, ctx, text, import_row)
 
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-              reduce: bool = True, force_reduce: bool = False, edits: bool = True) -> list[Finding]:
+              reduce: bool = True, force_reduce: bool = False, edits: Edits = True,
+              describe_row: DescribeRow = None) -> list[Finding]:
     """The file's findings (see `lint_file`)."""
-    return lint_file(text, path, rules, options, reduce=reduce, force_reduce=force_reduce, edits=edits).findings
+    return lint_file(text, path, rules, options, reduce=reduce, force_reduce=force_reduce, edits=edits,
+                     describe_row=describe_row).findings
 
 
 def lint_file(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
-              reduce: bool = True, force_reduce: bool = False, edits: bool = True) -> FileResult:
+              reduce: bool = True, force_reduce: bool = False, edits: Edits = True,
+              describe_row: DescribeRow = None) -> FileResult:
     """The file's findings, and warnings about its noqa directives. `edits=False` leaves each fix's edits
     out (only its applicability and message): the text output needs no more, and each edit costs a
-    rewrite of the module and a diff."""
+    rewrite of the module and a diff. `edits=(a, b)` computes them only for the findings that start on
+    rows a to b (an editor's code actions). `describe_row` words a row in messages ("cell 3, line 2")."""
     tree = _python_syntax(text, path)
     if isinstance(tree, Finding):
         return FileResult([tree], [])
     directives = NoqaDirectives(text, path)
-    return FileResult(_lint(text, path, rules, options, tree, directives, reduce, force_reduce, edits),
-                      directives.warnings)
+    return FileResult(_lint(text, path, rules, options, tree, directives, reduce, force_reduce, edits,
+                            describe_row), directives.warnings)
 
 
-def _lint(text, path, rules, options, tree, directives: NoqaDirectives, reduce, force_reduce, edits):
+def _lint(text, path, rules, options, tree, directives: NoqaDirectives, reduce, force_reduce, edits,
+          describe_row: DescribeRow = None):
     enabled = rules
     rules = [rule for rule in active_rules(text, rules) if not directives.exempts(rule.code)]
     visiting = [rule for rule in rules if not rule.audits_noqa]
     found: list[Finding] = []
     if visiting:
-        analysis = _analyse(text, path, visiting, options, tree, reduce=reduce, force_reduce=force_reduce)
+        analysis = _analyse(text, path, visiting, options, tree, reduce=reduce, force_reduce=force_reduce,
+                            describe_row=describe_row)
         if isinstance(analysis, Finding):
             return [analysis]
         try:
             found = [finding for finding, _ in _findings(analysis, path, directives, edits)]
         except FullModuleRequired:
             directives.forget_uses()  # the whole file is checked again
-            analysis = _analyse(text, path, visiting, options, tree, reduce=False)
+            analysis = _analyse(text, path, visiting, options, tree, reduce=False, describe_row=describe_row)
             found = [finding for finding, _ in _findings(analysis, path, directives, edits)]
     audits = [finding for auditor in rules if auditor.audits_noqa
               for finding in _unused_noqa(auditor, directives, path, {rule.code for rule in enabled})]
     return sorted(found + audits, key=Finding.sort_key) if audits else found
+
+
+def lint_reduction(reduction: Reduction, text: str, tree: ast.Module, path: str, rules: Sequence[type[Rule]],
+                   options: Options, import_row: int, directives: NoqaDirectives, *, edits: Edits = True,
+                   describe_row: DescribeRow = None) -> list[Finding]:
+    """The findings of one partial parse of `text` (see `regions.region_reductions`), in the file's rows.
+
+    `tree` is the whole file's `ast`, `import_row` the reduced row after which fixes add imports, and
+    `rules` must hold no noqa auditor (its verdict needs every region). Raises `FullModuleRequired` when a
+    rule needs the whole file, `libcst.ParserSyntaxError` when the reduction does not parse."""
+    module = cst.parse_module(reduction.text)
+    ctx = _run_rules(module, path, rules, options, partial=True, rows=reduction.rows, tree=tree, text=text,
+                     describe_row=describe_row)
+    analysis = _Analysis(module, ctx, reduction.text, import_row, reduction.rows)
+    return [finding for finding, _ in _findings(analysis, path, directives, edits)]
 
 
 def _unused_noqa(auditor: type[Rule], directives: NoqaDirectives, path: str, enabled: set) -> list[Finding]:
@@ -175,11 +201,11 @@ def _unused_noqa(auditor: type[Rule], directives: NoqaDirectives, path: str, ena
 
 
 def _findings(analysis: _Analysis, path: str, directives: NoqaDirectives,
-              edits: bool = True) -> list[tuple[Finding, Report]]:
+              edits: Edits = True) -> list[tuple[Finding, Report]]:
     """Each unsuppressed report as a Finding (rows of the file), beside the report it came from.
 
     `edits=False` skips computing each fix's edits (one rewrite of the module for all of them): `fix_text`
-    applies the plans themselves."""
+    applies the plans themselves; `edits=(first, last)` computes them for the reports that start there."""
     ctx = analysis.ctx
     if not ctx.reports:
         return []
@@ -187,11 +213,13 @@ def _findings(analysis: _Analysis, path: str, directives: NoqaDirectives,
     row = analysis.file_row
     findings = []
     kept = [report for report in ctx.reports if not _suppressed(report, positions, directives, row)]
-    fixes = _fixes(analysis, [r.fix for r in kept]) if edits else None
+    wanted = [edits is True or bool(edits) and edits[0] <= row(positions[r.node].start.line) <= edits[1]
+              for r in kept]
+    fixes = _fixes(analysis, [r.fix if want else None for r, want in zip(kept, wanted)]) if any(wanted) else None
     for index, report in enumerate(kept):
         span = positions[report.node]
         rows = _statement_rows(report, positions)
-        if fixes is not None:
+        if fixes is not None and wanted[index]:
             fix = fixes[index]
         else:
             fix = Fix(report.fix.applicability, report.fix.message) if report.fix is not None else None
@@ -327,7 +355,7 @@ _ROW = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 _HEADER_COMMENT = re.compile(r"\s*(#.*)?$")
 
 
-def _import_row(text: str, tree: Optional[ast.Module]) -> int:
+def imports_end_row(text: str, tree: Optional[ast.Module]) -> int:
     """The row after which a fix adds imports: after the module's docstring and leading import block.
 
     Taken from the original file, so that it is the same whether LibCST saw the whole file or the
@@ -399,7 +427,7 @@ class FixOutcome:
 
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
              unsafe: bool = False, policy: Optional[FixPolicy] = None,
-             rounds: Optional[int] = None) -> FixOutcome:
+             rounds: Optional[int] = None, describe_row: DescribeRow = None) -> FixOutcome:
     """Apply fixes, re-parse, repeat until nothing changes (or `rounds` times); then drop the noqa codes
     that silence nothing (GL100, when selected), which no rewrite changes. `policy`: the configuration's
     `unfixable` and fix-safety overrides, applied to every finding.
@@ -408,7 +436,8 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     new finding needs another. Each round must fix something, so the rounds are bounded by the findings
     (and a few more for findings that fixes create)."""
     adjust = policy.adjust if policy is not None else (lambda finding: finding)
-    initial = [adjust(f) for f in lint_text(text, path, rules, options, edits=False)]  # counted: no edits
+    initial = [adjust(f) for f in lint_text(text, path, rules, options, edits=False,
+                                            describe_row=describe_row)]  # counted: no edits
     current = text
     for _ in range(rounds if rounds is not None else len(initial) + EXTRA_FIX_ROUNDS):
         tree = _python_syntax(current, path)
@@ -419,7 +448,7 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
                     if not rule.audits_noqa and not directives.exempts(rule.code)]
         if not visiting:
             break
-        analysis = _analyse(current, path, visiting, options, tree, reduce=False)
+        analysis = _analyse(current, path, visiting, options, tree, reduce=False, describe_row=describe_row)
         if isinstance(analysis, Finding):
             break
         plans = [report.fix for finding, report in _findings(analysis, path, directives, edits=False)
@@ -431,13 +460,14 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
             break
         _assert_parses(after)
         current = after
-    remaining = [adjust(f) for f in lint_text(current, path, rules, options)] if current != text else initial
+    remaining = ([adjust(f) for f in lint_text(current, path, rules, options, describe_row=describe_row)]
+                 if current != text else initial)
     noqa_edits = [edit for finding in remaining if finding.fixable(unsafe) and _is_audit(finding, rules)
                   for edit in finding.fix.edits]
     if noqa_edits:
         current = apply_edits(current, noqa_edits)
         _assert_parses(current)
-        remaining = [adjust(f) for f in lint_text(current, path, rules, options)]
+        remaining = [adjust(f) for f in lint_text(current, path, rules, options, describe_row=describe_row)]
     return FixOutcome(current, max(0, len(initial) - len(remaining)), remaining, initial)
 
 

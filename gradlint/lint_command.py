@@ -76,10 +76,13 @@ def run_lint(args: argparse.Namespace) -> int:
     from .reporters.terminal import use_color
     from .runner import RunOptions, display_path, run
     from .settings import Resolver
+    from .stdin_command import reads_stdin, run_stdin
 
     started = time.perf_counter()
     cwd = Path.cwd()
     say = _Messages(args)
+    stdin = reads_stdin(args)
+    args.paths = args.paths or ([] if stdin else ["."])
     try:
         fmt = canonical_format(args.output_format or "full")
     except ValueError as error:  # GRADLINT_OUTPUT_FORMAT, which argparse does not check
@@ -94,6 +97,8 @@ def run_lint(args: argparse.Namespace) -> int:
         resolver = Resolver(cwd, _cli_configuration(args, cwd).combine(overrides), config_file, args.isolated)
         if args.show_files or args.show_settings:
             return _show(args, resolver, cwd)
+        if stdin:
+            return run_stdin(args, resolver, cwd, say, fmt, fix=write or diff_mode, diff=bool(args.diff))
         options = RunOptions(use_cache=not args.no_cache, cache_dir=args.cache_dir, fix=write or diff_mode,
                              write=write, jobs=args.jobs, edits=needs_edits(fmt) and not fix_only)
         result = run(args.paths, resolver, options, cwd)
@@ -188,6 +193,12 @@ class _Messages:
     def err(self, text: str) -> None:
         if not self.args.silent and text:
             print(text, file=sys.stderr)
+
+    def warn(self, text: str) -> None:
+        if not (self.args.quiet or self.args.silent):
+            from .reporters import one_line
+
+            print(f"warning: {one_line(text)}", file=sys.stderr)
 
     def error(self, text: str) -> None:
         from .reporters import one_line

@@ -70,6 +70,10 @@ class Reduction:
     text: Optional[str]  # None: parse the whole file (when `rules` is not empty)
     rows: list  # rows[i] is the file's row of reduced row i + 1; 0 for a separator standing for dropped lines
     rules: tuple = ()  # the rules with a region to look at: no other can report anything in the file
+    spans: tuple = ()  # `region_reductions`: the region's own rows, as (first, last) pairs
+
+    def covers(self, row: int) -> bool:
+        return any(first <= row <= last for first, last in self.spans)
 
     def reduced_row(self, row: int) -> Optional[int]:
         """The reduced row showing the file's `row`, or None if it was dropped."""
@@ -135,12 +139,50 @@ class _Relevance:
         return found
 
 
-def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None,
-                  force: bool = False) -> Optional[Reduction]:
-    """The text with irrelevant regions blanked (`text` None when blanking is not worth it), and the rules
-    that have a region to look at; None when reducing is unsafe.
+@dataclass
+class _Plan:
+    """What to keep of a file: `always` (imports, header comments, docstring) and each relevant region's
+    spans (a region inside a class brings the class's header along)."""
 
-    `tree` is `ast.parse(text)` when the caller has it already."""
+    lines: list
+    always: list
+    regions: list  # [[(start, end), ...], ...]: rows, 1-based, inclusive
+    matched: tuple = ()  # the rules some region matched (no other can report anything in the file)
+
+    def reduction(self, spans, own: tuple = ()) -> Reduction:
+        """The lines in `spans`; each run of other lines becomes one empty line (row 0)."""
+        out, rows = [], []
+        cursor = 1  # the first row not yet placed
+        for first, last in _merged(spans, len(self.lines)):
+            if first > cursor:
+                out.append("")
+                rows.append(0)
+            out.extend(self.lines[first - 1:last])
+            rows.extend(range(first, last + 1))
+            cursor = last + 1
+        if cursor <= len(self.lines):
+            out.append("")
+            rows.append(0)
+        return Reduction("\n".join(out), rows, self.matched, own)
+
+    def kept_rows(self, spans) -> int:
+        return len({row for s, e in spans for row in range(s, e + 1)})
+
+
+def _merged(spans, count: int) -> list:
+    """Sorted, non-overlapping (first, last) row ranges covering `spans`, within rows 1 to `count`."""
+    merged: list = []
+    for first, last in sorted((max(1, s), min(count, e)) for s, e in spans):
+        if first > last:
+            continue
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return merged
+
+
+def _plan(text: str, rules: Sequence, tree: Optional[ast.Module]) -> Optional[_Plan]:
     if _ODD_NEWLINES.search(text):
         return None  # ast and LibCST could number lines differently; parse it all
     if tree is None:
@@ -151,20 +193,17 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
         except (SyntaxError, ValueError, RecursionError, MemoryError):
             return None  # let LibCST report the error (or parse syntax newer than this Python)
     lines = text.split("\n")
-    keep = bytearray(len(lines) + 2)  # indexed by 1-based row
     line_starts = [0]
     for line in lines[:-1]:
         line_starts.append(line_starts[-1] + len(line) + 1)
     import_spans = [_span(s) for s in tree.body if _imports(s)]
     relevant = _Relevance(text, rules, line_starts, import_spans, tree,
                           [s for s in tree.body if isinstance(s, _FUNCTIONS)])
+    always: list = []
+    regions: list = []
 
-    def mark(spans) -> None:
-        for s, e in spans:
-            keep[s:e + 1] = b"\x01" * (e + 1 - s)
-
-    def keep_block(body: list, loose_spans_out: list) -> bool:
-        """Keep relevant functions of `body`; collect its other statements as one region.
+    def keep_block(body: list, loose_spans_out: list, header: list) -> bool:
+        """Collect the relevant functions of `body` as regions; its other statements as one region.
 
         A statement's span reaches up to the end of the one before it: the blank lines and comments in
         between stay with it, so fixes that insert above a statement see the same lines either way."""
@@ -176,20 +215,20 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
             previous_end = end
             if isinstance(stmt, _FUNCTIONS):
                 if relevant([span], [stmt]):
-                    mark([span])
+                    regions.append([*header, span])
                     kept = True
             elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
-                mark([span])
+                always.extend([*header, span])
                 kept = True
             elif not isinstance(stmt, ast.ClassDef):
                 loose_spans_out.append((span, stmt))
                 if _imports(stmt):
-                    mark([span])
+                    always.extend([*header, span])
                     kept = True
         return kept
 
     module_loose: list = []
-    keep_block(tree.body, module_loose)
+    keep_block(tree.body, module_loose, [])
     for stmt in tree.body:
         if not isinstance(stmt, ast.ClassDef) or not stmt.body:
             continue
@@ -197,37 +236,53 @@ def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = No
         body_start = _span(stmt.body[0])[0]
         if body_start == stmt.lineno:  # `class X: ...` on one line
             span = _span(stmt)
-            if relevant([span], [stmt]) or _imports(stmt):
-                mark([span])
+            is_relevant = relevant([span], [stmt])  # asked first: it records which rules matched
+            if _imports(stmt):
+                always.append(span)
+            elif is_relevant:
+                regions.append([span])
             continue
+        header = [(start, body_start - 1)]  # decorators and the `class X(Base):` header
         class_loose: list = []
-        kept = keep_block(stmt.body, class_loose)
+        keep_block(stmt.body, class_loose, header)
         if class_loose and relevant([s for s, _ in class_loose], [n for _, n in class_loose]):
-            mark([s for s, _ in class_loose])
-            kept = True
+            regions.append([*header, *(s for s, _ in class_loose)])
         nested = [s for s in stmt.body if isinstance(s, ast.ClassDef)]
         if nested and relevant([_span(s) for s in nested], nested):
-            mark([_span(s) for s in nested])
-            kept = True
-        if kept:  # a class with nothing kept is blanked whole
-            mark([(start, body_start - 1)])  # decorators and the `class X(Base):` header
+            regions.append([*header, *(_span(s) for s in nested)])
     if module_loose and relevant([s for s, _ in module_loose], [n for _, n in module_loose]):
-        mark([s for s, _ in module_loose])
+        regions.append([s for s, _ in module_loose])
     if tree.body:  # header comments, and the docstring: where fixes add imports
         first = tree.body[0]
         is_docstring = (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
                         and isinstance(first.value.value, str))
-        mark([(1, _span(first)[1] if is_docstring else _span(first)[0] - 1)])
-
+        always.append((1, _span(first)[1] if is_docstring else _span(first)[0] - 1))
     matched = tuple(rule for index, rule in enumerate(rules) if index in relevant.matched)
-    if not matched or (not force and sum(keep) >= WORTH_IT * len(lines)):
-        return Reduction(None, [], matched)  # nothing to parse, or the whole file
-    out, rows = [], []
-    for row, line in enumerate(lines, start=1):
-        if keep[row]:
-            out.append(line)
-            rows.append(row)
-        elif not rows or rows[-1] != 0:
-            out.append("")
-            rows.append(0)
-    return Reduction("\n".join(out), rows, matched)
+    return _Plan(lines, always, regions, matched)
+
+
+def reduce_source(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None,
+                  force: bool = False) -> Optional[Reduction]:
+    """The text with irrelevant regions blanked (`text` None when blanking is not worth it), and the rules
+    that have a region to look at; None when reducing is unsafe.
+
+    `tree` is `ast.parse(text)` when the caller has it already."""
+    plan = _plan(text, rules, tree)
+    if plan is None:
+        return None
+    spans = [*plan.always, *(span for region in plan.regions for span in region)]
+    if not plan.matched or (not force and plan.kept_rows(spans) >= WORTH_IT * len(plan.lines)):
+        return Reduction(None, [], plan.matched)  # nothing to parse, or the whole file
+    return plan.reduction(spans)
+
+
+def region_reductions(text: str, rules: Sequence, *, tree: Optional[ast.Module] = None) -> Optional[list]:
+    """One reduction per relevant region (each with the imports, header and docstring), for a caller that
+    keeps each region's results while the others change (the language server); None as `reduce_source`.
+
+    A rule that needs more than its region asks for the full module, as it does in `reduce_source`'s
+    reduction (see `Rule.require_full_module`)."""
+    plan = _plan(text, rules, tree)
+    if plan is None:
+        return None
+    return [plan.reduction([*plan.always, *region], tuple(region)) for region in plan.regions]

@@ -25,6 +25,7 @@ from .cache import Cache, CacheRefused, digest, settings_key
 from .diagnostics import IO_ERROR, SYNTAX_ERROR, Finding, file_error
 from .discovery import discover
 from .fsio import SourceError, WriteError, atomic_write, declared_encoding_error, read_regular, read_source
+from .notebook import is_notebook
 from .reporters import one_line, printable
 from .selection import FixPolicy, matches
 from .settings import Resolver, Settings
@@ -136,6 +137,9 @@ def _check_file(job: Job) -> Outcome:
         source = read_source(job.path)
     except SourceError as error:
         return Outcome(findings=[file_error(IO_ERROR, job.display, f"Failed to read {job.display}: {error}")])
+    if is_notebook(job.path):  # JSON: no coding declaration
+        profile = _WORKER["profiles"][job.profile]
+        return _check_notebook(job, source, _rules_for(job, profile), profile)
     encoding_error = declared_encoding_error(source.raw)
     if encoding_error is not None:
         if source.bom:
@@ -174,10 +178,15 @@ def _check_file(job: Job) -> Outcome:
         outcome.error = (f"{job.display}: a fix produced code that does not parse; file left as it was "
                          f"(please report this): {error}")
         return outcome
+    return _fixed(job, source, fixed, outcome)
+
+
+def _fixed(job: Job, source, fixed, outcome: Outcome) -> Outcome:
+    """The fixed text's diff (without --write: the findings stay, they are still in the file), or the
+    file written atomically with its remaining findings."""
     if fixed.text == source.text:
         return outcome
     if not job.write:
-        # Without --write the findings stay (they are still in the file); the diff shows the fix.
         outcome.diff = "".join(difflib.unified_diff(
             source.text.splitlines(keepends=True), fixed.text.splitlines(keepends=True),
             fromfile=f"a/{printable(job.display)}", tofile=f"b/{printable(job.display)}"))
@@ -192,6 +201,41 @@ def _check_file(job: Job) -> Outcome:
     outcome.findings, outcome.digest, outcome.fixed = fixed.remaining, digest(data), fixed.fixed
     outcome.fixes = _applied(fixed.initial, fixed.remaining)
     return outcome
+
+
+def _check_notebook(job: Job, source, rules: list, profile: Profile) -> Outcome:
+    """A Jupyter notebook: its code cells checked as one module (`documents`), findings in their cells; a
+    fix rewrites only the changed cells' `source`. A notebook that cannot be read is one E902 finding
+    and is never written."""
+    from .documents import fix_document, lint_document
+    from .engine import FixBrokeCode, LibCSTCannotParse
+
+    outcome = Outcome(digest=digest(source.raw))
+    policy = profile.policy or None
+    try:
+        if job.lint:
+            outcome.findings = lint_document(source.text, job.display, rules, profile.options,
+                                             edits=_WORKER["edits"], policy=policy)
+            if not any(f.fixable(profile.unsafe) for f in outcome.findings):
+                return outcome
+        if not job.fix:
+            return outcome
+        if not job.may_write:
+            outcome.warning = (f"{job.display}: a symbolic link met in the walk that points outside the paths "
+                               "given; not fixed (name it on the command line to fix it)")
+            return outcome
+        fixed = fix_document(source.text, job.display, rules, profile.options, unsafe=profile.unsafe,
+                             policy=policy, edits=_WORKER["edits"])
+    except LibCSTCannotParse as error:
+        return Outcome(error=f"{job.display}: not checked: {error}")
+    except RecursionError:
+        return Outcome(error=f"{job.display}: not checked: nested too deeply for LibCST's tree "
+                             f"(over {sys.getrecursionlimit()} levels), though Python accepts it")
+    except FixBrokeCode as error:
+        outcome.error = (f"{job.display}: a fix produced code that does not parse; notebook left as it was "
+                         f"(please report this): {error}")
+        return outcome
+    return _fixed(job, source, fixed, outcome)
 
 
 def _applied(before: list[Finding], after: list[Finding]) -> Counter:

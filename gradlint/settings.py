@@ -32,6 +32,7 @@ from .patterns import AnchoredPatterns, InvalidPattern, pattern_spec
 from .selection import FixPolicy, UnknownSelector, check_selectors, resolve, safety_overrides
 
 DEFAULT_CACHE_DIR = ".gradlint_cache"
+DEFAULT_INCLUDE = ("*.py", "*.pyi", "*.ipynb")  # ruff's, less `**/pyproject.toml`
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,14 @@ class Settings:
         self.respect_gitignore = c.respect_gitignore is not False
         self.force_exclude = bool(c.force_exclude)
         self.unsafe_fixes = bool(c.unsafe_fixes)
+        # The default `include` is a suffix test: the walk asks it of every file.
+        self._include_suffixes = (tuple(pattern[1:] for pattern in DEFAULT_INCLUDE)
+                                  if c.include is None and not c.extend_include else None)
         try:
+            include = c.include if c.include is not None else tuple(Anchored(self.root, p, "include")
+                                                                     for p in DEFAULT_INCLUDE)
+            self._include = [(AnchoredPatterns([a]), pattern_spec([a.text], a.where), a)
+                             for a in (*include, *c.extend_include)]
             self._exclude = AnchoredPatterns([*(c.exclude or ()), *c.extend_exclude])
             self._per_file = [(AnchoredPatterns([entry.pattern]), pattern_spec([entry.pattern.text], entry.pattern.where),
                                entry) for entry in (*(c.per_file_ignores or ()), *c.extend_per_file_ignores)]
@@ -66,6 +74,14 @@ class Settings:
         return f"Settings({self.config_file or self.root})"
 
     # -- files --------------------------------------------------------------------------------------
+    def includes(self, path: Path) -> bool:
+        """Whether a folder's walk checks the file at the absolute `path`: `include` and `extend-include`
+        (a pattern also matches the file's name alone, for a file outside the pattern's folder)."""
+        if self._include_suffixes is not None:
+            return path.name.endswith(self._include_suffixes)
+        return any(patterns.match(path) or (anchored.base not in path.parents and by_name.match_file(path.name))
+                   for patterns, by_name, anchored in self._include)
+
     def excludes(self, path: Path, is_dir: bool = False) -> bool:
         """Whether `exclude` or `extend-exclude` covers the absolute `path`."""
         return self._exclude.match(path, is_dir)
@@ -144,6 +160,7 @@ class Settings:
                  "fix-safety = {" + ", ".join(f"{code} = {applicability}" for code, applicability
                                               in sorted(resolved.policy.applicability.items())) + "}",
                  f"unsafe-fixes = {str(self.unsafe_fixes).lower()}",
+                 f"include = [{', '.join(_shown(a) for _, _, a in self._include)}]",
                  f"exclude = [{', '.join(_shown(a) for a in (*(c.exclude or ()), *c.extend_exclude))}]",
                  f"respect-gitignore = {str(self.respect_gitignore).lower()}",
                  f"force-exclude = {str(self.force_exclude).lower()}",

@@ -267,7 +267,7 @@ class ClipBeforeUnscale(RoutineRule):
             backward = next(e for e in r.events if e.index == max(scaled))
             scaler, optimizer = step.key, step.extra["argument"]
             message = (f"`{self.text(clip.node.func)}(...)` clips gradients that "
-                       f"`{self.text(backward.node)}` (line {self.line(backward.node)}) left multiplied by the "
+                       f"`{self.text(backward.node)}` ({self.at(backward.node)}) left multiplied by the "
                        f"loss scale: call `{scaler}.unscale_({optimizer})` first, or the threshold applies to "
                        "scaled gradients")
             self.report(clip.node, message, self._fix(r, clip, backward, step), statement=clip.stmt)

@@ -825,12 +825,12 @@ class EvalWithoutEvalMode(RoutineRule):
 
     # -- report and fix --------------------------------------------------------------------------------
     def _report(self, r: Routine, e: Event, key: str, region: Region, trained: list) -> None:
-        where = f"line {self.line(region.node)}"
+        where = self.at(region.node)
         message = (f"`{key}` is called under `{region.label}` ({where}) with no `{key}.eval()` before it in "
                    f"{self.where(r)}: dropout stays on and BatchNorm normalizes with, and updates its running "
                    "statistics from, evaluation batches")
         if trained:
-            message += f" (`{key}.train()` at line {self.line(trained[-1].node)} is still in effect)"
+            message += f" (`{key}.train()` at {self.at(trained[-1].node)} is still in effect)"
         self.report(e.node, message, self._fix(r, e, key, region), statement=e.stmt)
 
     def _fix(self, r: Routine, e: Event, key: str, region: Region):

@@ -670,8 +670,8 @@ class StepWithoutClipping(RoutineRule):
             if evidence is None:
                 continue
             why, setting = evidence
-            message = (f"`{self.text(step.node)}` applies the gradients of `{self.text(last.node)}` (line "
-                       f"{self.line(last.node)}) with no clipping on any path, although {why}: one outlier "
+            message = (f"`{self.text(step.node)}` applies the gradients of `{self.text(last.node)}` ("
+                       f"{self.at(last.node)}) with no clipping on any path, although {why}: one outlier "
                        "batch can make a huge update that derails training (or NaNs)")
             fix = self._fix(r, step, optimizer, last, self._bound_of(r, setting))
             self.report(step.node, message, fix, statement=step.stmt)
@@ -681,14 +681,14 @@ class StepWithoutClipping(RoutineRule):
         """(why clipping is wanted, the setting that says so or None), or None when nothing says it is."""
         clip = self._clips_elsewhere(r, states)
         if clip is not None:
-            return (f"this routine clips gradients elsewhere (`{self.text(clip.node, 40)}`, line "
-                    f"{self.line(clip.node)})", None)
+            return (f"this routine clips gradients elsewhere (`{self.text(clip.node, 40)}`, "
+                    f"{self.at(clip.node)})", None)
         for setting in self._settings().dead_clip_settings():
             if setting.kind == "parameter" and setting.routine is not r:
                 continue  # a parameter says something about its own routine only
             if setting.kind == "attribute" and enclosing_class(setting.routine) is not enclosing_class(r):
                 continue  # an attribute, about the methods of its class
-            return (f"the {setting.kind} `{setting.name}` (line {self.line(setting.node)}) says to clip and "
+            return (f"the {setting.kind} `{setting.name}` ({self.at(setting.node)}) says to clip and "
                     "nothing reads it", setting)
         unused = self._unused_clip_import()
         if unused is not None:
@@ -701,7 +701,7 @@ class StepWithoutClipping(RoutineRule):
             built = self._language_model_built_here()
             if built is not None:
                 return (f"the model comes from outside this routine and the file builds a transformers language "
-                        f"model (`{self.text(built.node, 50)}`, line {self.line(built.node)}), whose recipes clip",
+                        f"model (`{self.text(built.node, 50)}`, {self.at(built.node)}), whose recipes clip",
                         None)
         return None
 

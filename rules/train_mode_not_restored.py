@@ -572,14 +572,14 @@ class TrainModeNotRestored(RoutineRule):
     def _report(self, r: Routine, loop: Loop, key: str, evaluation: Event, training: Event,
                 trained: Optional[Event]) -> None:
         spelled = trained.key if trained is not None else (evaluation.key if evaluation.kind == EVAL else key)
-        how = f"`{self.text(evaluation.node)}` (line {self.line(evaluation.node)})"
+        how = f"`{self.text(evaluation.node)}` ({self.at(evaluation.node)})"
         if trained is not None:
-            message = (f"`{spelled}.train()` runs once, before this loop (line {self.line(trained.node)}), but "
+            message = (f"`{spelled}.train()` runs once, before this loop ({self.at(trained.node)}), but "
                        f"{how} puts `{spelled}` in eval mode inside it: from the second iteration on, the "
-                       f"training step (line {self.line(training.node)}) runs in eval mode")
+                       f"training step ({self.at(training.node)}) runs in eval mode")
         else:
             message = (f"{how} puts `{spelled}` in eval mode inside this loop and nothing sets it back: from "
-                       f"the second iteration on, the training step (line {self.line(training.node)}) runs in "
+                       f"the second iteration on, the training step ({self.at(training.node)}) runs in "
                        "eval mode")
         message += " (dropout off, BatchNorm frozen)"
         self.report(loop.node, message, self._fix(r, loop, key, spelled, evaluation), statement=loop.node)

@@ -9,11 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 SNIPPET = re.search(r"```yaml\n(- repo: https://github.com/gradlint/gradlint\n.*?)```", README, re.S).group(1)
+NOTEBOOK_DEFECT = "import torch\nx = torch.zeros(3, 4)\ny = x / x.norm(dim=-1, keepdim=True)"
 DEFECT = ("import torch\n\n\ndef embed(x):\n    return x / x.norm(dim=-1, keepdim=True)\n\n\n"
           "def make(model):\n    return torch.optim.Adam(model.parameters(), weight_decay=1e-4)\n")
 
@@ -74,11 +77,17 @@ def test_readme_snippet_fixes_then_reports_the_rest_once(tmp_path):
 
     git("init", "-q")
     (project / "embed.py").write_text(DEFECT)
+    notebook = new_notebook(cells=[new_markdown_cell("# Embed"), new_code_cell(NOTEBOOK_DEFECT)])
+    notebook.cells[1].outputs = [new_output("stream", text="done\n")]
+    nbformat.write(notebook, project / "embed.ipynb")  # as Jupyter saves it
     git("add", "-A")
 
     code, output = run()
     assert code == 1 and "files were modified by this hook" in output, output
     assert "normalize(x, dim=-1, eps=1e-6)" in (project / "embed.py").read_text()
+    fixed = nbformat.read(project / "embed.ipynb", as_version=4)  # the hook found the notebook and fixed its cell
+    assert fixed.cells[1].source.endswith("y = torch.nn.functional.normalize(x, dim=-1, eps=1e-6)")
+    assert fixed.cells[1].outputs == notebook.cells[1].outputs and fixed.cells[0] == notebook.cells[0]
     assert output.count("GL003") == 1 and "GL001" not in output, output  # the rest, reported once
     # Inside the hook the hint is about the hook's args, never a flag to type.
     assert "`args: [--fix, --unsafe-fixes]` on this hook" in output and "option" not in output, output

@@ -372,7 +372,7 @@ def test_a_data_file_is_refused_not_executed(tmp_path):
     assert not (tmp_path / "executed").exists()
     (tmp_path / "analysis.ipynb").write_text("{}")
     proc = verify("analysis.ipynb", cwd=tmp_path)
-    assert proc.returncode == 2 and "a notebook" in proc.stderr
+    assert proc.returncode == 2 and "analysis.ipynb: not a Jupyter notebook" in proc.stderr
 
 
 def test_script_flags_without_double_dash_get_a_hint(tmp_path):

@@ -73,8 +73,9 @@ class RoutineRule(Rule):
         raise NotImplementedError
 
     # -- helpers --
-    def line(self, node) -> int:
-        return self.ctx.line_of(node)
+    def at(self, node) -> str:
+        """Where `node` is, as a message says it: "line 49" (or "cell 3, line 2" in a notebook)."""
+        return self.ctx.where(node)
 
     def text(self, node, limit: int = 50) -> str:
         return short(self.ctx.code_of(node), limit)

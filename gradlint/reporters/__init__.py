@@ -16,7 +16,7 @@ from ..diagnostics import Finding
 from .terminal import COLOR_CHOICES, in_pre_commit, printable, use_color
 
 __all__ = ["ALIASES", "COLOR_CHOICES", "FORMATS", "Report", "canonical_format", "needs_edits", "one_line",
-           "printable", "render", "rule_url", "use_color"]
+           "position", "printable", "render", "rule_url", "use_color"]
 
 FORMATS = ("full", "concise", "json", "json-lines", "junit", "gitlab", "pylint", "sarif", "github")
 ALIASES = {"text": "concise"}
@@ -38,6 +38,7 @@ class Report:
     color: bool = field(default_factory=use_color)  # `use_color(args.color)`; by default from stdout and env
     pre_commit: bool = field(default_factory=in_pre_commit)  # hints name hooks, not flags
     fixes: Optional[dict] = None  # `--show-fixes`: file -> Counter of (code, name) -> fixes applied
+    texts: dict = field(default_factory=dict)  # file -> its text, where the file on disk is not it (stdin)
 
     @property
     def lists_findings(self) -> bool:
@@ -60,6 +61,12 @@ _LONG_WORD = re.compile(r"\S{%d,}" % (LONGEST_PATH_SHOWN + 1))
 def one_line(message: str) -> str:
     """An error or warning as one readable line: escaped, with very long paths shortened."""
     return _LONG_WORD.sub(lambda m: shorten(m.group()), printable(message))
+
+
+def position(f: Finding) -> str:
+    """`row:column`, or in a notebook `cell 3:row:column` (rows counted in the cell), as ruff writes it."""
+    where = f"{f.location.row}:{f.location.column}"
+    return f"cell {f.cell}:{where}" if f.cell is not None else where
 
 
 def rule_url(code: str, name: str) -> Optional[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Report
+from . import Report, position
 from .summary import summary_lines
 from .terminal import Style, printable
 
@@ -15,7 +15,7 @@ def header(f, report: Report, style: Style) -> str:
 
 
 def location(f, style: Style) -> str:
-    return f"{style.bold(printable(f.filename))}:{f.location.row}:{f.location.column}"
+    return f"{style.bold(printable(f.filename))}:{position(f)}"
 
 
 def render(report: Report) -> str:

@@ -30,7 +30,7 @@ from typing import Optional
 
 from ..diagnostics import SAFE, Finding
 from ..edits import apply_edits
-from . import Report
+from . import Report, position
 from .concise import header
 from .summary import summary_lines
 from .terminal import Style, printable
@@ -60,13 +60,15 @@ def _display_column(line: str, column: int) -> int:
 
 
 class _Sources:
-    """Each file's text, read once; None for a file that cannot be read any more."""
+    """Each file's text, read once; None for a file that cannot be read any more. A notebook's finding
+    is shown in its cell's source, whose rows its locations count."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, texts: Optional[dict] = None) -> None:
         self.cwd = cwd
-        self._texts: dict[str, Optional[str]] = {}
+        self._texts: dict[str, Optional[str]] = dict(texts or {})
+        self._cells: dict[str, list] = {}
 
-    def text(self, filename: str) -> Optional[str]:
+    def text(self, filename: str, cell: Optional[int] = None) -> Optional[str]:
         if filename not in self._texts:
             from ..fsio import SourceError, read_source
 
@@ -74,7 +76,18 @@ class _Sources:
                 self._texts[filename] = read_source(self.cwd / filename).text
             except SourceError:
                 self._texts[filename] = None
-        return self._texts[filename]
+        text = self._texts[filename]
+        if cell is None or text is None:
+            return text
+        if filename not in self._cells:
+            from ..notebook import NotebookError, read_notebook
+
+            try:
+                self._cells[filename] = [c.source for c in read_notebook(text).cells]
+            except NotebookError:
+                self._cells[filename] = []
+        cells = self._cells[filename]
+        return cells[cell - 1] if 0 < cell <= len(cells) else None
 
 
 def _frame(f: Finding, rows: list[str], style: Style) -> tuple[int, list[str]]:
@@ -157,11 +170,11 @@ def _diff_line(number: Optional[int], sign: str, line: str, width: int, paint) -
 
 
 def render_finding(f: Finding, report: Report, sources: _Sources, style: Style) -> list[str]:
-    text = sources.text(f.filename)
+    text = sources.text(f.filename, f.cell)
     rows = _rows(text) if text is not None else []
     width, frame = _frame(f, rows, style) if rows else (1, [])
     lines = [header(f, report, style),
-             f"{' ' * width}{style.blue('-->')} {printable(f.filename)}:{f.location.row}:{f.location.column}",
+             f"{' ' * width}{style.blue('-->')} {printable(f.filename)}:{position(f)}",
              *frame]
     if f.fix is not None:
         lines.append(f"{style.bold(style.cyan('help'))}: {printable(f.fix.message)}")
@@ -174,7 +187,7 @@ def render_finding(f: Finding, report: Report, sources: _Sources, style: Style) 
 
 def render(report: Report) -> str:
     style = Style(report.color)
-    sources = _Sources(report.cwd)
+    sources = _Sources(report.cwd, report.texts)
     lines: list[str] = []
     if report.lists_findings:
         for f in report.findings:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import Report
+from . import Report, position
 
 
 def _escape_data(text: str) -> str:
@@ -17,8 +17,10 @@ def render(report: Report) -> str:
     lines = []
     for f in report.findings:
         title = f"gradlint ({f.code})" if f.code else "gradlint"
-        props = (f"title={_escape_property(title)},file={_escape_property(f.filename)},line={f.location.row},"
-                 f"col={f.location.column},endLine={f.end_location.row},endColumn={f.end_location.column}")
-        message = f"{f.filename}:{f.location.row}:{f.location.column}: {f.code} {f.message}"
+        props = f"title={_escape_property(title)},file={_escape_property(f.filename)}"
+        if f.cell is None:  # a notebook's rows are its cell's, not the .ipynb file's: the message says where
+            props += (f",line={f.location.row},col={f.location.column},endLine={f.end_location.row},"
+                      f"endColumn={f.end_location.column}")
+        message = f"{f.filename}:{position(f)}: {f.code} {f.message}"
         lines.append(f"::error {props}::{_escape_data(message)}")
     return "\n".join(lines)

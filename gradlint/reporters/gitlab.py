@@ -11,7 +11,8 @@ import hashlib
 import json
 import os
 
-from . import Report
+from ..diagnostics import Location
+from . import Report, position
 
 
 def _path(filename: str, report: Report) -> str:
@@ -36,13 +37,18 @@ def render(report: Report) -> str:
         while fingerprint in seen:
             fingerprint = _fingerprint(f.rule_name or f.code, path, fingerprint)
         seen.add(fingerprint)
+        if f.cell is None:
+            begin, end, where = f.location, f.end_location, ""
+        else:  # a notebook's rows are its cell's: line 1 is a clear fallback (as in ruff), the text says where
+            begin = end = Location(1, 1)
+            where = f"{position(f)}: "
         issues.append({
             "check_name": f.code,
-            "description": f"{f.code}: {f.message}",
+            "description": f"{f.code}: {where}{f.message}",
             "severity": "major",
             "fingerprint": fingerprint,
             "location": {"path": path, "positions": {
-                "begin": {"line": f.location.row, "column": f.location.column},
-                "end": {"line": f.end_location.row, "column": f.end_location.column}}},
+                "begin": {"line": begin.row, "column": begin.column},
+                "end": {"line": end.row, "column": end.column}}},
         })
     return json.dumps(issues, indent=2)

@@ -23,7 +23,7 @@ def finding_dict(f, cwd) -> dict:
                        "end_location": _location(e.end_location)} for e in f.fix.edits],
         }
     return {
-        "cell": None,
+        "cell": f.cell,
         "code": f.code,
         "end_location": _location(f.end_location),
         "filename": os.path.abspath(os.path.join(cwd, f.filename)),

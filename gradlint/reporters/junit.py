@@ -41,6 +41,7 @@ def render(report: Report) -> str:
             ET.SubElement(properties, "property", {"name": "severity", "value": "error"})
             message = printable(f.message)
             failure = ET.SubElement(case, "failure", {"message": message})
-            failure.text = f"line {f.location.row}, col {f.location.column}, {message}"
+            cell = f"cell {f.cell}, " if f.cell is not None else ""  # a notebook: rows are the cell's
+            failure.text = f"{cell}line {f.location.row}, col {f.location.column}, {message}"
     ET.indent(root, space="    ")
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")

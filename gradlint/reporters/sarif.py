@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .. import __version__
-from . import Report, rule_url
+from . import Report, position, rule_url
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 
@@ -47,18 +47,16 @@ def render(report: Report) -> str:
     index = {rule["id"]: i for i, rule in enumerate(rules)}
     results = []
     for f in report.findings:
-        result = {
-            "ruleId": f.code,
-            "level": "error",
-            "message": {"text": f.message},
-            "locations": [{
-                "physicalLocation": {
-                    "artifactLocation": {"uri": _uri(f.filename, report.cwd), "uriBaseId": "%SRCROOT%"},
-                    "region": {"startLine": f.location.row, "startColumn": f.location.column,
-                               "endLine": f.end_location.row, "endColumn": f.end_location.column},
-                },
-            }],
-        }
+        physical = {"artifactLocation": {"uri": _uri(f.filename, report.cwd), "uriBaseId": "%SRCROOT%"}}
+        result = {"ruleId": f.code, "level": "error", "message": {"text": f.message},
+                  "locations": [{"physicalLocation": physical}]}
+        if f.cell is None:
+            physical["region"] = {"startLine": f.location.row, "startColumn": f.location.column,
+                                  "endLine": f.end_location.row, "endColumn": f.end_location.column}
+        else:  # a notebook's rows are its cell's, not the .ipynb file's: a result about the file, saying where
+            result["message"] = {"text": f"{position(f)}: {f.message}"}
+            result["properties"] = {"cell": f.cell, "row": f.location.row, "column": f.location.column,
+                                    "endRow": f.end_location.row, "endColumn": f.end_location.column}
         if f.code in index:
             result["ruleIndex"] = index[f.code]
         results.append(result)

@@ -63,8 +63,11 @@ def fmt(x: Optional[float]) -> str:
 
 
 def where(site: Optional[dict]) -> str:
+    """`train.py:49`; in a notebook, `nb.ipynb, cell 3, line 2`."""
     if not site:
         return "?"
+    if site.get("cell"):
+        return f"{site['file']}, cell {site['cell']}, line {site['line']}"
     return f"{site['file']}:{site['line']}"
 
 

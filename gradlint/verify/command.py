@@ -28,9 +28,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from gradlint.notebook import NotebookError, notebook_script
+
 from . import distributed_options
 from .checks import healthy, steps_phrase
 from .merge import add_trace
+from .notebook import dropped_notes, in_cells, is_notebook, script_of
 from .origin import rules_at
 from .patch import PatchResult, attribute, fix_files, keep, shown
 from .rankchecks import checks_of, rank_summaries, rank_table
@@ -128,11 +131,8 @@ def _find_script(path: Path) -> Optional[Path]:
 
 def _not_python(path: Path) -> Optional[str]:
     """Why `path` is not a Python script to run, or None. Never runs or imports it."""
-    if path.suffix in (".py", ".pyw"):
+    if path.suffix in (".py", ".pyw", ".ipynb"):  # a notebook runs as its code cells' script (see `notebook`)
         return None
-    if path.suffix == ".ipynb":
-        return ("a notebook: verify runs Python scripts (export it first: jupyter nbconvert --to script "
-                f"{path.name})")
     try:
         with open(path, "rb") as f:
             first = f.readline(200)
@@ -251,6 +251,12 @@ def run(args: argparse.Namespace) -> int:
     if args.steps < 1:
         return _error("--steps must be at least 1")
 
+    notebook = None  # the script a kernel would run, for a notebook
+    if not args.module and is_notebook(target):
+        try:
+            notebook = script_of(target)
+        except (NotebookError, OSError, UnicodeDecodeError) as error:
+            return _error(f"{args.path}: {error}")
     kept = Path(args.keep) if args.keep else None
     if kept is not None and kept.exists() and (not kept.is_dir() or any(kept.iterdir())):
         return _error(f"--keep {kept}: exists and is not an empty folder")
@@ -264,14 +270,16 @@ def run(args: argparse.Namespace) -> int:
     timing: dict = {}
     try:
         session = _Session(args, target, work, progress)
-        original = session.run_and_pinpoint("original")
+        # A notebook runs as its script, served in place of the notebook's own text by the import hook.
+        served = {target: notebook.text} if notebook is not None else {}
+        original = session.run_and_pinpoint("original", _sources(work / "original.json", served))
         ended = time.time()
-        patch = fix_files(original.get("project_files") or [], unsafe=args.unsafe_fixes, cwd=cwd)
+        files = (original.get("project_files") or []) + ([target] if notebook is not None else [])
+        patch = fix_files(files, unsafe=args.unsafe_fixes, cwd=cwd)
         timing["fix_seconds"] = round(patch.seconds, 3)
         patched = None
         if patch.files and _run_patched(original, patch):
-            sources = work / "sources.json"
-            sources.write_text(json.dumps(patch.sources()), encoding="utf-8")
+            sources = _sources(work / "sources.json", {**served, **patch.sources()})
             patched = session.run_and_pinpoint("patched", sources)
             timing["patched_start_after_original_end"] = round(patched["started"] - ended, 3)
         attribute(patch, unsafe=args.unsafe_fixes)
@@ -289,8 +297,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             reason = "the original run did not get to train"
         patched = {"status": "skipped", "reason": f"not run: {reason}"}
+    if notebook is not None:  # the script's rows as the notebook's cells
+        fixed = next((f for f in patch.files if f.real == target), None)
+        original = in_cells(original, target, notebook)
+        patched = in_cells(patched, target, notebook_script(fixed.text) if fixed is not None else notebook)
     original, patched = _shown_paths(original, cwd), _shown_paths(patched, cwd)
     result = _compare(args, target, patch, original, patched, timing)
+    if notebook is not None:
+        result["notebook"] = {"code_cells": len(notebook.cells), "not_run": dropped_notes(notebook)}
     if args.report:
         from .html import render
 
@@ -303,6 +317,14 @@ def run(args: argparse.Namespace) -> int:
         if args.report:
             print(f"report: {args.report}", file=out)
     return result["exit_code"]
+
+
+def _sources(path: Path, texts: dict) -> Optional[Path]:
+    """A JSON file of real path -> text for the harness to serve (None when there is nothing to serve)."""
+    if not texts:
+        return None
+    path.write_text(json.dumps(texts), encoding="utf-8")
+    return path
 
 
 def _load_engine() -> None:
@@ -471,6 +493,11 @@ def _print_text(result: dict, out, color: bool) -> None:
           f"torch {result.get('torch') or '?'}, gradlint {result['gradlint']})", file=out)
     if result["device"]["note"]:
         print(result["device"]["note"], file=out)
+    if result.get("notebook"):
+        notebook = result["notebook"]
+        print(f"notebook: its {notebook['code_cells']} code cells ran in order as one script", file=out)
+        for note in notebook["not_run"]:
+            print(f"  {note}", file=out)
     for line in patch_lines(result["patch"], []):
         print(line, file=out)
     for name, run in (("original", o), ("patched", p)):

@@ -19,7 +19,7 @@ from html import escape
 from typing import Optional
 
 from .charts import Series, figure, finite, heatmap, heatmap_width, line_chart, num, palette, value_range
-from .checks import FAIL, NA, OK, WARN, fmt
+from .checks import FAIL, NA, OK, WARN, fmt, where
 
 COLORS = {"original": "#d9480f", "patched": "#1971c2"}
 WIDTH = {"original": 3.0, "patched": 1.6}  # where both runs draw the same line, the original shows around it
@@ -170,7 +170,7 @@ def _ranks(runs) -> str:
 # -- where the first non-finite value came from --------------------------------------------------------
 
 def _where(site: dict) -> str:
-    return f"<code>{escape(str(site.get('file')))}:{site.get('line')}</code> in <code>{escape(str(site.get('function')))}()</code>"
+    return f"<code>{escape(where(site))}</code> in <code>{escape(str(site.get('function')))}()</code>"
 
 
 def _context(site: dict) -> str:
@@ -200,8 +200,8 @@ def _rules(rules: Optional[list]) -> str:
         return ""
     if not rules:
         return "<div class='label'>the rule</div><div>no gradlint rule flags these lines</div>"
-    items = "".join(f"<li><b>{escape(r['code'])}</b> {escape(r.get('rule') or '')} at <code>{escape(r['file'])}:"
-                    f"{r['line']}</code>: {rich(r['message'])}{' &middot; fixed by the patch' if r.get('fixed') else ''}"
+    items = "".join(f"<li><b>{escape(r['code'])}</b> {escape(r.get('rule') or '')} at <code>{escape(where(r))}"
+                    f"</code>: {rich(r['message'])}{' &middot; fixed by the patch' if r.get('fixed') else ''}"
                     "</li>" for r in rules)
     return f"<div class='label'>the rule that would have caught it</div><ul>{items}</ul>"
 
@@ -445,6 +445,11 @@ def _patch(result: dict, runs) -> str:
             parts.append("<div>not fixed (unsafe or no fix):</div><ul>" +
                          "".join(f"<li>{rich(r)}</li>" for r in f["remaining"]) + "</ul>")
         parts.append("</details>")
+    notebook = result.get("notebook")
+    if notebook:
+        parts.append(f"<div>the notebook's {notebook['code_cells']} code cells ran in order as one script"
+                     + (": not run:</div><ul>" + "".join(f"<li>{rich(n)}</li>" for n in notebook["not_run"]) + "</ul>"
+                        if notebook["not_run"] else "</div>"))
     for name, run in runs:
         error = run.get("error") or {}
         if error.get("traceback"):

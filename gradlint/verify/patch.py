@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from gradlint.notebook import is_notebook
+
 
 @dataclass
 class FilePatch:
@@ -27,6 +29,7 @@ class FilePatch:
     remaining: list = field(default_factory=list)  # "code line message" of what the fixes left
     encoding: str = "utf-8"
     original: str = ""  # the text as read
+    served: Optional[str] = None  # what the patched run executes, when not `text` (a notebook's script)
 
 
 @dataclass
@@ -49,7 +52,7 @@ class PatchResult:
 
     def sources(self) -> dict[str, str]:
         """Real path -> fixed text, for the import hook."""
-        return {f.real: f.text for f in self.files}
+        return {f.real: f.text if f.served is None else f.served for f in self.files}
 
     def to_dict(self) -> dict:
         return {"fixed": self.fixed, "codes": dict(sorted(self.codes.items())),
@@ -80,16 +83,16 @@ def _unlocked(text: str, path: str, rules, outcome, found: Counter, unsafe: bool
     `.eval()`): the engine fixes to a fixpoint, so such a rule's finding is in neither the original nor
     the result. A rule contributed if fixing without it gives another text. Only for changed files, and
     only rules whose trigger the result still matches."""
-    from gradlint.engine import fix_text, lint_text
+    from gradlint.documents import fix_document, lint_document
 
     extra: Counter = Counter()
     for rule in rules:
         if rule.code in found or not rule.may_match(outcome.text):
             continue
-        without = fix_text(text, path, [r for r in rules if r is not rule], {}, unsafe=unsafe)
+        without = fix_document(text, path, [r for r in rules if r is not rule], {}, unsafe=unsafe)
         if without.text != outcome.text:
             left = sum(1 for f in outcome.remaining if f.code == rule.code)
-            extra[rule.code] = max(1, len(lint_text(without.text, path, [rule])) - left)
+            extra[rule.code] = max(1, len(lint_document(without.text, path, [rule])) - left)
     return extra
 
 
@@ -98,7 +101,7 @@ def fix_files(paths: list[str], unsafe: bool = False, cwd: Optional[str] = None)
     Which findings the fixes removed is worked out later (`attribute`): the patched run need not wait."""
     import time
 
-    from gradlint.engine import fix_text
+    from gradlint.documents import fix_document
     from gradlint.registry import all_rules
 
     start = time.perf_counter()
@@ -112,35 +115,50 @@ def fix_files(paths: list[str], unsafe: bool = False, cwd: Optional[str] = None)
             result.errors.append(f"{name}: not read: {error}")
             continue
         try:
-            outcome = fix_text(text, real, rules, {}, unsafe=unsafe)
+            # A notebook's fixes go into its cells, as `gradlint fix nb.ipynb` writes them.
+            outcome = fix_document(text, real, rules, {}, unsafe=unsafe)
         except Exception as error:  # an engine bug must not stop the run: the file stays as it was
             result.errors.append(f"{name}: not fixed: {type(error).__name__}: {error}")
             continue
         if outcome.text == text:
             continue
-        diff = "".join(difflib.unified_diff(text.splitlines(keepends=True), outcome.text.splitlines(keepends=True),
-                                            f"a/{name}", f"b/{name}"))
-        result.files.append(FilePatch(name, real, outcome.fixed, {}, diff, outcome.text, [], encoding, text))
+        served = None
+        if is_notebook(real):
+            from gradlint.notebook import notebook_script
+
+            from .notebook import cell_diff
+
+            served = notebook_script(outcome.text)
+            diff = cell_diff(name, notebook_script(text), served)
+            served = served.text
+        else:
+            diff = "".join(difflib.unified_diff(text.splitlines(keepends=True),
+                                                outcome.text.splitlines(keepends=True), f"a/{name}", f"b/{name}"))
+        result.files.append(FilePatch(name, real, outcome.fixed, {}, diff, outcome.text, [], encoding, text, served))
     result.seconds = time.perf_counter() - start
     return result
 
 
 def attribute(result: PatchResult, unsafe: bool = False) -> None:
     """Per fixed file: the codes of the findings the fixes removed, and what they left."""
-    from gradlint.engine import fix_text, lint_text
+    from gradlint.documents import fix_document, lint_document
     from gradlint.registry import all_rules
 
     rules = all_rules()
     for patch in result.files:
         text = patch.original
-        outcome = fix_text(text, patch.real, rules, {}, unsafe=unsafe)
-        before = Counter(f.code for f in lint_text(text, patch.real, rules))
+        outcome = fix_document(text, patch.real, rules, {}, unsafe=unsafe)
+        before = Counter(f.code for f in lint_document(text, patch.real, rules))
         after = Counter(f.code for f in outcome.remaining)
         found = before - after
         found.update(_unlocked(text, patch.real, rules, outcome, found, unsafe))
         patch.codes = dict(sorted(found.items()))
         patch.fixed = max(patch.fixed, sum(found.values()))
-        patch.remaining = [f"{f.code} {f.location.row}: {f.message}" for f in outcome.remaining]
+        patch.remaining = [f"{f.code} {_where(f)}: {f.message}" for f in outcome.remaining]
+
+
+def _where(finding) -> str:
+    return f"cell {finding.cell}, line {finding.location.row}" if finding.cell else str(finding.location.row)
 
 
 def keep(result: PatchResult, folder: Path, anchor: str) -> list[Path]:
