@@ -99,3 +99,14 @@ def test_the_spliced_syntax_tree_is_the_parsed_one(path):
             assert not isinstance(got, ast.Module)
         else:
             assert ast.dump(got, include_attributes=True) == expected
+
+
+def test_a_region_follows_an_edit_of_the_helper_it_calls():
+    # GL001 reads the body of `l2` (another region) to judge `x / l2(x)`: editing only the helper changes it.
+    call = "\n\ndef unit(x):\n    return x / l2(x)\n"
+    bare = "import torch\n\n\ndef l2(x):\n    return x.norm(dim=-1, keepdim=True)\n" + call
+    guarded = "import torch\n\n\ndef l2(x):\n    return x.norm(dim=-1, keepdim=True).clamp_min(1e-6)\n" + call
+    warm = WarmLinter(RULES)
+    for text in (bare, guarded, bare):
+        assert warm.lint(text, "x.py", edits=True) == sorted(lint_text(text, "x.py", RULES), key=lambda f: f.sort_key())
+    assert [f.code for f in warm.lint(bare, "x.py")] == ["GL001"] and warm.lint(guarded, "x.py") == []
