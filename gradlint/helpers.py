@@ -25,7 +25,7 @@ import libcst as cst
 from .names import FUNCTION, Scope
 from .norms import Denominators, Unguarded
 from .tensors import TensorEvidence
-from .walk import child_fields
+from .walk import children
 from .wholefile import WholeFile
 
 _BUILTINS = frozenset(dir(builtins))
@@ -101,12 +101,7 @@ def _own_nodes(body):
         yield node
         if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)):
             continue
-        for field in child_fields(type(node)):
-            value = getattr(node, field)
-            if isinstance(value, cst.CSTNode):
-                stack.append(value)
-            elif isinstance(value, (tuple, list)):
-                stack.extend(v for v in value if isinstance(v, cst.CSTNode))
+        stack.extend(children(node))
 
 
 def _single_assignments(nodes) -> tuple[dict, set]:
@@ -197,10 +192,5 @@ def _names_read(expr) -> set:
         elif isinstance(node, cst.Arg):
             stack.append(node.value)
         else:
-            for field in child_fields(type(node)):
-                value = getattr(node, field)
-                if isinstance(value, cst.CSTNode):
-                    stack.append(value)
-                elif isinstance(value, (tuple, list)):
-                    stack.extend(v for v in value if isinstance(v, cst.CSTNode))
+            stack.extend(children(node))
     return found

@@ -21,7 +21,7 @@ import libcst as cst
 
 from .nodes import arg, arg_value, is_name, is_pure, make_args, number, parenthesized
 from .scopes import LocalsRule
-from .walk import child_fields
+from .walk import child_fields, children
 from .wholefile import ModuleScope, WholeFile
 
 # Operations, by qualified name (function forms), method name and module class.
@@ -135,16 +135,6 @@ def _function_step(node: cst.Call) -> Step:
     return Step(node, lambda base: node.with_changes(args=[first.with_changes(value=base), *node.args[1:]]))
 
 
-def children(node: cst.CSTNode):
-    """The child nodes of `node` that can hold code, in source order."""
-    for name in child_fields(type(node)):
-        value = getattr(node, name)
-        if isinstance(value, cst.CSTNode):
-            yield value
-        elif isinstance(value, (tuple, list)):
-            yield from (v for v in value if isinstance(v, cst.CSTNode))
-
-
 def contains(tree: cst.CSTNode, node: cst.CSTNode) -> bool:
     """Whether `node` (by identity) is `tree` or inside it."""
     stack = [tree]
@@ -171,12 +161,7 @@ def names_in(nodes) -> set:
         if isinstance(node, cst.Arg):
             stack.append(node.value)
             continue
-        for name in child_fields(type(node)):
-            value = getattr(node, name)
-            if isinstance(value, cst.CSTNode):
-                stack.append(value)
-            elif isinstance(value, (tuple, list)):
-                stack.extend(v for v in value if isinstance(v, cst.CSTNode))
+        stack.extend(children(node))
     return found
 
 
@@ -654,12 +639,7 @@ def class_assignments(cls: cst.ClassDef) -> dict:
                 name = node.args[0].value.evaluated_value
                 if isinstance(name, str):
                     facts.setdefault(name, []).append(node.args[1].value)
-            for field in child_fields(type(node)):
-                value = getattr(node, field)
-                if isinstance(value, cst.CSTNode):
-                    stack.append(value)
-                elif isinstance(value, (tuple, list)):
-                    stack.extend(v for v in value if isinstance(v, cst.CSTNode))
+            stack.extend(children(node))
     return facts
 
 

@@ -35,6 +35,16 @@ def child_fields(cls: type) -> tuple[str, ...]:
                  if f.name not in _SKIPPED_FIELDS and "whitespace" not in f.name)
 
 
+def children(node):
+    """The child nodes of `node` that can hold code, in source order."""
+    for name in child_fields(type(node)):
+        value = getattr(node, name)
+        if isinstance(value, cst.CSTNode):
+            yield value
+        elif isinstance(value, (tuple, list)):
+            yield from (v for v in value if isinstance(v, cst.CSTNode))
+
+
 class _Leave:
     __slots__ = ("node",)
 

@@ -6,7 +6,7 @@ import libcst as cst
 
 from gradlint.nodes import arg, arg_value, is_name
 from gradlint.rule import Invalid, Rule, Valid
-from gradlint.walk import child_fields
+from gradlint.walk import children
 
 SET_MODE = {"torch.autograd.set_detect_anomaly", "torch.autograd.anomaly_mode.set_detect_anomaly",
             "torch.set_anomaly_enabled", "torch.autograd.grad_mode.set_detect_anomaly"}
@@ -271,12 +271,7 @@ def _block_of(module: cst.Module, statement: cst.CSTNode) -> Optional[list]:
         if isinstance(node, (cst.Module, cst.IndentedBlock)):
             if any(s is statement for s in node.body):
                 return list(node.body)
-        for field in child_fields(type(node)):
-            value = getattr(node, field)
-            if isinstance(value, cst.CSTNode):
-                stack.append(value)
-            elif isinstance(value, (tuple, list)):
-                stack.extend(v for v in value if isinstance(v, cst.CSTNode))
+        stack.extend(children(node))
     return None
 
 

@@ -9,10 +9,11 @@ import libcst as cst
 
 from gradlint.astflow import aliased, called_name, operands, region_flow
 from gradlint.nodes import arg_value, format_number, make_args, number, parenthesized, same_code
-from gradlint.origins import OriginRule, children, contains, names_in
+from gradlint.origins import OriginRule, contains, names_in
 from gradlint.reach import LossReach
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.triggers import scan
+from gradlint.walk import children
 
 SQUARE_FUNCTIONS = {"torch.square"}
 SUM_FUNCTIONS = {"torch.sum": "sum", "torch.mean": "mean", "torch.nansum": "sum", "torch.nanmean": "mean"}

@@ -8,10 +8,11 @@ import libcst as cst
 
 from gradlint.astflow import aliased, called_name, operands, region_flow
 from gradlint.nodes import arg_value, format_number, method
-from gradlint.origins import CAST_METHODS, OriginRule, children, names_in
+from gradlint.origins import CAST_METHODS, OriginRule, names_in
 from gradlint.reach import LossReach, assignments
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.triggers import scan
+from gradlint.walk import children
 
 SIMILARITY_FUNCTIONS = {f"torch.{name}" for name in ("matmul", "mm", "bmm", "einsum", "inner", "tensordot")} | {
     "torch.nn.functional.linear", "torch.nn.functional.cosine_similarity", "torch.cosine_similarity"}
