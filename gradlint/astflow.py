@@ -150,9 +150,18 @@ def aliased(text: str, names: set) -> bool:
     return any(found.search(re.compile(rf"{name}\s+as\b")) for name in names)
 
 
+def spells_any(text: str, classes: tuple) -> bool:
+    """Whether the file's text spells one of the module `classes` (`Softmax`): a call can be an instance of
+    a torch module class only where the file names the class, since the rules resolve the constructor
+    through this file's imports (an import under another name still spells it: `Softmax as Sm`)."""
+    found = scan(text)
+    return any(found.has(name) for name in classes)
+
+
 def instance_call(expr: ast.AST, flow: RegionFlow, modules: frozenset) -> bool:
     """A call of something that may be a module instance: `self.act(x)` (an attribute of a name that is
-    not an imported module), `act(x)` (a local), `nn.Softmax(1)(x)`."""
+    not an imported module), `act(x)` (a local), `nn.Softmax(1)(x)`. Ask only where `spells_any` says the
+    file names the class the rule needs."""
     if not isinstance(expr, ast.Call):
         return False
     func = expr.func

@@ -5,7 +5,7 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, imported, instance_call, operands, region_flow
+from gradlint.astflow import aliased, called_name, imported, instance_call, operands, region_flow, spells_any
 from gradlint.nodes import number
 from gradlint.origins import SIGMOID, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
@@ -109,10 +109,12 @@ class LogOfSigmoid(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """A log or log1p of something a sigmoid or a module call produced (or of 1 minus it)."""
+        """A log or log1p of something a sigmoid, or a call of what may be an `nn.Sigmoid` (in a file that
+        names the class), produced (or of 1 minus it)."""
         if aliased(text, {"log", "log1p", "sigmoid", "expit"}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
+        modules_too = spells_any(text, ("Sigmoid",))
 
         def sigmoid(expr) -> bool:
             if isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Sub):
@@ -120,7 +122,7 @@ class LogOfSigmoid(OriginRule):
             if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub):
                 return flow.derives(expr.operand, sigmoid)  # log1p(-p)
             return isinstance(expr, ast.Call) and (called_name(expr) in ("sigmoid", "expit")
-                                                   or instance_call(expr, flow, modules))
+                                                   or (modules_too and instance_call(expr, flow, modules)))
 
         for call in flow.calls:
             if called_name(call) not in ("log", "log1p"):

@@ -4,7 +4,15 @@ import ast
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
+from gradlint.astflow import (
+    aliased,
+    called_name,
+    first_argument,
+    imported,
+    instance_call,
+    region_flow,
+    spells_any,
+)
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -124,14 +132,16 @@ class LogOfSoftmax(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """A log (method, or a function called `log`) of something a softmax or a module call produced."""
+        """A log (method, or a function called `log`) of something a softmax, or a call of what may be an
+        `nn.Softmax` (in a file that names the class), produced."""
         if aliased(text, {"log", "softmax"}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
+        modules_too = spells_any(text, ("Softmax",))
 
         def softmax(expr) -> bool:
             return isinstance(expr, ast.Call) and (called_name(expr) == "softmax"
-                                                   or instance_call(expr, flow, modules))
+                                                   or (modules_too and instance_call(expr, flow, modules)))
 
         return any(flow.derives(operand, softmax) for operand in map(_log_operand, flow.calls) if operand)
 

@@ -4,7 +4,15 @@ import ast
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
+from gradlint.astflow import (
+    aliased,
+    called_name,
+    first_argument,
+    imported,
+    instance_call,
+    region_flow,
+    spells_any,
+)
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -13,6 +21,11 @@ WHAT = {
     "nll_loss": "`nll_loss` expects log-probabilities",
     "kl_div": "`kl_div` expects log-probabilities as its input",
 }
+
+# What the losses are called, as functions and as module classes (`LOSS_FUNCTIONS`, `LOSS_MODULES`), for
+# the region filter.
+LOSS_NAMES = ("cross_entropy", "nll_loss", "kl_div")
+LOSS_CLASSES = ("CrossEntropyLoss", "NLLLoss", "KLDivLoss")
 
 
 class ProbabilitiesIntoCrossEntropy(OriginRule):
@@ -126,18 +139,22 @@ class ProbabilitiesIntoCrossEntropy(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """Some call's first argument is what a softmax or a module call produced (the loss is checked
-        after the parse)."""
-        if aliased(text, set(("softmax",))):
+        """A call that may be a loss (a function called `cross_entropy`, `nll_loss` or `kl_div`, or a module
+        instance in a file that names a loss class) whose first argument a softmax produced (or a call of
+        what may be an `nn.Softmax`, in a file that names the class)."""
+        if aliased(text, {"softmax", *LOSS_NAMES}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
+        softmax_modules, loss_modules = spells_any(text, ("Softmax",)), spells_any(text, LOSS_CLASSES)
 
         def produced(expr) -> bool:
-            return isinstance(expr, ast.Call) and (called_name(expr) in ("softmax",)
-                                                   or instance_call(expr, flow, modules))
+            return isinstance(expr, ast.Call) and (called_name(expr) == "softmax"
+                                                   or (softmax_modules and instance_call(expr, flow, modules)))
 
-        return any(call.args or call.keywords for call in flow.calls) and any(
-            flow.derives(first_argument(call), produced) for call in flow.calls)
+        def loss(call) -> bool:
+            return called_name(call) in LOSS_NAMES or (loss_modules and instance_call(call, flow, modules))
+
+        return any(loss(call) and flow.derives(first_argument(call), produced) for call in flow.calls)
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)

@@ -5,7 +5,15 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
+from gradlint.astflow import (
+    aliased,
+    called_name,
+    first_argument,
+    imported,
+    instance_call,
+    region_flow,
+    spells_any,
+)
 from gradlint.origins import SIGMOID, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -139,18 +147,22 @@ class SigmoidThenBce(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """Some call's first argument is what a sigmoid or a module call produced (the loss is checked
-        after the parse)."""
-        if aliased(text, set(("sigmoid", "expit"))):
+        """A call that may be a BCE (a function called `binary_cross_entropy`, or a module instance in a
+        file that names `BCELoss`) whose first argument a sigmoid produced (or a call of what may be an
+        `nn.Sigmoid`, in a file that names the class)."""
+        if aliased(text, {"sigmoid", "expit", "binary_cross_entropy"}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
+        sigmoid_modules, loss_modules = spells_any(text, ("Sigmoid",)), spells_any(text, ("BCELoss",))
 
         def produced(expr) -> bool:
             return isinstance(expr, ast.Call) and (called_name(expr) in ("sigmoid", "expit")
-                                                   or instance_call(expr, flow, modules))
+                                                   or (sigmoid_modules and instance_call(expr, flow, modules)))
 
-        return any(call.args or call.keywords for call in flow.calls) and any(
-            flow.derives(first_argument(call), produced) for call in flow.calls)
+        def loss(call) -> bool:
+            return called_name(call) == "binary_cross_entropy" or (loss_modules and instance_call(call, flow, modules))
+
+        return any(loss(call) and flow.derives(first_argument(call), produced) for call in flow.calls)
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)
