@@ -9,9 +9,8 @@ from gradlint.astflow import (
     called_name,
     first_argument,
     imported,
-    instance_call,
+    module_call,
     region_flow,
-    spells_any,
 )
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
@@ -132,16 +131,15 @@ class LogOfSoftmax(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """A log (method, or a function called `log`) of something a softmax, or a call of what may be an
-        `nn.Softmax` (in a file that names the class), produced."""
+        """A log (method, or a function called `log`) of something a softmax, or a call of what may hold an
+        `nn.Softmax` (`astflow.holders`), produced."""
         if aliased(text, {"log", "softmax"}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
-        modules_too = spells_any(text, ("Softmax",))
 
         def softmax(expr) -> bool:
             return isinstance(expr, ast.Call) and (called_name(expr) == "softmax"
-                                                   or (modules_too and instance_call(expr, flow, modules)))
+                                                   or module_call(expr, flow, modules, tree, text, ("Softmax",)))
 
         return any(flow.derives(operand, softmax) for operand in map(_log_operand, flow.calls) if operand)
 

@@ -9,9 +9,8 @@ from gradlint.astflow import (
     called_name,
     first_argument,
     imported,
-    instance_call,
+    module_call,
     region_flow,
-    spells_any,
 )
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
@@ -139,20 +138,19 @@ class ProbabilitiesIntoCrossEntropy(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """A call that may be a loss (a function called `cross_entropy`, `nll_loss` or `kl_div`, or a module
-        instance in a file that names a loss class) whose first argument a softmax produced (or a call of
-        what may be an `nn.Softmax`, in a file that names the class)."""
+        """A call that may be a loss (a function called `cross_entropy`, `nll_loss` or `kl_div`, or a call of
+        what may hold a loss module: `astflow.holders`) whose first argument a softmax, or a call of what may
+        hold an `nn.Softmax`, produced."""
         if aliased(text, {"softmax", *LOSS_NAMES}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
-        softmax_modules, loss_modules = spells_any(text, ("Softmax",)), spells_any(text, LOSS_CLASSES)
 
         def produced(expr) -> bool:
             return isinstance(expr, ast.Call) and (called_name(expr) == "softmax"
-                                                   or (softmax_modules and instance_call(expr, flow, modules)))
+                                                   or module_call(expr, flow, modules, tree, text, ("Softmax",)))
 
         def loss(call) -> bool:
-            return called_name(call) in LOSS_NAMES or (loss_modules and instance_call(call, flow, modules))
+            return called_name(call) in LOSS_NAMES or module_call(call, flow, modules, tree, text, LOSS_CLASSES)
 
         return any(loss(call) and flow.derives(first_argument(call), produced) for call in flow.calls)
 

@@ -10,9 +10,8 @@ from gradlint.astflow import (
     called_name,
     first_argument,
     imported,
-    instance_call,
+    module_call,
     region_flow,
-    spells_any,
 )
 from gradlint.origins import SIGMOID, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
@@ -82,7 +81,9 @@ class SigmoidThenBce(OriginRule):
     # class built elsewhere): a sigmoid is in many gates, a loss name in many imports.
     triggers = (
         (r"binary_cross_entropy\s*\(", r"BCELoss\s*\(", r"binary_cross_entropy\s+as\b",
-         r"self\.\w+\(\s*(?:F\.|torch\.|nn\.functional\.|torch\.nn\.functional\.|torch\.special\.)?(?:sigmoid|expit)\(",
+         # one pattern per name: each is then asked only of a text that holds its literal (`triggers`)
+         r"self\.\w+\(\s*(?:F\.|torch\.|nn\.functional\.|torch\.nn\.functional\.|torch\.special\.)?sigmoid\(",
+         r"self\.\w+\(\s*(?:F\.|torch\.|nn\.functional\.|torch\.nn\.functional\.|torch\.special\.)?expit\(",
          r"self\.\w+\(\s*[A-Za-z_][\w.]*\.sigmoid\(\)"),
         (r"sigmoid(?<!logsigmoid)\s*\(", r"Sigmoid(?<!LogSigmoid)\s*\(", r"expit\s*\(", r"sigmoid\s+as\b",
          r"expit\s+as\b"),
@@ -147,20 +148,19 @@ class SigmoidThenBce(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """A call that may be a BCE (a function called `binary_cross_entropy`, or a module instance in a
-        file that names `BCELoss`) whose first argument a sigmoid produced (or a call of what may be an
-        `nn.Sigmoid`, in a file that names the class)."""
+        """A call that may be a BCE (a function called `binary_cross_entropy`, or a call of what may hold a
+        `BCELoss`: `astflow.holders`) whose first argument a sigmoid, or a call of what may hold an
+        `nn.Sigmoid`, produced."""
         if aliased(text, {"sigmoid", "expit", "binary_cross_entropy"}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
-        sigmoid_modules, loss_modules = spells_any(text, ("Sigmoid",)), spells_any(text, ("BCELoss",))
 
         def produced(expr) -> bool:
             return isinstance(expr, ast.Call) and (called_name(expr) in ("sigmoid", "expit")
-                                                   or (sigmoid_modules and instance_call(expr, flow, modules)))
+                                                   or module_call(expr, flow, modules, tree, text, ("Sigmoid",)))
 
         def loss(call) -> bool:
-            return called_name(call) == "binary_cross_entropy" or (loss_modules and instance_call(call, flow, modules))
+            return called_name(call) == "binary_cross_entropy" or module_call(call, flow, modules, tree, text, ("BCELoss",))
 
         return any(loss(call) and flow.derives(first_argument(call), produced) for call in flow.calls)
 

@@ -30,6 +30,15 @@ CASES = {
     "cross-entropy module held in a local, softmax module inline": (
         "GL013", "from torch import nn\n\n\ndef f(x, y):\n    crit = nn.CrossEntropyLoss()\n"
                  "    return crit(nn.Softmax(dim=1)(x), y)\n"),
+    "softmax module the class builds in __init__": (
+        "GL013", "import torch.nn.functional as F\nfrom torch import nn\n\n\nclass Head(nn.Module):\n"
+                 "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(4, 3)\n"
+                 "        self.softmax = nn.Softmax(dim=1)\n\n    def forward(self, x, y):\n"
+                 "        return F.cross_entropy(self.softmax(self.fc(x)), y)\n"),
+    "sigmoid module registered by add_module": (
+        "GL009", "import torch\nfrom torch import nn\n\n\nclass Head(nn.Module):\n    def __init__(self):\n"
+                 "        super().__init__()\n        self.add_module('act', nn.Sigmoid())\n\n    def forward(self, x):\n"
+                 "        return torch.log(self.act(x))\n"),
     "nll_loss given the softmax by keyword": (
         "GL013", "import torch\nimport torch.nn.functional as F\n\n\ndef f(x, y):\n"
                  "    p = torch.softmax(x, 1)\n    return F.nll_loss(input=p, target=y)\n"),
