@@ -150,6 +150,86 @@ def aliased(text: str, names: set) -> bool:
     return any(found.search(re.compile(rf"{name}\s+as\b")) for name in names)
 
 
+_REGISTERS = {"register_module", "add_module", "register_parameter", "register_buffer", "setattr"}
+_HOLDERS: list = [None, {}]  # (tree, classes -> holders): the last tree asked about
+
+
+def holders(tree: Optional[ast.Module], text: str, classes: tuple) -> Optional[frozenset]:
+    """The names and attribute names that may hold an instance of one of the module `classes` (`Softmax`),
+    or None when that cannot be told (the file imports a class under another name).
+
+    The rules resolve a module call through the constructor the local or `self.` attribute is assigned
+    (`origins.OriginRule.constructed`: every assignment in the class, one kind), and the constructor's
+    name through this file's imports: so a holder is assigned, somewhere in the file, a value that calls a
+    function so named, in a statement whose text spells the name. Only those statements are walked. Kept
+    loose: every target of such an assignment, and every string given to `register_module`, `add_module`
+    or `setattr` there, whatever it registers."""
+    if tree is None or aliased(text, set(classes)):
+        return None
+    if _HOLDERS[0] is not tree:
+        _HOLDERS[0], _HOLDERS[1] = tree, {}
+    found = _HOLDERS[1].get(classes)
+    if found is None:
+        names: set = set()
+        for statement in _statements_spelling(tree, text, classes):
+            for node in ast.walk(statement):
+                if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) \
+                        and node.value is not None and any(
+                            isinstance(n, ast.Call) and called_name(n) in classes for n in ast.walk(node.value)):
+                    for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                        for part in ast.walk(target):
+                            if isinstance(part, ast.Name):
+                                names.add(part.id)
+                            elif isinstance(part, ast.Attribute):
+                                names.add(part.attr)
+                elif isinstance(node, ast.Call) and called_name(node) in _REGISTERS:
+                    names.update(a.value for a in ast.walk(node)
+                                 if isinstance(a, ast.Constant) and isinstance(a.value, str))
+        found = _HOLDERS[1][classes] = frozenset(names)
+    return found
+
+
+def _statements_spelling(tree: ast.Module, text: str, words: tuple) -> list:
+    """The innermost statements whose lines hold one of `words` in the text (a compound statement where the
+    word is in its header)."""
+    rows = set()
+    for word in words:
+        at = text.find(word)
+        while at != -1:
+            rows.add(text.count("\n", 0, at) + 1)
+            at = text.find(word, at + len(word))
+    found = []
+    for row in sorted(rows):
+        body = tree.body
+        while body:
+            statement = next((s for s in body if s.lineno <= row <= (s.end_lineno or s.lineno)), None)
+            if statement is None:
+                break
+            inner = [s for field in ("body", "orelse", "finalbody") for s in getattr(statement, field, ())
+                     if isinstance(s, ast.stmt)]
+            inner += [s for h in getattr(statement, "handlers", ()) for s in h.body]
+            inner += [s for c in getattr(statement, "cases", ()) for s in c.body]
+            if any(s.lineno <= row <= (s.end_lineno or s.lineno) for s in inner):
+                body = inner
+                continue
+            found.append(statement)
+            break
+    return found
+
+
+def module_call(expr: ast.AST, flow: "RegionFlow", modules: frozenset, tree: Optional[ast.Module], text: str,
+                classes: tuple) -> bool:
+    """A call of what may be an instance of one of `classes`: `nn.Softmax(1)(x)`, or a call of a local or
+    `self.` attribute among the `holders` of the class (any, as `instance_call`, when they are unknown)."""
+    if not instance_call(expr, flow, modules):
+        return False
+    func = expr.func
+    if isinstance(func, ast.Call):
+        return called_name(func) in classes or aliased(text, set(classes))
+    held = holders(tree, text, classes)
+    return held is None or (func.attr if isinstance(func, ast.Attribute) else func.id) in held
+
+
 def instance_call(expr: ast.AST, flow: RegionFlow, modules: frozenset) -> bool:
     """A call of something that may be a module instance: `self.act(x)` (an attribute of a name that is
     not an imported module), `act(x)` (a local), `nn.Softmax(1)(x)`."""

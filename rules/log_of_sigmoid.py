@@ -5,7 +5,14 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, imported, instance_call, operands, region_flow
+from gradlint.astflow import (
+    aliased,
+    called_name,
+    imported,
+    module_call,
+    operands,
+    region_flow,
+)
 from gradlint.nodes import number
 from gradlint.origins import SIGMOID, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
@@ -109,7 +116,8 @@ class LogOfSigmoid(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """A log or log1p of something a sigmoid or a module call produced (or of 1 minus it)."""
+        """A log or log1p of something a sigmoid, or a call of what may hold an `nn.Sigmoid`
+        (`astflow.holders`), produced (or of 1 minus it)."""
         if aliased(text, {"log", "log1p", "sigmoid", "expit"}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
@@ -120,7 +128,7 @@ class LogOfSigmoid(OriginRule):
             if isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.USub):
                 return flow.derives(expr.operand, sigmoid)  # log1p(-p)
             return isinstance(expr, ast.Call) and (called_name(expr) in ("sigmoid", "expit")
-                                                   or instance_call(expr, flow, modules))
+                                                   or module_call(expr, flow, modules, tree, text, ("Sigmoid",)))
 
         for call in flow.calls:
             if called_name(call) not in ("log", "log1p"):

@@ -4,7 +4,14 @@ import ast
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
+from gradlint.astflow import (
+    aliased,
+    called_name,
+    first_argument,
+    imported,
+    module_call,
+    region_flow,
+)
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -124,14 +131,15 @@ class LogOfSoftmax(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """A log (method, or a function called `log`) of something a softmax or a module call produced."""
+        """A log (method, or a function called `log`) of something a softmax, or a call of what may hold an
+        `nn.Softmax` (`astflow.holders`), produced."""
         if aliased(text, {"log", "softmax"}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
 
         def softmax(expr) -> bool:
             return isinstance(expr, ast.Call) and (called_name(expr) == "softmax"
-                                                   or instance_call(expr, flow, modules))
+                                                   or module_call(expr, flow, modules, tree, text, ("Softmax",)))
 
         return any(flow.derives(operand, softmax) for operand in map(_log_operand, flow.calls) if operand)
 

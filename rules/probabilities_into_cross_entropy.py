@@ -4,7 +4,14 @@ import ast
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
+from gradlint.astflow import (
+    aliased,
+    called_name,
+    first_argument,
+    imported,
+    module_call,
+    region_flow,
+)
 from gradlint.origins import SOFTMAX, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -13,6 +20,11 @@ WHAT = {
     "nll_loss": "`nll_loss` expects log-probabilities",
     "kl_div": "`kl_div` expects log-probabilities as its input",
 }
+
+# What the losses are called, as functions and as module classes (`LOSS_FUNCTIONS`, `LOSS_MODULES`), for
+# the region filter.
+LOSS_NAMES = ("cross_entropy", "nll_loss", "kl_div")
+LOSS_CLASSES = ("CrossEntropyLoss", "NLLLoss", "KLDivLoss")
 
 
 class ProbabilitiesIntoCrossEntropy(OriginRule):
@@ -126,18 +138,21 @@ class ProbabilitiesIntoCrossEntropy(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """Some call's first argument is what a softmax or a module call produced (the loss is checked
-        after the parse)."""
-        if aliased(text, set(("softmax",))):
+        """A call that may be a loss (a function called `cross_entropy`, `nll_loss` or `kl_div`, or a call of
+        what may hold a loss module: `astflow.holders`) whose first argument a softmax, or a call of what may
+        hold an `nn.Softmax`, produced."""
+        if aliased(text, {"softmax", *LOSS_NAMES}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
 
         def produced(expr) -> bool:
-            return isinstance(expr, ast.Call) and (called_name(expr) in ("softmax",)
-                                                   or instance_call(expr, flow, modules))
+            return isinstance(expr, ast.Call) and (called_name(expr) == "softmax"
+                                                   or module_call(expr, flow, modules, tree, text, ("Softmax",)))
 
-        return any(call.args or call.keywords for call in flow.calls) and any(
-            flow.derives(first_argument(call), produced) for call in flow.calls)
+        def loss(call) -> bool:
+            return called_name(call) in LOSS_NAMES or module_call(call, flow, modules, tree, text, LOSS_CLASSES)
+
+        return any(loss(call) and flow.derives(first_argument(call), produced) for call in flow.calls)
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)

@@ -5,7 +5,14 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, first_argument, imported, instance_call, region_flow
+from gradlint.astflow import (
+    aliased,
+    called_name,
+    first_argument,
+    imported,
+    module_call,
+    region_flow,
+)
 from gradlint.origins import SIGMOID, Origin, OriginRule
 from gradlint.rule import Invalid, Valid
 
@@ -74,7 +81,9 @@ class SigmoidThenBce(OriginRule):
     # class built elsewhere): a sigmoid is in many gates, a loss name in many imports.
     triggers = (
         (r"binary_cross_entropy\s*\(", r"BCELoss\s*\(", r"binary_cross_entropy\s+as\b",
-         r"self\.\w+\(\s*(?:F\.|torch\.|nn\.functional\.|torch\.nn\.functional\.|torch\.special\.)?(?:sigmoid|expit)\(",
+         # one pattern per name: each is then asked only of a text that holds its literal (`triggers`)
+         r"self\.\w+\(\s*(?:F\.|torch\.|nn\.functional\.|torch\.nn\.functional\.|torch\.special\.)?sigmoid\(",
+         r"self\.\w+\(\s*(?:F\.|torch\.|nn\.functional\.|torch\.nn\.functional\.|torch\.special\.)?expit\(",
          r"self\.\w+\(\s*[A-Za-z_][\w.]*\.sigmoid\(\)"),
         (r"sigmoid(?<!logsigmoid)\s*\(", r"Sigmoid(?<!LogSigmoid)\s*\(", r"expit\s*\(", r"sigmoid\s+as\b",
          r"expit\s+as\b"),
@@ -139,18 +148,21 @@ class SigmoidThenBce(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """Some call's first argument is what a sigmoid or a module call produced (the loss is checked
-        after the parse)."""
-        if aliased(text, set(("sigmoid", "expit"))):
+        """A call that may be a BCE (a function called `binary_cross_entropy`, or a call of what may hold a
+        `BCELoss`: `astflow.holders`) whose first argument a sigmoid, or a call of what may hold an
+        `nn.Sigmoid`, produced."""
+        if aliased(text, {"sigmoid", "expit", "binary_cross_entropy"}):
             return True
         flow, modules = region_flow(nodes), imported(tree)
 
         def produced(expr) -> bool:
             return isinstance(expr, ast.Call) and (called_name(expr) in ("sigmoid", "expit")
-                                                   or instance_call(expr, flow, modules))
+                                                   or module_call(expr, flow, modules, tree, text, ("Sigmoid",)))
 
-        return any(call.args or call.keywords for call in flow.calls) and any(
-            flow.derives(first_argument(call), produced) for call in flow.calls)
+        def loss(call) -> bool:
+            return called_name(call) == "binary_cross_entropy" or module_call(call, flow, modules, tree, text, ("BCELoss",))
+
+        return any(loss(call) and flow.derives(first_argument(call), produced) for call in flow.calls)
 
     def visit_Call(self, node: cst.Call) -> None:
         super().visit_Call(node)

@@ -83,10 +83,13 @@ class SqrtWithoutEps(OriginRule):
         (r"sqrt(?<![\w.]rsqrt)(?<!math\.sqrt)(?<!np\.sqrt)\s*\(", r"\*\*\s*0?\.5\b", r"pow\(\s*0?\.5\s*\)",
          r"pow\([^()\n]*,\s*0?\.5\s*\)", r"sqrt\s+as\b"),
         (r"\*\*\s*2\b", r"pow\(\s*2", r"pow\([^()\n]*,\s*2\s*\)", r"square", r"mse_loss",
-         r"\)\.(?:nan)?(?:sum|mean)\s*\(", r"(?:sum|mean)\(\s*[\w.]+\s*\*"),
+         # one pattern per name: each is then asked only of a text that holds its literal (`triggers`)
+         r"\)\.sum\s*\(", r"\)\.mean\s*\(", r"\)\.nansum\s*\(", r"\)\.nanmean\s*\(", r"sum\(\s*[\w.]+\s*\*",
+         r"mean\(\s*[\w.]+\s*\*"),
     )
     # A finding also needs, somewhere in the file, a loss, a backward or a module's forward it reaches.
-    _file_needs = re.compile(r"loss\w*\s*\(|Loss\s*\(|entropy\s*\(|backward\s*\(|kl_div|autograd|def\s+forward\s*\(")
+    _file_needs = tuple(re.compile(p) for p in (r"loss\w*\s*\(", r"Loss\s*\(", r"entropy\s*\(", r"backward\s*\(",
+                                                r"kl_div", r"autograd", r"def\s+forward\s*\("))
     options = (Option("eps", 1e-12, "Added inside the sqrt when the fix cannot use vector_norm."),)
 
     VALID = [
@@ -168,7 +171,8 @@ class SqrtWithoutEps(OriginRule):
 
     @classmethod
     def may_match(cls, text: str) -> bool:
-        return super().may_match(text) and scan(text).search(cls._file_needs)
+        found = scan(text)
+        return super().may_match(text) and any(found.search(p) for p in cls._file_needs)
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)

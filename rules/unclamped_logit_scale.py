@@ -72,9 +72,11 @@ class UnclampedLogitScale(OriginRule):
     triggers = ((r"exp(?<!math\.exp)(?<!np\.exp)\s*\(",),
                 (r"@[\w(](?<=[\w)\]]@[\w(])", r"@[\w(](?<=[\w)\]] @[\w(])", r" @ ", r"matmul", r"mm\s*\(",
                  r"einsum", r"linear\s*\(", r"cosine_similarity", r"inner\s*\("))
-    # A finding also needs, somewhere in the file, a parameter and a loss (or a backward) it reaches.
-    _file_needs = (re.compile(r"Parameter\s*\("),
-                   re.compile(r"loss\w*\s*\(|Loss\s*\(|entropy\s*\(|backward\s*\(|kl_div|autograd"))
+    # A finding also needs, somewhere in the file, a parameter and a loss (or a backward) it reaches: each
+    # group must match, one pattern per name (each is then asked only of a text that holds its literal).
+    _file_needs = ((re.compile(r"Parameter\s*\("),),
+                   tuple(re.compile(p) for p in (r"loss\w*\s*\(", r"Loss\s*\(", r"entropy\s*\(", r"backward\s*\(",
+                                                 r"kl_div", r"autograd")))
     options = (Option("max-scale", 100, "The upper bound the fix puts on the exponentiated scale."),)
 
     VALID = [
@@ -189,7 +191,8 @@ class UnclampedLogitScale(OriginRule):
 
     @classmethod
     def may_match(cls, text: str) -> bool:
-        return super().may_match(text) and all(scan(text).search(p) for p in cls._file_needs)
+        found = scan(text)
+        return super().may_match(text) and all(any(found.search(p) for p in group) for group in cls._file_needs)
 
     def __init__(self, ctx) -> None:
         super().__init__(ctx)

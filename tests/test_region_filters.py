@@ -19,6 +19,32 @@ CASES = {
     "log of a softmax through a selection": (
         "GL008", "import torch\n\n\ndef f(x, i):\n    p = torch.take_along_dim(x.softmax(-1), i, 1)\n"
                  "    return torch.log(p)\n"),
+    # A call counts as a softmax/sigmoid or a loss module only in a file that names the class.
+    "log of an nn.Softmax built inline": (
+        "GL008", "import torch\nfrom torch import nn\n\n\ndef f(x):\n    return torch.log(nn.Softmax(dim=1)(x))\n"),
+    "log of one minus an nn.Sigmoid held in a local": (
+        "GL009", "import torch\n\n\ndef f(x):\n    act = torch.nn.Sigmoid()\n    return torch.log(1 - act(x))\n"),
+    "BCE module and sigmoid module held in locals": (
+        "GL012", "from torch import nn\n\n\ndef f(x, y):\n    act = nn.Sigmoid()\n    crit = nn.BCELoss()\n"
+                 "    return crit(act(x), y)\n"),
+    "cross-entropy module held in a local, softmax module inline": (
+        "GL013", "from torch import nn\n\n\ndef f(x, y):\n    crit = nn.CrossEntropyLoss()\n"
+                 "    return crit(nn.Softmax(dim=1)(x), y)\n"),
+    "softmax module the class builds in __init__": (
+        "GL013", "import torch.nn.functional as F\nfrom torch import nn\n\n\nclass Head(nn.Module):\n"
+                 "    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(4, 3)\n"
+                 "        self.softmax = nn.Softmax(dim=1)\n\n    def forward(self, x, y):\n"
+                 "        return F.cross_entropy(self.softmax(self.fc(x)), y)\n"),
+    "sigmoid module registered by add_module": (
+        "GL009", "import torch\nfrom torch import nn\n\n\nclass Head(nn.Module):\n    def __init__(self):\n"
+                 "        super().__init__()\n        self.add_module('act', nn.Sigmoid())\n\n    def forward(self, x):\n"
+                 "        return torch.log(self.act(x))\n"),
+    "nll_loss given the softmax by keyword": (
+        "GL013", "import torch\nimport torch.nn.functional as F\n\n\ndef f(x, y):\n"
+                 "    p = torch.softmax(x, 1)\n    return F.nll_loss(input=p, target=y)\n"),
+    "cross_entropy imported under another name in a function": (
+        "GL013", "import torch\n\n\ndef f(x, y):\n    from torch.nn.functional import cross_entropy as ce\n"
+                 "    return ce(torch.softmax(x, 1), y)\n"),
 }
 
 
