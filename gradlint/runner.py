@@ -131,7 +131,7 @@ def libcst_round_trips(text: str) -> bool:
 
 
 def _check_file(job: Job) -> Outcome:
-    from .engine import FixBrokeCode, LibCSTCannotParse, fix_text, lint_file
+    from .engine import fix_text, lint_file
 
     try:
         source = read_source(job.path)
@@ -148,13 +148,32 @@ def _check_file(job: Job) -> Outcome:
                        digest=digest(source.raw))
     profile = _WORKER["profiles"][job.profile]
     rules = _rules_for(job, profile)
+
+    def lint() -> tuple:
+        linted = lint_file(source.text, job.display, rules, profile.options, edits=_WORKER["edits"])
+        findings = [profile.policy.adjust(f) for f in linted.findings] if profile.policy else linted.findings
+        return findings, linted.warnings
+
+    def fix():
+        if not libcst_round_trips(source.text):
+            return ("not fixed: LibCST does not give this file back byte for byte (a LibCST bug), so a fix "
+                    "could lose text")
+        return fix_text(source.text, job.display, rules, profile.options, unsafe=profile.unsafe,
+                        policy=profile.policy or None)
+
+    return _lint_and_fix(job, source, profile, lint, fix, "file")
+
+
+def _lint_and_fix(job: Job, source, profile: Profile, lint, fix, kind: str) -> Outcome:
+    """`lint()` -> (findings, warnings) when the job lints, then `fix()` -> the fixed outcome (or why the
+    file is not fixed) when it fixes and there is something to fix; LibCST's limits and a fix that breaks
+    the code become the file's error, and the `kind` of file ("file", "notebook") is left as it was."""
+    from .engine import FixBrokeCode, LibCSTCannotParse
+
     outcome = Outcome(digest=digest(source.raw))
     try:
         if job.lint:
-            linted = lint_file(source.text, job.display, rules, profile.options, edits=_WORKER["edits"])
-            outcome.findings = [profile.policy.adjust(f) for f in linted.findings] if profile.policy \
-                else linted.findings
-            outcome.warnings = linted.warnings
+            outcome.findings, outcome.warnings = lint()
             if not any(f.fixable(profile.unsafe) for f in outcome.findings):
                 return outcome
         if not job.fix:
@@ -163,19 +182,17 @@ def _check_file(job: Job) -> Outcome:
             outcome.warning = (f"{job.display}: a symbolic link met in the walk that points outside the paths "
                                "given; not fixed (name it on the command line to fix it)")
             return outcome
-        if not libcst_round_trips(source.text):
-            outcome.error = (f"{job.display}: not fixed: LibCST does not give this file back byte for byte "
-                             "(a LibCST bug), so a fix could lose text")
+        fixed = fix()
+        if isinstance(fixed, str):
+            outcome.error = f"{job.display}: {fixed}"
             return outcome
-        fixed = fix_text(source.text, job.display, rules, profile.options, unsafe=profile.unsafe,
-                         policy=profile.policy or None)
     except LibCSTCannotParse as error:
         return Outcome(error=f"{job.display}: not checked: {error}")
     except RecursionError:
         return Outcome(error=f"{job.display}: not checked: nested too deeply for LibCST's tree "
                              f"(over {sys.getrecursionlimit()} levels), though Python accepts it")
     except FixBrokeCode as error:
-        outcome.error = (f"{job.display}: a fix produced code that does not parse; file left as it was "
+        outcome.error = (f"{job.display}: a fix produced code that does not parse; {kind} left as it was "
                          f"(please report this): {error}")
         return outcome
     return _fixed(job, source, fixed, outcome)
@@ -208,34 +225,18 @@ def _check_notebook(job: Job, source, rules: list, profile: Profile) -> Outcome:
     fix rewrites only the changed cells' `source`. A notebook that cannot be read is one E902 finding
     and is never written."""
     from .documents import fix_document, lint_document
-    from .engine import FixBrokeCode, LibCSTCannotParse
 
-    outcome = Outcome(digest=digest(source.raw))
     policy = profile.policy or None
-    try:
-        if job.lint:
-            outcome.findings = lint_document(source.text, job.display, rules, profile.options,
-                                             edits=_WORKER["edits"], policy=policy)
-            if not any(f.fixable(profile.unsafe) for f in outcome.findings):
-                return outcome
-        if not job.fix:
-            return outcome
-        if not job.may_write:
-            outcome.warning = (f"{job.display}: a symbolic link met in the walk that points outside the paths "
-                               "given; not fixed (name it on the command line to fix it)")
-            return outcome
-        fixed = fix_document(source.text, job.display, rules, profile.options, unsafe=profile.unsafe,
-                             policy=policy, edits=_WORKER["edits"])
-    except LibCSTCannotParse as error:
-        return Outcome(error=f"{job.display}: not checked: {error}")
-    except RecursionError:
-        return Outcome(error=f"{job.display}: not checked: nested too deeply for LibCST's tree "
-                             f"(over {sys.getrecursionlimit()} levels), though Python accepts it")
-    except FixBrokeCode as error:
-        outcome.error = (f"{job.display}: a fix produced code that does not parse; notebook left as it was "
-                         f"(please report this): {error}")
-        return outcome
-    return _fixed(job, source, fixed, outcome)
+
+    def lint() -> tuple:
+        return lint_document(source.text, job.display, rules, profile.options, edits=_WORKER["edits"],
+                             policy=policy), []
+
+    def fix():
+        return fix_document(source.text, job.display, rules, profile.options, unsafe=profile.unsafe,
+                            policy=policy, edits=_WORKER["edits"])
+
+    return _lint_and_fix(job, source, profile, lint, fix, "notebook")
 
 
 def _applied(before: list[Finding], after: list[Finding]) -> Counter:
