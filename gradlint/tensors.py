@@ -14,7 +14,7 @@
 No evidence is not evidence of the contrary: a rule may still report, but its fix is then unsafe.
 `is_array` reads evidence of the contrary, a NumPy array's or a pandas object's, from the same facts:
 a `numpy.*`/`pandas.*`/`scipy.*` function's result, a method only they have (`astype`, `groupby`,
-`to_numpy`, a tensor's `.numpy()`), `.values`/`.loc`/`.iloc`, or a name bound to one of these.
+`to_numpy`, a tensor's `.numpy()`), `.loc`/`.iloc`, `.values` of one of these, or a name bound to one.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ ARRAY_METHODS = frozenset({
     "fillna", "dropna", "reset_index", "set_index", "corr", "corrwith", "pct_change", "to_frame",
     "value_counts", "pivot_table", "idxmax", "idxmin",
 })
-ARRAY_ATTRIBUTES = frozenset({"values", "loc", "iloc", "at", "iat"})
+ARRAY_ATTRIBUTES = frozenset({"loc", "iloc", "at", "iat"})
 # Methods that NumPy, pandas and torch share and whose result is of the receiver's kind.
 SHARED_METHODS = frozenset({
     "reshape", "copy", "clip", "transpose", "squeeze", "mean", "sum", "std", "var", "abs", "round", "cumsum",
@@ -128,8 +128,9 @@ class TensorEvidence:
                 return (self._resolve(annotation) or "").startswith(ARRAY_MODULES)
             return self.is_array(self._value_of(expr.value), depth + 1)
         if isinstance(expr, cst.Attribute):
+            # `.values` is also a field of torch's (values, indices) results: only a pandas object's counts
             return expr.attr.value in ARRAY_ATTRIBUTES or (
-                expr.attr.value == "T" and self.is_array(expr.value, depth + 1))
+                expr.attr.value in ("T", "values") and self.is_array(expr.value, depth + 1))
         if isinstance(expr, cst.Subscript):
             return self.is_array(expr.value, depth + 1)
         if isinstance(expr, cst.BinaryOperation):

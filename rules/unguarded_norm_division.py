@@ -264,6 +264,12 @@ class UnguardedNormDivision(LocalsRule):
     ]
     INVALID = [
         Invalid(
+            "import torch\n\n\ndef spread(scores):\n    top = scores.topk(5, dim=-1).values\n"
+            "    return top / top.std()\n",
+            "import torch\n\n\ndef spread(scores):\n    top = scores.topk(5, dim=-1).values\n"
+            "    return top / top.std().clamp_min(1e-6)\n",
+            unsafe=True, note="`.values` of topk is a tensor, not a pandas object's"),
+        Invalid(
             "import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(t, dim=-1, keepdim=True)\n\n\n"
             "def embed(x):\n    return x / l2(x)\n",
             "import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(t, dim=-1, keepdim=True)\n\n\n"
