@@ -87,7 +87,23 @@ def _run_rules(module: cst.Module, path: str, rules: Sequence[type[Rule]], optio
     enter, leave = ctx.walk_hooks()
     visitors = [enter, *(rule(ctx) for rule in rules), leave]
     Dispatcher(visitors, ctx.enter_statement, ctx.leave_statement).walk(module)
+    if any(not report.rule.reports_in_tests for report in ctx.reports):
+        _drop_reports_in_tests(ctx)
     return ctx
+
+
+def _drop_reports_in_tests(ctx: FileContext) -> None:
+    """Drop the reports of rules that stay out of tests (`Rule.reports_in_tests`) made inside one."""
+    from .testcode import TestRows
+    from .wholefile import WholeFile
+
+    tree = WholeFile.of(ctx).tree
+    tests = TestRows(tree) if tree is not None else None
+    if not tests:
+        return
+    positions = ctx.positions()
+    ctx.reports = [report for report in ctx.reports if report.rule.reports_in_tests
+                   or not tests.contains(ctx.file_row(positions[report.node].start.line))]
 
 
 def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options,

@@ -49,6 +49,13 @@ CONCATENATIONS = {"torch.cat", "torch.concat", "torch.concatenate", PARAMETERS_T
 MAX_DEPTH = 8
 
 
+def _l1(p: Optional[cst.BaseExpression]) -> bool:
+    """Whether a norm's order is 1. An L1 norm is a sum of magnitudes: dividing by it normalises a mass
+    (weights, counts) to sum to one, as `w / w.sum()` does, which is not a direction's normalisation and
+    not what GL001 reports; its gradient at 0 is finite (the subgradient of |x| there is 0)."""
+    return number(p) == 1
+
+
 @dataclass(frozen=True)
 class Unguarded:
     kind: str  # "norm", "std", "var", "sqrt", "sqrt+term", "rsqrt"
@@ -124,6 +131,9 @@ class Denominators:
         qualified = self._resolve(call.func)
         if qualified is not None:
             if qualified in NORM_FUNCTIONS:
+                keywords = NORM_FUNCTIONS[qualified]
+                if keywords is not None and _l1(arg_value(call, 1, keywords[1])):
+                    return None
                 return Unguarded("norm", call)
             if qualified in STD_FUNCTIONS:
                 return Unguarded("std", call)
@@ -150,7 +160,7 @@ class Denominators:
         if name == "pow" and number(arg_value(call, 0, "exponent")) == 0.5 and self.sum_of_squares(receiver, depth):
             return Unguarded("sqrt", call, inner=receiver)
         if name == "norm" and self._is_tensor_norm(call, receiver):
-            return Unguarded("norm", call)
+            return None if _l1(arg_value(call, 0, "p")) else Unguarded("norm", call)
         if name in ("std", "var") and not is_name(receiver, "self", "cls"):
             return Unguarded(name, call)
         if name == "sqrt" and self.sum_of_squares(receiver, depth):

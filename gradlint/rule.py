@@ -146,6 +146,9 @@ class Rule:
     # True: the rule visits no code; it judges the file's noqa directives once every other rule has
     # reported (see `UnusedNoqa`), through `message(details)` and `fix_message`.
     audits_noqa: ClassVar[bool] = False
+    # False: the rule's hazard shows only on degenerate inputs or over a long run, which a test's fixed
+    # inputs and assertions do not meet: it does not report inside tests (see `testcode`).
+    reports_in_tests: ClassVar[bool] = True
 
     _compiled_triggers: ClassVar[Optional[tuple]] = None
 
@@ -177,7 +180,15 @@ class Rule:
     # -- docs ----------------------------------------------------------------------------------------
     @classmethod
     def documentation(cls) -> str:
-        return textwrap.dedent(cls.__doc__ or "").strip()
+        text = textwrap.dedent(cls.__doc__ or "").strip()
+        if not cls.reports_in_tests:
+            text += ("\n\n## In tests\n"
+                     "Not reported inside tests (a method of a `unittest.TestCase`, or what pytest collects in a "
+                     "module that imports pytest: `test*` functions, `test*` methods of `Test*` classes), nor in "
+                     "the functions and classes a test defines: a test runs fixed inputs and asserts on the "
+                     "outcome, so this hazard, which needs degenerate inputs or a long training run, would "
+                     "fail it loudly rather than spoil a result.")
+        return text
 
     @classmethod
     def fix_availability(cls) -> str:

@@ -66,6 +66,7 @@ class AcosWithoutClamp(OriginRule):
     """
 
     code = "GL010"
+    reports_in_tests = False
     name = "acos-without-clamp"
     summary = "acos/asin of a computed cosine with no clamp into [-1, 1]: NaN from rounding, infinite gradient at ±1"
     triggers = ((r"acos(?<!math\.acos)\s*\(", r"asin(?<!math\.asin)\s*\(", r"arccos(?<!np\.arccos)\s*\(",

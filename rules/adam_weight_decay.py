@@ -82,6 +82,7 @@ class AdamWeightDecay(LocalsRule):
     """
 
     code = "GL003"
+    reports_in_tests = False
     name = "adam-weight-decay"
     summary = "torch.optim.Adam with a non-zero weight_decay (coupled L2): use AdamW"
     triggers = (r"Adam\b",)
@@ -133,7 +134,21 @@ class AdamWeightDecay(LocalsRule):
               "    return Adam(model.parameters(), lr=0.005, weight_decay=args.l2)\n",
               note="pytorch/examples' GAT: the paper's L2 penalty with Adam, asked for by name"),
     ]
+    VALID += [
+        Valid("import pytest\nimport torch\nfrom lightning.pytorch import LightningModule, Trainer\n\n\n"
+              "def test_monitor_logs_weight_decay(tmp_path):\n    class Model(LightningModule):\n"
+              "        def configure_optimizers(self):\n"
+              "            return torch.optim.Adam(self.parameters(), lr=0.1, weight_decay=0.1)\n\n"
+              "    Trainer(default_root_dir=tmp_path, fast_dev_run=True).fit(Model())\n",
+              note="inside a pytest test the optimizer is the test's fixture (Lightning's LR-monitor tests)"),
+    ]
     INVALID = [
+        Invalid(
+            "import torch\n\n\ndef test_run(model):\n"
+            "    return torch.optim.Adam(model.parameters(), lr=0.1, weight_decay=0.1)\n",
+            "import torch\n\n\ndef test_run(model):\n"
+            "    return torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)\n",
+            unsafe=True, note="named test_, but nothing collects it: no pytest import"),
         Invalid(
             "import torch\noptimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)\n",
             "import torch\noptimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)\n",

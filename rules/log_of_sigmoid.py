@@ -60,6 +60,7 @@ class LogOfSigmoid(OriginRule):
     """
 
     code = "GL009"
+    reports_in_tests = False
     name = "log-of-sigmoid"
     summary = "log of a sigmoid (or of 1 - sigmoid): -inf and NaN gradients for large |x|; use F.logsigmoid"
     triggers = (

@@ -61,6 +61,7 @@ class LogOfSoftmax(OriginRule):
     """
 
     code = "GL008"
+    reports_in_tests = False
     name = "log-of-softmax"
     summary = "log of a softmax output: -inf and NaN gradients where softmax underflows; use log_softmax"
     triggers = (

@@ -75,6 +75,7 @@ class SigmoidThenBce(OriginRule):
     """
 
     code = "GL012"
+    reports_in_tests = False
     name = "sigmoid-then-bce"
     summary = "binary_cross_entropy/BCELoss on a sigmoid output; use the with_logits form"
     # The loss must be called or built in the routine (or passed a sigmoid inline, for a criterion the

@@ -76,6 +76,7 @@ class SqrtWithoutEps(OriginRule):
     """
 
     code = "GL014"
+    reports_in_tests = False
     name = "sqrt-without-eps"
     summary = "sqrt of a sum of squares (a distance written by hand) that reaches a loss: NaN gradient at 0"
     # A sqrt (not rsqrt, math.sqrt or np.sqrt) or a power of one half, and something squared.

@@ -109,6 +109,7 @@ class StepWithoutClipping(RoutineRule):
     """
 
     code = "GL005"
+    reports_in_tests = False
     name = "step-without-clipping"
     summary = "Optimizer step with no gradient clipping where the code says it wants clipping"
     triggers = ((r"backward",), (r"\.step\s*\(",))

@@ -115,6 +115,7 @@ class UnclampedEinsumChain(LocalsRule):
     """
 
     code = "GL002"
+    reports_in_tests = False
     name = "unclamped-einsum-chain"
     summary = "An einsum of another einsum's unbounded result (products of products overflow)"
     triggers = ((r"einsum[\s\S]*?einsum", r"einsum\s+as\b"),)

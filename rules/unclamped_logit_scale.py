@@ -65,6 +65,7 @@ class UnclampedLogitScale(OriginRule):
     """
 
     code = "GL011"
+    reports_in_tests = False
     name = "unclamped-logit-scale"
     summary = "exp() of a learnable temperature scaling logits, with no clamp: it can grow until logits overflow"
     # An exponential (not math.exp or np.exp) and a similarity: a matrix product (`a @ b`, not a decorator),

@@ -132,6 +132,7 @@ class UnguardedNormDivision(LocalsRule):
     """
 
     code = "GL001"
+    reports_in_tests = False
     name = "unguarded-norm-division"
     summary = "Division by a norm, std, variance or sqrt of a sum of squares with no eps guard"
     triggers = (
@@ -261,8 +262,37 @@ class UnguardedNormDivision(LocalsRule):
               note="the module rebinds the name: not only the `def`"),
         Valid("import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(REFERENCE, dim=-1, keepdim=True)\n\n\n"
               "def embed(x):\n    return x / l2(x)\n", note="the norm of a global, not of the argument"),
+        Valid("import torch\n\n\ndef update(weights, grew):\n    weights[grew] = weights[grew] * 1.5\n"
+              "    return weights / torch.norm(weights, dim=1, p=1).unsqueeze(1)\n",
+              note="an L1 norm normalises a mass to sum to one, as `w / w.sum()` does (AdaRNN's boosting weights)"),
+        Valid("import torch\nprobs = counts / counts.norm(p=1, dim=-1, keepdim=True)\n"),
+        Valid("import unittest\n\nimport torch\n\n\nclass PretrainedTests(unittest.TestCase):\n"
+              "    def test_zero_shot(self):\n        with torch.no_grad():\n"
+              "            f = model.encode_image(image)\n            f /= f.norm(dim=-1, keepdim=True)\n"
+              "        self.assertTrue(torch.allclose(f @ g.T, expected))\n",
+              note="a test: fixed inputs, an asserted outcome (open_clip's tests)"),
+        Valid("import pytest\nimport torch\n\n\n@pytest.mark.parametrize('dim', [0, 1])\n"
+              "def test_cosine(dim):\n    x = torch.randn(3, 4)\n"
+              "    assert (x / x.norm(dim=dim, keepdim=True)).isfinite().all()\n",
+              note="a function pytest collects"),
     ]
     INVALID = [
+        Invalid(
+            "import torch\n\n\ndef test_embed(x):\n    return x / x.norm(dim=-1, keepdim=True)\n",
+            "import torch\n\n\ndef test_embed(x):\n    return torch.nn.functional.normalize(x, dim=-1, eps=1e-6)\n",
+            note="a name is not a test: no pytest import, no TestCase"),
+        Invalid(
+            "import pytest\nimport torch\n\n\nclass TestEmbed:\n    def __init__(self, x):\n"
+            "        self.x = x\n\n    def test_embed(self):\n        return self.x / self.x.norm(dim=-1, keepdim=True)\n"
+            "\n\ny = TestEmbed(x).test_embed()\n",
+            "import pytest\nimport torch\n\n\nclass TestEmbed:\n"
+            "    def __init__(self, x):\n        self.x = x\n\n    def test_embed(self):\n"
+            "        return torch.nn.functional.normalize(self.x, dim=-1, eps=1e-6)\n\n\ny = TestEmbed(x).test_embed()\n",
+            note="pytest does not collect a class with an __init__"),
+        Invalid(
+            "import torch\nw = counts / counts.norm(p=2, dim=-1, keepdim=True)\n",
+            "import torch\nw = torch.nn.functional.normalize(counts, dim=-1, eps=1e-6)\n",
+            note="the L2 norm is a direction's normalisation"),
         Invalid(
             "import torch\n\n\ndef spread(scores):\n    top = scores.topk(5, dim=-1).values\n"
             "    return top / top.std()\n",
@@ -314,8 +344,8 @@ class UnguardedNormDivision(LocalsRule):
             "import torch.nn.functional as F\nimage_features = F.normalize(image_features, dim=-1, "
             "eps=1e-6)  # unit length\n"),
         Invalid(
-            "import torch\nfrom torch import nn\nz = w / torch.linalg.vector_norm(w, 1, dim=0, keepdim=True)\n",
-            "import torch\nfrom torch import nn\nz = nn.functional.normalize(w, p=1, dim=0, eps=1e-6)\n"),
+            "import torch\nfrom torch import nn\nz = w / torch.linalg.vector_norm(w, 3, dim=0, keepdim=True)\n",
+            "import torch\nfrom torch import nn\nz = nn.functional.normalize(w, p=3, dim=0, eps=1e-6)\n"),
         Invalid(
             "import torch\nz = x / torch.norm(x, p=2, dim=1, keepdim=True)\n",
             "import torch\nz = torch.nn.functional.normalize(x, dim=1, eps=1e-6)\n"),

@@ -73,7 +73,7 @@ CASES = {
                      "    text_features = text_features / text_features.norm(dim=-1, keepdim=True)\n"
                      "    return image_features @ text_features.t()\n"),
     "in-place division": "import torch\nx /= torch.linalg.vector_norm(x, dim=-1, keepdim=True)\n",
-    "p=1 normalisation": "import torch\nz = w / torch.linalg.vector_norm(w, 1, dim=0, keepdim=True)\n",
+    "p=3 normalisation": "import torch\nz = w / torch.linalg.vector_norm(w, 3, dim=0, keepdim=True)\n",
     "through a name": "import torch\n\n\ndef f(x):\n    n = x.norm(dim=-1, keepdim=True)\n    return x / n\n",
     "std over a batch": "import torch\nz = (x - x.mean(dim=0)) / x.std(dim=0)\n",
     "parameter annotated": ("import torch\n\n\ndef unit(v: torch.Tensor, w: torch.Tensor):\n"
