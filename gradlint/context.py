@@ -52,6 +52,10 @@ class FileContext:
         self._scope_of_statement: dict[int, Scope] = {}
         self._scope_of_node: dict[int, Scope] = {id(module): module_scope}
         self._pending: list = []  # functions and classes whose body the walk has not reached yet
+        # Analyses of this file shared by the rules (`WholeFile`, the flow rules' `Analysis`), keyed by their
+        # class. They live and die with the context: a module-level cache keyed on it would keep every
+        # file's trees alive, and the garbage collector's passes grow slower with every file.
+        self.shared: dict = {}
 
     # -- called by the walker ------------------------------------------------------------------------
     def enter_statement(self, node: cst.CSTNode) -> None:

@@ -26,20 +26,19 @@ ModuleScope = None  # the key of the module's own statements
 _ROWS = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
 
 
-_SHARED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 class WholeFile:
     @classmethod
     def of(cls, ctx) -> "WholeFile":
-        """The file's index, shared by every rule walking it (built on first use)."""
-        whole = _SHARED.get(ctx)
+        """The file's index, shared by every rule walking it (built on first use, kept on the context)."""
+        whole = ctx.shared.get(cls)
         if whole is None:
-            whole = _SHARED[ctx] = cls(ctx)
+            whole = ctx.shared[cls] = cls(ctx)
         return whole
 
     def __init__(self, ctx) -> None:
-        self.ctx = ctx
+        # A proxy: the context holds this index, which must not hold the context back (no cycle, so the
+        # file's trees are freed by reference counting as soon as the file is done).
+        self.ctx = ctx if isinstance(ctx, weakref.ProxyType) else weakref.proxy(ctx)
         self.text: Optional[str] = getattr(ctx, "text", None)
         if self.text is None and not ctx.partial:
             self.text = ctx.module.code

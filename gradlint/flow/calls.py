@@ -24,7 +24,8 @@ class Analysis:
     """Routines of one file, analysed on demand, plus an index of callables for cross-routine questions."""
 
     def __init__(self, ctx) -> None:
-        self.ctx = ctx
+        # A proxy, as in `WholeFile`: the context keeps this analysis, not the other way round.
+        self.ctx = ctx if isinstance(ctx, weakref.ProxyType) else weakref.proxy(ctx)
         self._routines: dict = {}
         self._index: Optional[dict] = None
         self._rebound: Optional[frozenset] = None
@@ -284,11 +285,9 @@ def callee(event: Event) -> str:
     return callee_name(event.node.func) if isinstance(event.node, cst.Call) else ""
 
 
-_ANALYSES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def analysis(ctx) -> Analysis:
-    found = _ANALYSES.get(ctx)
+    """The file's analysis, shared by the flow rules (built on first use, kept on the context)."""
+    found = ctx.shared.get(Analysis)
     if found is None:
-        found = _ANALYSES[ctx] = Analysis(ctx)
+        found = ctx.shared[Analysis] = Analysis(ctx)
     return found
