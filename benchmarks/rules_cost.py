@@ -7,6 +7,13 @@ Runs `gradlint check CORPUS --no-cache --select ALL --exit-zero` with `--ignore 
 alternately (so that load from other processes spreads over both), and prints each run's user + system
 CPU seconds (steadier than wall time on a shared machine), the medians, and their ratio. Issue 16's
 target is a ratio of at most 1.10 for GL008-GL015 on transformers. It never asserts on a time.
+
+`--baseline GRADLINT` adds a third variant: the same check (all its rules) by another installation, say the
+revision before the rules were added, for the issue's own wording ("within 10 % of its time before"):
+
+    git worktree add /tmp/before 5dc7ec0 && python -m venv /tmp/venv-before
+    /tmp/venv-before/bin/pip install -e /tmp/before
+    python benchmarks/rules_cost.py --baseline /tmp/venv-before/bin/gradlint
 """
 
 from __future__ import annotations
@@ -36,13 +43,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--rules", default=NEW_RULES, help="comma-separated codes whose cost is measured")
     parser.add_argument("--runs", type=int, default=4, help="runs of each variant (alternated)")
     parser.add_argument("--jobs", type=int, help="passed to gradlint as --jobs")
+    parser.add_argument("--baseline", help="another gradlint executable (an earlier revision), timed too")
     args = parser.parse_args(argv)
 
     path = corpus_dir(args.corpus)
-    check = [*gradlint_command(), "check", str(path), "--no-cache", "--select", "ALL", "--exit-zero"]
+    options = [str(path), "--no-cache", "--select", "ALL", "--exit-zero"]
     if args.jobs:
-        check += ["--jobs", str(args.jobs)]
+        options += ["--jobs", str(args.jobs)]
+    check = [*gradlint_command(), "check", *options]
     variants = {"without": [*check, "--ignore", args.rules], "with": check}
+    if args.baseline:
+        variants["baseline"] = [args.baseline, "check", *options]
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     with tempfile.TemporaryDirectory() as work:
@@ -54,12 +65,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                     print(f"{name}: exit {measured.returncode}\n{measured.stderr_tail}", file=sys.stderr)
                     return 2
                 cpu[name].append(measured.cpu_s)
-                print(f"run {run + 1} {name:>7} {args.rules}: cpu {measured.cpu_s:6.2f} s  "
+                print(f"run {run + 1} {name:>8} {args.rules}: cpu {measured.cpu_s:6.2f} s  "
                       f"wall {measured.wall_s:6.2f} s", flush=True)
     before, after = statistics.median(cpu["without"]), statistics.median(cpu["with"])
     ratio = after / before
     print(f"median cpu (user+sys): without {before:.2f} s, with {after:.2f} s; ratio {ratio:.3f} "
           f"({'MET' if ratio <= TARGET else 'MISSED'}: target <= {TARGET:.2f})")
+    if args.baseline:
+        baseline = statistics.median(cpu["baseline"])
+        print(f"median cpu (user+sys) of the baseline ({args.baseline}): {baseline:.2f} s; with / baseline "
+              f"{after / baseline:.3f} ({'MET' if after / baseline <= TARGET else 'MISSED'}: target <= {TARGET:.2f})")
     return 0
 
 

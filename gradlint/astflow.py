@@ -39,16 +39,34 @@ class RegionFlow:
         self.values: dict = {}
         self.calls: list = []
         self.powers: list = []  # `a ** b`
+        self.quotients: list = []  # what `/` and `/=` divide by
+        self.products: list = []  # `a * b`
+        self.bound: set = set()  # every name the region binds (assigned, a parameter, imported, a loop's)
         for root in nodes:
             for node in ast.walk(root):
                 if isinstance(node, ast.Call):
                     self.calls.append(node)
-                elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-                    self.powers.append(node)
+                elif isinstance(node, ast.BinOp):
+                    op = node.op
+                    if isinstance(op, ast.Pow):
+                        self.powers.append(node)
+                    elif isinstance(op, ast.Div):
+                        self.quotients.append(node.right)
+                    elif isinstance(op, ast.Mult):
+                        self.products.append(node)
+                elif isinstance(node, ast.Name):
+                    if not isinstance(node.ctx, ast.Load):
+                        self.bound.add(node.id)
+                elif isinstance(node, ast.arg):
+                    self.bound.add(node.arg)
+                elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                    self.bound.update((a.asname or a.name).split(".")[0] for a in node.names)
                 elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr)):
                     targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                     if node.value is None:
                         continue
+                    if isinstance(node, ast.AugAssign) and isinstance(node.op, ast.Div):
+                        self.quotients.append(node.value)
                     for target in targets:
                         for name in _names(target):
                             self.values.setdefault(name, []).append(node.value)
@@ -148,6 +166,38 @@ def aliased(text: str, names: set) -> bool:
     through the shared trigger scan: most triggers ask the same."""
     found = scan(text)
     return any(found.search(re.compile(rf"{name}\s+as\b")) for name in names)
+
+
+_MODULES: list = [None, {}]  # (tree, top-level import name -> the module or object it binds): the last one
+
+
+def import_targets(tree: Optional[ast.Module]) -> dict:
+    """What each name the module imports at its top level binds: `np` -> `numpy`, `sqrt` -> `math.sqrt`
+    (a name imported twice binds `None`: it cannot be told which)."""
+    if tree is None:
+        return {}
+    if _MODULES[0] is not tree:
+        targets: dict = {}
+        stack = list(tree.body)
+        while stack:
+            node = stack.pop()
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for alias in node.names:
+                    if isinstance(node, ast.Import):
+                        name = alias.asname or alias.name.split(".")[0]
+                        target = alias.name if alias.asname else name
+                    else:
+                        name = alias.asname or alias.name
+                        target = f"{'.' * node.level}{node.module or ''}.{alias.name}"
+                    targets[name] = target if targets.get(name, target) == target else None
+            elif isinstance(node, (ast.If, ast.Try)):
+                stack.extend(node.body)
+                stack.extend(node.orelse)
+                stack.extend(getattr(node, "finalbody", ()))
+                for handler in getattr(node, "handlers", ()):
+                    stack.extend(handler.body)
+        _MODULES[0], _MODULES[1] = tree, targets
+    return _MODULES[1]
 
 
 _REGISTERS = {"register_module", "add_module", "register_parameter", "register_buffer", "setattr"}

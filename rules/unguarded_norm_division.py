@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import ast
 import re
 from typing import Optional
 
 import libcst as cst
 
+from gradlint.astflow import aliased, called_name, region_flow
 from gradlint.calls import call_sites
+from gradlint.divisors import NORMS, ROOTS, Divisors
 from gradlint.guards import (
     enclosing_selectors,
     grad_off_around,
@@ -458,6 +461,24 @@ class UnguardedNormDivision(LocalsRule):
         self._callers: dict = {}  # module-level function name -> its call sites in the module
         self._grad_off: dict = {}  # module-level function name -> every call runs without gradients
 
+    # -- region filter -------------------------------------------------------------------------------
+    @classmethod
+    def region_filter(cls, nodes, tree, text) -> bool:
+        """A division (`/`, `/=`, `div`) whose divisor may have a norm as a factor (`divisors.Divisors`, the
+        loose `ast` mirror of what `norms.Denominators` follows), or a product with an `rsqrt`."""
+        if aliased(text, _NORM_NAMES | _DIVIDE_NAMES):
+            return True  # a norm or a division imported under another name: calls cannot be told by name
+        flow = region_flow(nodes)
+        divisors = Divisors(flow, tree)
+        if any(isinstance(side, ast.Call) and called_name(side) == "rsqrt" and divisors.rsqrt_of_squares(side)
+               for product in flow.products for side in (product.left, product.right)):
+            return True
+        candidates = list(flow.quotients)
+        for call in flow.calls:
+            if called_name(call) in _DIVIDE_NAMES:
+                candidates += [*call.args, *(keyword.value for keyword in call.keywords)]
+        return any(divisors.may_hold_norm(candidate) for candidate in candidates)
+
     # -- visits --------------------------------------------------------------------------------------
     def visit_BinaryOperation(self, node: cst.BinaryOperation) -> None:
         if isinstance(node.operator, cst.Divide):
@@ -779,6 +800,10 @@ class UnguardedNormDivision(LocalsRule):
         shown = self.code_of(call)
         shown = shown if len(shown) < 60 else "F.normalize(...)"
         return self.replace(site, call, message=f"Replace with `{shown}`", references=[ref])
+
+
+_NORM_NAMES = NORMS | ROOTS | {"rsqrt"}
+_DIVIDE_NAMES = frozenset(DIVIDE_METHODS | {name.rsplit(".", 1)[1] for name in DIVIDE_FUNCTIONS})
 
 
 def _short(code: str, limit: int = 60) -> str:

@@ -45,6 +45,28 @@ CASES = {
     "cross_entropy imported under another name in a function": (
         "GL013", "import torch\n\n\ndef f(x, y):\n    from torch.nn.functional import cross_entropy as ce\n"
                  "    return ce(torch.softmax(x, 1), y)\n"),
+    # GL001: the divisor is followed through names, products, clamps and reshapes to a norm.
+    "norm through two names and a reshape": (
+        "GL001", "import torch\n\n\ndef f(x):\n    n = x.norm(dim=-1)\n    d = n.unsqueeze(-1) * 2\n"
+                 "    return x / d\n"),
+    "sqrt of a sum of squares plus eps, in place": (
+        "GL001", "import torch\n\n\ndef f(x):\n    s = (x * x).sum(-1, keepdim=True)\n"
+                 "    x /= torch.sqrt(s) + 1e-8\n    return x\n"),
+    "rsqrt of a mean of squares, multiplied": (
+        "GL001", "import torch\n\n\ndef f(x):\n    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True))\n"),
+    "torch.div by a std given by keyword": (
+        "GL001", "import torch\n\n\ndef f(x):\n    return torch.div(x - x.mean(0), other=x.std(0))\n"),
+    "div_ method by a norm held in a local": (
+        "GL001", "import torch\n\n\ndef f(x):\n    n = torch.linalg.vector_norm(x, dim=1, keepdim=True)\n"
+                 "    return x.div_(n)\n"),
+    "a module-level helper returning a norm": (
+        "GL001", "import torch\n\n\ndef l2(t):\n    return torch.linalg.vector_norm(t, dim=-1, keepdim=True)\n\n\n"
+                 "def f(x):\n    return x / l2(x)\n"),
+    "a parameter named np shadows the import": (
+        "GL001", "import numpy as np\nimport torch\n\n\ndef f(x, np):\n    return x / np.linalg.norm(x)\n"),
+    "norm imported under another name in a function": (
+        "GL001", "import torch\n\n\ndef f(x):\n    from torch.linalg import vector_norm as vn\n"
+                 "    return x / vn(x, dim=-1, keepdim=True)\n"),
 }
 
 
@@ -54,3 +76,17 @@ def test_region_by_region_finds_what_the_whole_file_holds(code, source):
     whole = [(f.code, f.location) for f in lint_text(text, "x.py", all_rules(), reduce=False)]
     assert code in {c for c, _ in whole}
     assert [(f.code, f.location) for f in lint_text(text, "x.py", all_rules(), force_reduce=True)] == whole
+
+
+@pytest.mark.parametrize("source", [
+    "import math\nimport torch\n\n\ndef f(q, k):\n    return q @ k.T / math.sqrt(q.shape[-1])\n",
+    "import torch\n\n\ndef f(h, eps):\n    v = h.pow(2).mean(-1, keepdim=True)\n    return h * torch.rsqrt(v + eps)\n",
+    "import numpy as np\nimport torch\n\n\ndef f(v):\n    return v / np.linalg.norm(v)\n",
+])
+def test_regions_that_cannot_divide_by_a_norm_are_not_parsed_for_gl001(source):
+    from gradlint.registry import every_rule
+    from gradlint.regions import reduce_source
+
+    gl001 = [rule for rule in every_rule() if rule.code == "GL001"]
+    reduction = reduce_source(source + UNRELATED, gl001, force=True)
+    assert reduction is not None and reduction.rules == ()
