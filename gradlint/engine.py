@@ -26,7 +26,7 @@ from .noqa import NoqaDirectives, removal_edit, unused_codes
 from .regions import Reduction, reduce_source
 from .rule import FixPlan, Report, Rule
 from .selection import FixPolicy
-from .syntax import python_syntax
+from .syntax import parses, python_syntax
 from .walk import Dispatcher
 
 EXTRA_FIX_ROUNDS = 3  # rounds beyond one per initial finding
@@ -151,6 +151,8 @@ def lint_file(text: str, path: str, rules: Sequence[type[Rule]], options: Option
     out (only its applicability and message): the text output needs no more, and each edit costs a
     rewrite of the module and a diff. `edits=(a, b)` computes them only for the findings that start on
     rows a to b (an editor's code actions). `describe_row` words a row in messages ("cell 3, line 2")."""
+    if not active_rules(text, rules) and parses(text, path):
+        return FileResult([], NoqaDirectives(text, path).warnings)  # no rule can report: the syntax is all
     tree = _python_syntax(text, path)
     if isinstance(tree, Finding):
         return FileResult([tree], [])

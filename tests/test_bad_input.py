@@ -19,6 +19,19 @@ def test_file_that_does_not_parse_is_a_finding_and_the_run_goes_on(tmp_path, gra
     assert "model.py:5:12: GL001" in out
 
 
+@pytest.mark.parametrize("source, error", [
+    ("x = 1\nfrom __future__ import annotations\n", "E999 SyntaxError: from __future__ imports must occur"),
+    ("from __future__ import braces\n", "E999 SyntaxError: not a chance"),
+    ("nonlocal x\n", None),  # the parser accepts it (the compiler would not): not E999, as before
+    ("x = 1\0\n", "E999 SyntaxError"),
+])
+def test_a_file_no_rule_looks_into_is_still_checked_for_syntax(tmp_path, gradlint, source, error):
+    (tmp_path / "plain.py").write_text(source)
+    code, out, _ = gradlint(tmp_path, "check", "plain.py")
+    assert (error in out if error else "E999" not in out), out
+    assert code == (1 if error else 0)
+
+
 def test_fix_leaves_a_file_that_does_not_parse_untouched(tmp_path, gradlint):
     broken = "x = x / x.norm(\n"
     (tmp_path / "broken.py").write_text(broken)
