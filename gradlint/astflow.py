@@ -221,7 +221,7 @@ def holders(tree: Optional[ast.Module], text: str, classes: tuple) -> Optional[f
     found = _HOLDERS[1].get(classes)
     if found is None:
         names: set = set()
-        for statement in _statements_spelling(tree, text, classes):
+        for statement in statements_spelling(tree, text, classes):
             for node in ast.walk(statement):
                 if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr)) \
                         and node.value is not None and any(
@@ -239,7 +239,7 @@ def holders(tree: Optional[ast.Module], text: str, classes: tuple) -> Optional[f
     return found
 
 
-def _statements_spelling(tree: ast.Module, text: str, words: tuple) -> list:
+def statements_spelling(tree: ast.Module, text: str, words: tuple) -> list:
     """The innermost statements whose lines hold one of `words` in the text (a compound statement where the
     word is in its header)."""
     rows = set()

@@ -275,7 +275,9 @@ def _fixes(analysis: _Analysis, plans: Sequence[Optional[FixPlan]]) -> list[Opti
         return [Fix(p.applicability, p.message) if p is not None else None for p in plans]
     edits = plan_edits(
         analysis.module, analysis.ctx.positions(), analysis.source, [plans[i] for i in present],
-        analysis.import_row, expected=lambda together: apply_plans(analysis.module, together, analysis.import_row),
+        analysis.import_row,
+        expected=lambda together, code: _insert_imports(code, analysis.import_row,
+                                                        [line for plan in together for line in plan.imports]),
         alone=lambda plan: _fix_of(analysis, plan))
     out: list[Optional[Fix]] = [None] * len(plans)
     for i, plan_result in zip(present, edits):

@@ -92,7 +92,8 @@ def import_edit(old: _Text, import_row: int, lines: Sequence[str], present: set)
 def plan_edits(module: cst.Module, positions, source: str, plans: Sequence, import_row: int,
                expected: Callable[[Sequence], str], alone: Callable) -> list:
     """The edits of each plan (a tuple, in `source`'s coordinates), or whatever `alone(plan)` gives for a
-    plan that is computed by itself. `expected(plans)` is the text of applying `plans` together."""
+    plan that is computed by itself. `expected(plans, code)` is the text of applying `plans` together, given
+    `code`, the module they rewrote (what is left is adding their imports)."""
     old = _Text(source)
     results: list = [None] * len(plans)
     spans: list[tuple[int, int, int, int]] = []  # (start, end, plan index, change index)
@@ -163,7 +164,7 @@ def _together(module, positions, old: _Text, plans, together: list, import_row: 
     if insertion is not None:
         code_edits.append(Edit(insertion[1], old.location(insertion[0]), old.location(insertion[0])))
     try:
-        return apply_edits(old.text, code_edits) == expected([plans[i] for i in together])
+        return apply_edits(old.text, code_edits) == expected([plans[i] for i in together], new.text)
     except ValueError:
         return False
 

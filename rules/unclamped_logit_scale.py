@@ -6,7 +6,7 @@ from typing import Optional
 
 import libcst as cst
 
-from gradlint.astflow import aliased, called_name, operands, region_flow
+from gradlint.astflow import aliased, called_name, operands, region_flow, statements_spelling
 from gradlint.nodes import arg_value, format_number, method
 from gradlint.origins import CAST_METHODS, OriginRule, names_in
 from gradlint.reach import LossReach, assignments
@@ -354,7 +354,10 @@ class UnclampedLogitScale(OriginRule):
         file's `ast`: the clamp is usually in a training loop far from the model)."""
         if self._clamped is None:
             found: set = set()
-            for node in ast.walk(self.whole.tree) if self.whole.available else ():
+            # only the statements whose text spells a clamp: every clamp call's name does
+            spelling = statements_spelling(self.whole.tree, self.whole.text, ("clamp", "clip")) \
+                if self.whole.available else ()
+            for node in (node for statement in spelling for node in ast.walk(statement)):
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                         and node.func.attr in IN_PLACE_CLAMPS:
                     name = _attribute_name(node.func.value)
