@@ -8,6 +8,7 @@ from typing import Optional
 import libcst as cst
 
 from gradlint.astflow import aliased, called_name, operands, region_flow
+from gradlint.divisors import Divisors
 from gradlint.nodes import arg_value, format_number, make_args, number, parenthesized, same_code
 from gradlint.origins import OriginRule, contains, names_in
 from gradlint.reach import LossReach
@@ -156,18 +157,15 @@ class SqrtWithoutEps(OriginRule):
 
     @classmethod
     def region_filter(cls, nodes, tree, text) -> bool:
-        """A sqrt (or a power of one half) of something a sum, a mean, an addition or an MSE produced."""
+        """A sqrt (or a power of one half) of what may be a sum of squares (`divisors.Divisors.squared`: a
+        square, a sum or mean, a variance, an MSE, or an addition of such terms and nothing else)."""
         if aliased(text, {"sqrt", "pow", "sum", "mean", "nansum", "nanmean", "mse_loss"}):
             return True
         flow = region_flow(nodes)
-
-        def reduced(expr) -> bool:
-            return (isinstance(expr, ast.Call) and called_name(expr) in ("sum", "mean", "nansum", "nanmean",
-                                                                         "mse_loss")) \
-                or (isinstance(expr, ast.BinOp) and isinstance(expr.op, ast.Add))
-
-        return any(flow.derives(power.left, reduced) for power in flow.powers) or any(
-            flow.derives(operand, reduced) for call in flow.calls if called_name(call) in ("sqrt", "pow")
+        squares = Divisors(flow, tree).squared  # the loose mirror of what `_squares` accepts
+        return any(isinstance(power.right, ast.Constant) and power.right.value == 0.5 and squares(power.left)
+                   for power in flow.powers) or any(
+            squares(operand) for call in flow.calls if called_name(call) in ("sqrt", "pow")
             for operand in operands(call))
 
     @classmethod

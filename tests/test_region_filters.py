@@ -64,6 +64,13 @@ CASES = {
                  "def f(x):\n    return x / l2(x)\n"),
     "a parameter named np shadows the import": (
         "GL001", "import numpy as np\nimport torch\n\n\ndef f(x, np):\n    return x / np.linalg.norm(x)\n"),
+    "GL014: sqrt of a sum of squares through a name, reaching a loss": (
+        "GL014", "import torch\nimport torch.nn.functional as F\n\n\ndef f(a, b, y):\n"
+                 "    d = ((a - b) ** 2).sum(-1)\n    dist = torch.sqrt(d)\n    loss = F.mse_loss(dist, y)\n"
+                 "    loss.backward()\n    return loss\n"),
+    "GL014: a power of one half of two squares added": (
+        "GL014", "import torch\n\n\ndef f(x, y):\n    r = (x ** 2 + y ** 2) ** 0.5\n    loss = r.mean()\n"
+                 "    loss.backward()\n    return loss\n"),
     "norm imported under another name in a function": (
         "GL001", "import torch\n\n\ndef f(x):\n    from torch.linalg import vector_norm as vn\n"
                  "    return x / vn(x, dim=-1, keepdim=True)\n"),
