@@ -135,6 +135,33 @@ def operands(call: ast.Call) -> list:
     return found + [first] if first is not None else found
 
 
+def dotted_name(node: ast.AST) -> Optional[str]:
+    """`torch.nn.Module` for that attribute chain on a name, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
+
+
+def module_imports(tree: ast.Module) -> Iterable[ast.stmt]:
+    """The module's top-level import statements, those in top-level `if`/`try` blocks included."""
+    stack = list(tree.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, (ast.If, ast.Try)):
+            stack.extend(node.body)
+            stack.extend(node.orelse)
+            stack.extend(getattr(node, "finalbody", ()))
+            for handler in getattr(node, "handlers", ()):
+                stack.extend(handler.body)
+
+
 _IMPORTED: list = [None, frozenset()]  # (tree, names it binds by import at top level): the last one asked
 
 
@@ -143,19 +170,7 @@ def imported(tree: Optional[ast.Module]) -> frozenset:
     if tree is None:
         return frozenset()
     if _IMPORTED[0] is not tree:
-        names = set()
-        stack = list(tree.body)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for alias in node.names:
-                    names.add((alias.asname or alias.name).split(".")[0])
-            elif isinstance(node, (ast.If, ast.Try)):
-                stack.extend(node.body)
-                stack.extend(node.orelse)
-                stack.extend(getattr(node, "finalbody", ()))
-                for handler in getattr(node, "handlers", ()):
-                    stack.extend(handler.body)
+        names = {(alias.asname or alias.name).split(".")[0] for node in module_imports(tree) for alias in node.names}
         _IMPORTED[0], _IMPORTED[1] = tree, frozenset(names)
     return _IMPORTED[1]
 
@@ -178,24 +193,15 @@ def import_targets(tree: Optional[ast.Module]) -> dict:
         return {}
     if _MODULES[0] is not tree:
         targets: dict = {}
-        stack = list(tree.body)
-        while stack:
-            node = stack.pop()
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for alias in node.names:
-                    if isinstance(node, ast.Import):
-                        name = alias.asname or alias.name.split(".")[0]
-                        target = alias.name if alias.asname else name
-                    else:
-                        name = alias.asname or alias.name
-                        target = f"{'.' * node.level}{node.module or ''}.{alias.name}"
-                    targets[name] = target if targets.get(name, target) == target else None
-            elif isinstance(node, (ast.If, ast.Try)):
-                stack.extend(node.body)
-                stack.extend(node.orelse)
-                stack.extend(getattr(node, "finalbody", ()))
-                for handler in getattr(node, "handlers", ()):
-                    stack.extend(handler.body)
+        for node in module_imports(tree):
+            for alias in node.names:
+                if isinstance(node, ast.Import):
+                    name = alias.asname or alias.name.split(".")[0]
+                    target = alias.name if alias.asname else name
+                else:
+                    name = alias.asname or alias.name
+                    target = f"{'.' * node.level}{node.module or ''}.{alias.name}"
+                targets[name] = target if targets.get(name, target) == target else None
         _MODULES[0], _MODULES[1] = tree, targets
     return _MODULES[1]
 

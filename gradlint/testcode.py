@@ -24,6 +24,7 @@ import ast
 from bisect import bisect_right
 from typing import Iterator
 
+from .astflow import dotted_name, module_imports
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
@@ -66,40 +67,22 @@ def _tests(tree: ast.Module) -> Iterator[ast.stmt]:
 
 def _imports(tree: ast.Module) -> Iterator[tuple[str, str]]:
     """(local name, qualified name) of the module-level imports, `try`/`if` blocks included."""
-    stack = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.asname:
-                    yield alias.asname, alias.name
-                else:
-                    root = alias.name.split(".")[0]
-                    yield root, root
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for alias in node.names:
+    for node in module_imports(tree):
+        for alias in node.names:
+            if isinstance(node, ast.Import):
+                yield (alias.asname, alias.name) if alias.asname else (alias.name.split(".")[0],) * 2
+            elif node.module and not node.level:
                 yield alias.asname or alias.name, f"{node.module}.{alias.name}"
-        elif isinstance(node, (ast.If, ast.Try)):
-            stack.extend(node.body)
-            stack.extend(node.orelse)
-            stack.extend(getattr(node, "finalbody", ()))
-            for handler in getattr(node, "handlers", ()):
-                stack.extend(handler.body)
 
 
 def _is_test_case(base: ast.expr, imported: dict, test_cases: set) -> bool:
-    parts = []
-    while isinstance(base, ast.Attribute):
-        parts.append(base.attr)
-        base = base.value
-    if not isinstance(base, ast.Name):
-        return False
-    if not parts and base.id in test_cases:
+    if isinstance(base, ast.Name) and base.id in test_cases:
         return True  # a class of this module that is itself a TestCase
-    root = imported.get(base.id)
-    if root is None:
+    dotted = dotted_name(base)
+    root, _, rest = (dotted or "").partition(".")
+    if root not in imported:
         return False
-    qualified = ".".join([root, *reversed(parts)])
+    qualified = f"{imported[root]}.{rest}" if rest else imported[root]
     return qualified.rsplit(".", 1)[-1] in ("TestCase", "IsolatedAsyncioTestCase")
 
 

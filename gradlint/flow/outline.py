@@ -13,18 +13,8 @@ from typing import Optional
 
 import libcst as cst
 
+from ..astflow import dotted_name
 from . import apis
-
-
-def _dotted(node) -> Optional[str]:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if not isinstance(node, ast.Name):
-        return None
-    parts.append(node.id)
-    return ".".join(reversed(parts))
 
 
 class Outline:
@@ -49,7 +39,7 @@ class Outline:
             return None
         unknown = False
         for base in node.bases:
-            dotted = _dotted(base)
+            dotted = dotted_name(base)
             if dotted is None:
                 unknown = True
                 continue
@@ -79,7 +69,7 @@ class Outline:
             return None
         found = {s.name for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
         for base in node.bases:
-            dotted = _dotted(base)
+            dotted = dotted_name(base)
             if dotted in self.classes:
                 found |= self.methods(dotted, depth + 1) or set()
         return found
