@@ -5,11 +5,13 @@
 
 Runs `gradlint check CORPUS --no-cache --select ALL --exit-zero` with `--ignore RULES` and without,
 alternately (so that load from other processes spreads over both), and prints each run's user + system
-CPU seconds (steadier than wall time on a shared machine), the medians, and their ratio. Issue 16's
-target is a ratio of at most 1.10 for GL008-GL015 on transformers. It never asserts on a time.
+CPU seconds (steadier than wall time on a shared machine), the medians, and their ratio: what the rules
+cost on top of today's engine. It never asserts on a time.
 
-`--baseline GRADLINT` adds a third variant: the same check (all its rules) by another installation, say the
-revision before the rules were added, for the issue's own wording ("within 10 % of its time before"):
+Issue 16's target is about time, not rules: the cold check on transformers "stays within 10 % of its time
+before this issue". `--baseline GRADLINT` adds that comparison, a third variant: the same check (all its
+rules) by another installation, the revision before GL008-GL015 landed on main (5dc7ec0), judged against
+1.10:
 
     git worktree add /tmp/before 5dc7ec0 && python -m venv /tmp/venv-before
     /tmp/venv-before/bin/pip install -e /tmp/before
@@ -69,12 +71,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                       f"wall {measured.wall_s:6.2f} s", flush=True)
     before, after = statistics.median(cpu["without"]), statistics.median(cpu["with"])
     ratio = after / before
-    print(f"median cpu (user+sys): without {before:.2f} s, with {after:.2f} s; ratio {ratio:.3f} "
-          f"({'MET' if ratio <= TARGET else 'MISSED'}: target <= {TARGET:.2f})")
+    print(f"median cpu (user+sys): without {before:.2f} s, with {after:.2f} s; "
+          f"what {args.rules} add: x{ratio:.3f}")
     if args.baseline:
         baseline = statistics.median(cpu["baseline"])
+        each = ", ".join(f"{w / b:.3f}" for w, b in zip(cpu["with"], cpu["baseline"]))
         print(f"median cpu (user+sys) of the baseline ({args.baseline}): {baseline:.2f} s; with / baseline "
-              f"{after / baseline:.3f} ({'MET' if after / baseline <= TARGET else 'MISSED'}: target <= {TARGET:.2f})")
+              f"{after / baseline:.3f} (run by run: {each}) "
+              f"({'MET' if after / baseline <= TARGET else 'MISSED'}: issue 16's target <= {TARGET:.2f})")
+    else:
+        print("issue 16's target compares with the revision before it: run with --baseline (see the docstring)")
     return 0
 
 
