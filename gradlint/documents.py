@@ -33,8 +33,9 @@ def lint_document(text: str, path: str, rules: Sequence[type[Rule]], options: Op
             notebook = read_notebook(text)
         except NotebookError as error:
             return [file_error(IO_ERROR, path, f"Failed to read {path}: {error}")]
-        found = lint_cells(CellModule.join(notebook.code_sources), path, lambda module, describe_row: lint_text(
-            module, path, rules, options, edits=edits, describe_row=describe_row))
+        cells = CellModule.join(notebook.code_sources)
+        found = lint_cells(cells, path, lambda module, describe_row: lint_text(
+            module, path, rules, options, edits=edits, describe_row=describe_row, units=cells.starts))
     return [policy.adjust(f) for f in found] if policy else found
 
 
@@ -51,7 +52,7 @@ def fix_document(text: str, path: str, rules: Sequence[type[Rule]], options: Opt
     notebook = read_notebook(text)
     module = CellModule.join(notebook.code_sources)
     outcome = fix_text(module.text, path, rules, options, unsafe=unsafe, policy=policy or None,
-                       describe_row=module.describe)
+                       describe_row=module.describe, units=module.starts)
     try:
         fixed = notebook.with_sources(module.sources_after(outcome.text))
     except (CellEditError, NotebookError) as error:

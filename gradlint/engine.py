@@ -56,10 +56,11 @@ class _Analysis:
         return mapped
 
 
-def _python_syntax(text: str, path: str) -> Union[ast.Module, Finding]:
+def _python_syntax(text: str, path: str, units: Sequence[int] = (), *,
+                   placement: bool = True) -> Union[ast.Module, Finding]:
     """`ast.parse(text)`, or the E999 finding CPython's refusal gives (see `syntax`): LibCST's native parser
     never sees what CPython refused."""
-    return python_syntax(text, path)
+    return python_syntax(text, path, units, placement=placement)
 
 
 class LibCSTCannotParse(Exception):
@@ -138,22 +139,23 @@ def _analyse(text: str, path: str, rules: Sequence[type[Rule]], options: Options
 
 def lint_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
               reduce: bool = True, force_reduce: bool = False, edits: Edits = True,
-              describe_row: DescribeRow = None) -> list[Finding]:
+              describe_row: DescribeRow = None, units: Sequence[int] = ()) -> list[Finding]:
     """The file's findings (see `lint_file`)."""
     return lint_file(text, path, rules, options, reduce=reduce, force_reduce=force_reduce, edits=edits,
-                     describe_row=describe_row).findings
+                     describe_row=describe_row, units=units).findings
 
 
 def lint_file(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
               reduce: bool = True, force_reduce: bool = False, edits: Edits = True,
-              describe_row: DescribeRow = None) -> FileResult:
+              describe_row: DescribeRow = None, units: Sequence[int] = ()) -> FileResult:
     """The file's findings, and warnings about its noqa directives. `edits=False` leaves each fix's edits
     out (only its applicability and message): the text output needs no more, and each edit costs a
     rewrite of the module and a diff. `edits=(a, b)` computes them only for the findings that start on
-    rows a to b (an editor's code actions). `describe_row` words a row in messages ("cell 3, line 2")."""
+    rows a to b (an editor's code actions). `describe_row` words a row in messages ("cell 3, line 2");
+    `units` are the rows where a notebook's cells start (see `syntax.python_syntax`)."""
     if not active_rules(text, rules) and parses(text, path):
         return FileResult([], NoqaDirectives(text, path).warnings)  # no rule can report: the syntax is all
-    tree = _python_syntax(text, path)
+    tree = _python_syntax(text, path, units)
     if isinstance(tree, Finding):
         return FileResult([tree], [])
     directives = NoqaDirectives(text, path)
@@ -447,7 +449,8 @@ class FixOutcome:
 
 def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options = NO_OPTIONS, *,
              unsafe: bool = False, policy: Optional[FixPolicy] = None,
-             rounds: Optional[int] = None, describe_row: DescribeRow = None) -> FixOutcome:
+             rounds: Optional[int] = None, describe_row: DescribeRow = None,
+             units: Sequence[int] = ()) -> FixOutcome:
     """Apply fixes, re-parse, repeat until nothing changes (or `rounds` times); then drop the noqa codes
     that silence nothing (GL100, when selected), which no rewrite changes. `policy`: the configuration's
     `unfixable` and fix-safety overrides, applied to every finding.
@@ -457,10 +460,12 @@ def fix_text(text: str, path: str, rules: Sequence[type[Rule]], options: Options
     (and a few more for findings that fixes create)."""
     adjust = policy.adjust if policy is not None else (lambda finding: finding)
     initial = [adjust(f) for f in lint_text(text, path, rules, options, edits=False,
-                                            describe_row=describe_row)]  # counted: no edits
+                                            describe_row=describe_row, units=units)]  # counted: no edits
     current = text
     for _ in range(rounds if rounds is not None else len(initial) + EXTRA_FIX_ROUNDS):
-        tree = _python_syntax(current, path)
+        # A fix may add import lines and move a notebook's cells down: `units` stay true of the text
+        # judged first only, so a round does not judge where `__future__` imports stand again.
+        tree = _python_syntax(current, path, units, placement=not units)
         if isinstance(tree, Finding):
             break
         directives = NoqaDirectives(current, path)

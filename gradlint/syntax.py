@@ -18,7 +18,8 @@ import sys
 import tokenize
 import warnings
 from contextlib import contextmanager
-from typing import Iterator, Optional, Union
+from bisect import bisect_right
+from typing import Iterator, Optional, Sequence, Union
 
 from .diagnostics import SYNTAX_ERROR, Finding, file_error
 
@@ -36,8 +37,11 @@ def cpython_recursion_limit() -> Iterator[None]:
         sys.setrecursionlimit(previous)
 
 
-def python_syntax(text: str, path: str) -> Union[ast.Module, Finding]:
-    """The module's `ast`, or an E999 finding saying why CPython refuses it."""
+def python_syntax(text: str, path: str, units: Sequence[int] = (), *,
+                  placement: bool = True) -> Union[ast.Module, Finding]:
+    """The module's `ast`, or an E999 finding saying why CPython refuses it. `units`: the rows where a new
+    unit of compilation starts (a notebook's cells, each compiled on its own: a `__future__` import at the
+    top of any cell is legal); `placement=False` leaves where `__future__` imports stand unjudged."""
     try:
         with warnings.catch_warnings(), cpython_recursion_limit():
             warnings.simplefilter("ignore")
@@ -49,7 +53,7 @@ def python_syntax(text: str, path: str) -> Union[ast.Module, Finding]:
         # ValueError: a NUL byte; RecursionError/MemoryError: nesting or a chain too deep for CPython.
         detail = str(error) or "too deeply nested for CPython"
         return file_error(SYNTAX_ERROR, path, f"SyntaxError: {type(error).__name__}: {detail}")
-    future = _future_import_error(tree)
+    future = _future_import_error(tree, units, placement)
     if future is not None:
         return file_error(SYNTAX_ERROR, path, f"SyntaxError: {future[0]}", future[1], future[2])
     return tree
@@ -72,14 +76,19 @@ def parses(text: str, path: str) -> bool:
     return True
 
 
-def _future_import_error(tree: ast.Module) -> Optional[tuple[str, int, int]]:
+def _future_import_error(tree: ast.Module, units: Sequence[int] = (),
+                         placement: bool = True) -> Optional[tuple[str, int, int]]:
     """CPython's compiler (not its parser) rejects a `from __future__` import after other code, or of an
-    unknown feature. Checked on the module's top-level statements, which is where they can be legal."""
-    leading = True
+    unknown feature. Checked on the module's top-level statements, which is where they can be legal; each of
+    `units` (rows) starts afresh."""
+    leading, unit, first = True, None, 0
     for index, stmt in enumerate(tree.body):
+        here = bisect_right(units, stmt.lineno)
+        if here != unit:  # the first statement of a unit (the module's, or a notebook cell's)
+            leading, unit, first = True, here, index
         is_future = isinstance(stmt, ast.ImportFrom) and stmt.module == "__future__" and stmt.level == 0
         if is_future:
-            if not leading:
+            if not leading and placement:
                 return ("from __future__ imports must occur at the beginning of the file", stmt.lineno,
                         stmt.col_offset + 1)
             for alias in stmt.names:
@@ -88,7 +97,7 @@ def _future_import_error(tree: ast.Module) -> Optional[tuple[str, int, int]]:
                                else f"future feature {alias.name} is not defined")
                     return message, stmt.lineno, stmt.col_offset + 1
             continue
-        docstring = (index == 0 and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
+        docstring = (index == first and isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant)
                      and isinstance(stmt.value.value, str))
         if not docstring:
             leading = False

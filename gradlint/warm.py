@@ -71,11 +71,11 @@ class _Syntax:
         self._lines: Optional[list] = None
         self._tree: Optional[ast.Module] = None
 
-    def parse(self, text: str, path: str):
+    def parse(self, text: str, path: str, units: Sequence[int] = ()):
         lines = text.splitlines(keepends=True)
         tree = self._splice(lines) if self._tree is not None else None
         if tree is None:
-            tree = python_syntax(text, path)
+            tree = python_syntax(text, path, units)
         self._lines, self._tree = (lines, tree) if isinstance(tree, ast.Module) else (None, None)
         return tree
 
@@ -124,19 +124,20 @@ class WarmLinter:
         self._syntax: OrderedDict = OrderedDict()  # path -> _Syntax, for the last documents linted
 
     def lint(self, text: str, path: str, *, edits: Edits = False,
-             describe_row: Optional[Callable[[int], str]] = None, describe_key: Hashable = None) -> list[Finding]:
-        """`lint_text(text, path, rules, options, edits=edits, describe_row=describe_row)`, from kept regions
-        where it can. `describe_key` changes whenever `describe_row` would name a row differently (a
+             describe_row: Optional[Callable[[int], str]] = None, describe_key: Hashable = None,
+             units: Sequence[int] = ()) -> list[Finding]:
+        """`lint_text(text, path, rules, options, edits=edits, describe_row=describe_row, units=units)`, from
+        kept regions where it can. `describe_key` changes whenever `describe_row` or `units` would (a
         notebook's cell layout)."""
-        return self._lint(text, path, edits, describe_row, describe_key, quick=False)[0]
+        return self._lint(text, path, edits, describe_row, describe_key, quick=False, units=units)[0]
 
     def lint_quick(self, text: str, path: str, *, describe_row: Optional[Callable[[int], str]] = None,
-                   describe_key: Hashable = None) -> tuple[list[Finding], bool]:
+                   describe_key: Hashable = None, units: Sequence[int] = ()) -> tuple[list[Finding], bool]:
         """(findings, exact): as `lint`, without a whole-module parse when an earlier one can stand in."""
-        return self._lint(text, path, False, describe_row, describe_key, quick=True)
+        return self._lint(text, path, False, describe_row, describe_key, quick=True, units=units)
 
-    def _lint(self, text, path, edits, describe_row, describe_key, quick) -> tuple[list[Finding], bool]:
-        tree = self._syntax_of(path).parse(text, path)
+    def _lint(self, text, path, edits, describe_row, describe_key, quick, units=()) -> tuple[list[Finding], bool]:
+        tree = self._syntax_of(path).parse(text, path, units)
         if isinstance(tree, Finding):
             return [tree], True
         directives = NoqaDirectives(text, path)
@@ -147,7 +148,7 @@ class WarmLinter:
         # Odd newlines give no regions; an unused-noqa audit (GL100) needs every region's verdicts at once.
         reductions = region_reductions(text, rules, tree=tree)
         if reductions is None or any(rule.audits_noqa for rule in rules):
-            return self._whole(text, path, rules, codes, edits, describe_row, describe_key), True
+            return self._whole(text, path, rules, codes, edits, describe_row, describe_key, units), True
         import_row = imports_end_row(text, tree)
         outline, functions = _outside_bodies(text, tree)
         findings: dict = {}
@@ -155,7 +156,7 @@ class WarmLinter:
         for reduction in reductions:
             reduced_import_row = reduction.reduced_row(import_row) if import_row else 0
             if reduced_import_row is None:
-                return self._whole(text, path, rules, codes, edits, describe_row, describe_key), True
+                return self._whole(text, path, rules, codes, edits, describe_row, describe_key, units), True
             # A region is small: where edits are asked for, all of its findings get theirs.
             region_edits = edits is True or (edits is not False and _overlaps(reduction, edits))
             key = (reduction.text, tuple(reduction.rows), reduced_import_row, codes, path, region_edits,
@@ -181,15 +182,15 @@ class WarmLinter:
                     if any(r.covers(finding.location.row) for r in needs_whole):
                         findings.setdefault(_identity(finding), finding)
                 return sorted(findings.values(), key=Finding.sort_key), False
-            return self._whole(text, path, rules, codes, edits, describe_row, describe_key), True
+            return self._whole(text, path, rules, codes, edits, describe_row, describe_key, units), True
         return sorted(findings.values(), key=Finding.sort_key), True
 
-    def _whole(self, text, path, rules, codes, edits, describe_row, describe_key) -> list[Finding]:
+    def _whole(self, text, path, rules, codes, edits, describe_row, describe_key, units=()) -> list[Finding]:
         key = ("whole", text, codes, path, edits, describe_key)
         found = self._get(key)
         if found is None:
             found = sorted(lint_text(text, path, rules, self.options, reduce=False, edits=edits,
-                                     describe_row=describe_row), key=Finding.sort_key)
+                                     describe_row=describe_row, units=units), key=Finding.sort_key)
             self._put(key, found)
         if edits is False:
             self._last_whole[path] = _Whole(text.splitlines(keepends=True), found)

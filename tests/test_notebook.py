@@ -59,6 +59,19 @@ def test_findings_are_located_in_cells_numbered_as_on_screen():
     assert found(TRAINING) == [(3, 3, 7, "GL003"), (4, 2, 5, "GL001")]
 
 
+def test_a_future_import_at_the_top_of_a_later_cell_is_legal():
+    # vit-pytorch's examples/cats_and_dogs.ipynb: `!pip install` first, `from __future__` on top of cell 2. A
+    # kernel compiles each cell alone; one not on top of its cell is an error there, as in a file.
+    first = code("!pip -q install vit_pytorch")
+    later = code("from __future__ import print_function\n\nimport torch\nx = torch.ones(2, 3)\n"
+                 "y = x / x.norm(dim=-1, keepdim=True)")
+    assert found(jupyter(first, later)) == [(2, 5, 5, "GL001")]
+    fixed = fix_document(jupyter(first, later), "nb.ipynb", RULES, unsafe=True)
+    assert fixed.remaining == [] and "normalize(x" in fixed.text
+    late = code("import torch\nfrom __future__ import print_function")
+    assert [(f.cell, f.code) for f in lint_document(jupyter(first, late), "nb.ipynb", RULES)] == [(2, "E999")]
+
+
 def test_noqa_works_per_line_and_magic_lines_are_not_checked():
     # cell 5: the noqa'd division is silent, and `%time w = x / x.norm(...)` is IPython, left alone.
     assert all(cell != 5 for cell, *_ in found(TRAINING))

@@ -88,6 +88,11 @@ class CellModule:
 
     # -- positions ----------------------------------------------------------------------------------
     @property
+    def starts(self) -> tuple:
+        """The module's row where each cell starts (each cell is compiled on its own)."""
+        return tuple(self._starts)
+
+    @property
     def layout(self) -> tuple:
         """Changes whenever a row of the module would be named differently (`describe`)."""
         return tuple((cell.number, cell.first_row) for cell in self.cells)

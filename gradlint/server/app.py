@@ -166,16 +166,17 @@ class GradlintServer(LanguageServer):
         name = str(path) if path is not None else uri
         exact = [True]
 
-        def lint(text: str, describe_row=None, describe_key=None) -> list[Finding]:
+        def lint(text: str, describe_row=None, describe_key=None, units=()) -> list[Finding]:
             if quick:
                 found, exact[0] = project.linter.lint_quick(text, name, describe_row=describe_row,
-                                                            describe_key=describe_key)
+                                                            describe_key=describe_key, units=units)
                 return found
-            return project.linter.lint(text, name, edits=edits, describe_row=describe_row, describe_key=describe_key)
+            return project.linter.lint(text, name, edits=edits, describe_row=describe_row, describe_key=describe_key,
+                                       units=units)
 
         if notebook:
             module = CellModule.join(self._cell_sources(nb))
-            found = lint_cells(module, name, lambda text, describe: lint(text, describe, module.layout))
+            found = lint_cells(module, name, lambda text, describe: lint(text, describe, module.layout, module.starts))
             cell_uris = [cell.document for cell in nb.cells]
         else:
             found, cell_uris = lint(document.source), []
