@@ -211,8 +211,30 @@ class TrainModeNotRestored(RoutineRule):
             "        for x, y in self.loader:\n"
             "            self.model(x, y)\n",
             note="the training routine the loop calls puts the model in train mode itself"),
+        Valid(
+            "import torch\n\n\ndef main(model, loader, val_loader, optimizer, criterion, args):\n"
+            "    for epoch in range(args.epochs):\n"
+            "        if args.weights == 'finetune':\n            model.train()\n"
+            "        elif args.weights == 'freeze':\n            model.eval()\n"
+            "        else:\n            assert False\n"
+            "        for images, target in loader:\n"
+            "            loss = criterion(model(images), target)\n"
+            "            optimizer.zero_grad()\n            loss.backward()\n            optimizer.step()\n"
+            "        model.eval()\n"
+            "        with torch.no_grad():\n"
+            "            for images, target in val_loader:\n                model(images)\n",
+            note="barlowtwins' linear evaluation: each epoch sets the mode it trains in (eval() freezes the "
+                 "backbone's BatchNorm on purpose), and `assert False` ends the other path"),
     ]
     INVALID = [
+        Invalid(
+            "import torch\n\n\ndef fit(model, loader, val_loader, opt, epochs):\n    model.train()\n"
+            "    for epoch in range(epochs):\n        model.eval()\n        with torch.no_grad():\n"
+            "            for x, y in val_loader:\n                model(x)\n"
+            "        for x, y in loader:\n            opt.zero_grad()\n            model(x).sum().backward()\n"
+            "            opt.step()\n",
+            None, note="an evaluation (a forward without gradients) between the eval() and the training: not "
+                       "the mode chosen for training"),
         Invalid(
             "import torch\n\n\ndef evaluate(model, loader):\n"
             "    model.eval()\n"
@@ -539,7 +561,8 @@ class TrainModeNotRestored(RoutineRule):
             if t.kind == CALL and not self.modes.trains_from_entry(r, t, key):
                 continue  # a training routine that calls `.train()` itself first
             origins = [o for m, o in modes.get(t.index, ()) if m == "eval" and loop.start < o < loop.end
-                       and not correlated_exclusive(self.ctx, r, self._event(r, o), t)]
+                       and not correlated_exclusive(self.ctx, r, self._event(r, o), t)
+                       and not self._mode_for_training(r, key, self._event(r, o), t)]
             if origins:
                 leak = (min(origins), t)
                 break
@@ -555,6 +578,28 @@ class TrainModeNotRestored(RoutineRule):
     @staticmethod
     def _event(r: Routine, index: int) -> Event:
         return next(e for e in r.events if e.index == index)
+
+    def _mode_for_training(self, r: Routine, key: str, origin: Event, training: Event) -> bool:
+        """An `.eval()` earlier in the iteration than the training step, with no evaluation between them,
+        is the mode that step is meant to run in (`if args.weights == 'freeze': model.eval()` at the top of
+        the epoch, barlowtwins' linear evaluation), not an evaluation that leaks into the next epoch. An
+        evaluation between: a forward of the model without gradients, or the model handed to a routine
+        that does not train it (or that cannot be seen)."""
+        if origin.kind != EVAL or origin.index > training.index:
+            return False
+        aliases = r.aliases(key)
+        for e in r.events:
+            if not origin.index < e.index < training.index or e.kind != CALL:
+                continue
+            if e.no_grad is not None and any(k in aliases for k, _ in forward_candidates(r, e)):
+                return False
+            target = self.analysis.resolve_call(r, e)
+            if target is None:
+                if any(_names_key(arg.value, aliases) for arg in getattr(e.node, "args", ())):
+                    return False
+            elif key_in_callee(r, e, target, key) is not None and not self.modes.trains(target):
+                return False
+        return True
 
     def _trains_it(self, r: Routine, loop: Loop, key: str, aliases: set) -> bool:
         """Is the model trained in the loop: a forward with gradients, or a training routine handed it?"""
@@ -671,3 +716,8 @@ def callee(func) -> str:
     if isinstance(func, cst.Name):
         return func.value
     return ""
+
+
+def _names_key(expr: cst.BaseExpression, aliases: set) -> bool:
+    """Whether an argument is the object itself (`model`, `self.model`)."""
+    return obj_key(expr) in aliases

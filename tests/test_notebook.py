@@ -156,6 +156,9 @@ def test_an_import_a_fix_needs_goes_to_the_imports_cell():
     ('doc = """\n%s of the data\n"""', False),  # text of a string
     ("ls = [1]\nls", False),  # a name that is also a magic
     ("time -1", False),  # Python: a subtraction
+    # siamese-triplet's notebooks: an assignment to a name that is also a magic, over several lines
+    ("colors = ['#1f77b4', '#ff7f0e',\n          '#2ca02c']", False),
+    ("time, rest = (1,\n              2)", False),
 ])
 def test_magics_are_masked_only_where_they_are_not_python(cell_source, masked):
     module = CellModule.join([cell_source])

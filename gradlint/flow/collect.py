@@ -336,6 +336,12 @@ class Collector:
             self.expr(value)
             self.add(EXIT, small, how="return" if t is cst.Return else "raise", value=value)
             self.blocks[-1].append(Jump("return" if t is cst.Return else "raise"))
+        elif t is cst.Assert and _always_false(small.test):
+            # `assert False` (`else: assert False, "unknown mode"`) raises whenever it runs (unless Python
+            # runs with -O, which training scripts do not count on): the path ends here as at a `raise`.
+            self.expr(small.msg)
+            self.add(EXIT, small, how="raise", value=small.msg)
+            self.blocks[-1].append(Jump("raise"))
         elif t is cst.Break:
             self.blocks[-1].append(Jump("break"))
         elif t is cst.Continue:
@@ -615,3 +621,10 @@ def module_rebound(module: cst.Module, ctx) -> frozenset:
             _bound_names([stmt], nested)
     return frozenset({n for n in out if ctx.resolve(cst.Name(n)) is not None}
                      | {n for n in nested if ctx.resolve(cst.Name(n)) is not None and not ctx.names.is_import_bound(n)})
+
+
+def _always_false(test: cst.BaseExpression) -> bool:
+    """`False`, `0`, `None`: an assertion that fails whenever it runs."""
+    if isinstance(test, cst.Name):
+        return test.value in ("False", "None")
+    return isinstance(test, cst.Integer) and test.evaluated_value == 0

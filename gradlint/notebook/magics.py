@@ -77,10 +77,17 @@ def _placeholder(line: str) -> Optional[str]:
         return f"{indent}{assigned.group('lhs')} = None"
     word = _WORD.match(stripped)
     looks_ipython = (stripped.startswith(_ESCAPES) or stripped.endswith("?")
-                     or (word is not None and word.group(1) in AUTOMAGICS))
+                     or (word is not None and word.group(1) in AUTOMAGICS and not _assigns(stripped, word)))
     if looks_ipython and _not_python(stripped):
         return f"{indent}pass"
     return None
+
+
+def _assigns(stripped: str, word: re.Match) -> bool:
+    """`colors = [...]`, `time, rest = ...`: IPython's assignment check comes before automagic (a name
+    followed by `=` but not `==`, or by `,`, is Python), so `colors` here is a variable, not `%colors`."""
+    rest = stripped[word.end(1):].lstrip()
+    return (rest.startswith("=") and not rest.startswith("==")) or rest.startswith(",")
 
 
 def _statement_can_start_after(prefix: str) -> bool:
