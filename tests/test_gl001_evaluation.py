@@ -1,0 +1,55 @@
+"""GL001 and evaluation code: a network's outputs normalised without gradients are not reported; a statistic
+of them, or the same normalisation with gradients, is."""
+
+from __future__ import annotations
+
+import pytest
+
+from gradlint.engine import lint_text
+from gradlint.registry import every_rule
+
+GL001 = [rule for rule in every_rule() if rule.code == "GL001"]
+
+
+def rows(text: str) -> list[int]:
+    return [f.location.row for f in lint_text(text, "evaluate.py", GL001)]
+
+
+ZERO_SHOT = """import torch
+
+
+def zero_shot(model, images, prompts):
+    with torch.no_grad():
+        image_features = model.encode_image(images)
+        text_features = model.encode_text(prompts)
+    image_features /= image_features.norm(dim=-1, keepdim=True)
+    text_features = text_features / text_features.norm(dim=-1, keepdim=True)
+    return image_features @ text_features.T
+"""
+
+
+def test_outputs_computed_without_gradients_are_not_reported_inside_or_after_the_block():
+    assert rows(ZERO_SHOT) == []
+    inside = ZERO_SHOT.replace("    image_features /=", "        image_features /=").replace(
+        "    text_features = text_features", "        text_features = text_features")
+    assert rows(inside) == []
+
+
+def test_the_same_normalisation_with_gradients_is_reported():
+    training = ZERO_SHOT.replace("    with torch.no_grad():\n", "    if True:\n")
+    assert rows(training) == [8, 9]
+
+
+@pytest.mark.parametrize("statistic", ["e.mean(dim=0)", "e.sum(0)", "e - e.mean(0)"])
+def test_a_statistic_of_the_outputs_is_reported(statistic):
+    text = ("import torch\n\n\ndef classifier(model, texts):\n    with torch.no_grad():\n"
+            "        e = model.encode_text(texts)\n"
+            f"        c = {statistic}\n        return c / c.norm(dim=-1, keepdim=True)\n")
+    assert rows(text) == [8]
+
+
+def test_a_helper_of_the_module_is_not_a_network():
+    text = ("import torch\n\n\ndef features(x):\n    return x * 2\n\n\n"
+            "def embed(x):\n    with torch.no_grad():\n        f = features(x)\n"
+            "        return f / f.norm(dim=-1, keepdim=True)\n")
+    assert rows(text) == [11]
