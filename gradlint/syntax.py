@@ -17,8 +17,8 @@ import symtable
 import sys
 import tokenize
 import warnings
-from contextlib import contextmanager
 from bisect import bisect_right
+from contextlib import contextmanager
 from typing import Iterator, Optional, Sequence, Union
 
 from .diagnostics import SYNTAX_ERROR, Finding, file_error

@@ -25,6 +25,7 @@ from bisect import bisect_right
 from typing import Iterator
 
 from .astflow import dotted_name, module_imports
+
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 

@@ -16,7 +16,6 @@ from gradlint.guards import (
     selected_guard,
     selector,
     statements_after,
-    turns_grad_off,
     uses_all_selected,
 )
 from gradlint.helpers import Helpers
@@ -38,16 +37,15 @@ from gradlint.norms import (
     DIVIDE_FUNCTIONS,
     DIVIDE_METHODS,
     NORM_FUNCTIONS,
-    TRANSPARENT_METHODS,
     Denominators,
     Unguarded,
     input_of,
 )
+from gradlint.outputs import NetworkOutputs
 from gradlint.provenance import Provenance
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.scopes import LocalsRule
 from gradlint.tensors import TensorEvidence
-from gradlint.walk import children
 
 P_DEFAULTS = (2.0,)
 EPS_LIKE = re.compile(r"eps|epsilon", re.IGNORECASE)
@@ -478,6 +476,7 @@ class UnguardedNormDivision(LocalsRule):
         self._tensors = TensorEvidence(ctx.resolve, self.locals.value_of, self.locals.annotation_of)
         self._norms = Denominators(ctx.resolve, self.locals.value_of, Helpers(ctx).unguarded)
         self._provenance = Provenance(ctx.resolve)
+        self._evaluation = NetworkOutputs(ctx, self.locals.value_of)
         self._callers: dict = {}  # module-level function name -> its call sites in the module
         self._grad_off: dict = {}  # module-level function name -> every call runs without gradients
 
@@ -558,8 +557,7 @@ class UnguardedNormDivision(LocalsRule):
         if guarded_by_control_flow(statements, site, matches, self._literal):
             return
         resolve = self.ctx.resolve
-        output = self._normalised_network_output(site, factors, numerator)
-        if output is not None and (grad_off_around(statements, resolve) or self._computed_without_grad(output)):
+        if self._evaluation.forward_only_normalisation(site, factors, numerator):
             return
         guard = selected_guard(enclosing_selectors(self.ctx.statement, site, resolve), site, matches, resolve,
                                self._literal) if self.ctx.statement is not None else None
@@ -597,58 +595,6 @@ class UnguardedNormDivision(LocalsRule):
             return True
         function = next((s for s in reversed(statements) if isinstance(s, cst.FunctionDef)), None)
         return self._provenance.from_constants(source, function, self.ctx.statement)
-
-    def _normalised_network_output(self, site, factors: list[Unguarded], numerator) -> Optional[cst.Call]:
-        """The call, when the division is `f / f.norm(...)` (or `f /= ...`) and `f` is what a network
-        returned (`model.encode_image(x)`, `model(x)`, through names and reshapes). Computed without
-        gradients (the caller asks), this is an evaluation's forward-only normalisation of learned
-        features: NaN only for an exactly zero output vector, with nothing trained on it. A statistic (a
-        mean of such vectors, a std) is not a network's output."""
-        if isinstance(site, cst.AugAssign):
-            numerator = site.target
-        if numerator is None or len(factors) != 1 or factors[0].kind != "norm" or factors[0].compound:
-            return None
-        taken_of = input_of(factors[0].node, self.ctx.resolve)
-        if taken_of is None or not same_code(_strip_views(taken_of), _strip_views(numerator)):
-            return None
-        return self._network_output(numerator)
-
-    def _network_output(self, expr: Optional[cst.BaseExpression], depth: int = 0) -> Optional[cst.Call]:
-        if expr is None or depth > 6:
-            return None
-        if isinstance(expr, cst.Name):
-            return self._network_output(self.value_of(expr.value), depth + 1)
-        if not isinstance(expr, cst.Call) or self.ctx.resolve(expr.func) is not None:
-            return None  # an operation, a literal, or a function of an imported library (torch's)
-        mc = method_call(expr)
-        if mc is not None:
-            receiver, name = mc
-            if name in TRANSPARENT_METHODS:
-                return self._network_output(receiver, depth + 1)
-            return expr if name not in _TENSOR_COMPUTATIONS else None
-        if isinstance(expr.func, cst.Name):
-            return expr if self.ctx.module_function(expr.func) is None else None  # not a helper of this file
-        return expr if isinstance(expr.func, cst.Attribute) else None  # `self.encoder(x)`
-
-    def _computed_without_grad(self, call: cst.Call) -> bool:
-        """Whether `call` sits in a `with torch.no_grad():` (or `inference_mode`) block of the routine being
-        walked: `f = model.encode_image(x)` inside it, `f /= f.norm(...)` after it (CLIP's zero-shot
-        evaluation) divides a tensor that requires no gradient."""
-        statements = self.ctx.statements
-        scope = next((s for s in reversed(statements) if isinstance(s, cst.FunctionDef)), None)
-        roots = [scope.body] if scope is not None else list(self.ctx.module.body)
-        resolve = self.ctx.resolve
-        stack = [(node, False) for node in roots]
-        while stack:
-            node, off = stack.pop()
-            if node is call:
-                return off
-            if isinstance(node, (cst.FunctionDef, cst.ClassDef, cst.Lambda)) and node is not scope:
-                continue
-            if isinstance(node, cst.With) and any(turns_grad_off(i.item, resolve) for i in node.items):
-                off = True
-            stack.extend((child, off) for child in children(node))
-        return False
 
     def _stands_for(self, expr: cst.BaseExpression, found: Unguarded) -> bool:
         """Whether `expr` is the guarded value: the factor itself, its norm call, or a name holding it."""
@@ -878,14 +824,6 @@ class UnguardedNormDivision(LocalsRule):
 
 
 _NORM_NAMES = NORMS | ROOTS | {"rsqrt"}
-# Tensor methods that compute a new value (a statistic, an arithmetic result), not a network's output.
-_TENSOR_COMPUTATIONS = frozenset({
-    "mean", "sum", "nansum", "nanmean", "max", "min", "median", "amax", "amin", "prod", "cumsum", "std", "var",
-    "norm", "abs", "exp", "log", "sqrt", "pow", "add", "sub", "mul", "div", "matmul", "mm", "bmm", "softmax",
-    "sigmoid", "tanh", "relu", "gather", "index_select", "masked_fill", "where", "topk", "sort", "new_zeros",
-    "new_ones", "new_tensor", "new_empty", "zeros_like", "ones_like", "fill_", "zero_", "copy_", "lerp",
-    "addmm", "baddbmm", "einsum", "outer", "cross", "diff", "flip", "roll",
-})
 _DIVIDE_NAMES = frozenset(DIVIDE_METHODS | {name.rsplit(".", 1)[1] for name in DIVIDE_FUNCTIONS})
 
 
@@ -893,12 +831,3 @@ def _short(code: str, limit: int = 60) -> str:
     code = " ".join(code.split())
     return code if len(code) <= limit else code[: limit - 3] + "..."
 
-
-def _strip_views(expr: cst.BaseExpression) -> cst.BaseExpression:
-    """`f` for `f.float()`, `f.detach()` and other value-keeping methods (see `norms.TRANSPARENT_METHODS`)."""
-    for _ in range(8):
-        mc = method_call(expr) if isinstance(expr, cst.Call) else None
-        if mc is None or mc[1] not in TRANSPARENT_METHODS:
-            return expr
-        expr = mc[0]
-    return expr

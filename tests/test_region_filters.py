@@ -91,8 +91,8 @@ def test_region_by_region_finds_what_the_whole_file_holds(code, source):
     "import numpy as np\nimport torch\n\n\ndef f(v):\n    return v / np.linalg.norm(v)\n",
 ])
 def test_regions_that_cannot_divide_by_a_norm_are_not_parsed_for_gl001(source):
-    from gradlint.registry import every_rule
     from gradlint.regions import reduce_source
+    from gradlint.registry import every_rule
 
     gl001 = [rule for rule in every_rule() if rule.code == "GL001"]
     reduction = reduce_source(source + UNRELATED, gl001, force=True)
