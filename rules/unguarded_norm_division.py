@@ -86,6 +86,13 @@ class UnguardedNormDivision(LocalsRule):
     the call has a signature only tensors have (`dim=`, `keepdim=`). `M / M.norm()` in a module that never
     touches torch (sympy, a user class) is not reported.
 
+    Also not reported: an L1 norm (`p=1`, `ord=1`), which normalises a mass to sum to one as `w / w.sum()`
+    does; and an evaluation's forward-only normalisation of a network's output, `f / f.norm(...)` where `f`
+    is what a model returned (`model.encode_image(x)`, `model(x)`) computed without gradients (under
+    `torch.no_grad()` or `torch.inference_mode()`, the division inside the block or after it): NaN only for
+    an exactly zero output vector, with nothing trained on it (`gradlint/outputs.py`). A statistic of such
+    outputs (their mean can be 0) and the same division with gradients are reported.
+
     ## Why is this bad?
     A zero vector (a blank image, an empty caption, a zero-padded row) has norm 0, and `0 / 0` is NaN; a
     constant input has standard deviation and variance 0. One NaN in a batch spreads through the loss into
