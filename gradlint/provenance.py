@@ -87,6 +87,12 @@ class Provenance:
         return mc is not None and again(mc[0]) and all(again(a) for a in arguments)
 
 
+def writes_before(function: cst.FunctionDef, statement: cst.CSTNode) -> tuple[dict, set]:
+    """name -> values written to it in `function` before `statement` (None: a loop variable); and the
+    function's parameters."""
+    return _writes_before(function, statement)
+
+
 def _writes_before(function: cst.FunctionDef, statement: cst.CSTNode) -> tuple[dict, set]:
     """name -> values written to it in `function` before `statement`; and the function's parameters."""
     params = function.params

@@ -42,7 +42,7 @@ from gradlint.norms import (
     input_of,
 )
 from gradlint.outputs import NetworkOutputs
-from gradlint.provenance import Provenance
+from gradlint.provenance import Provenance, writes_before
 from gradlint.rule import Invalid, Option, Valid
 from gradlint.scopes import LocalsRule
 from gradlint.tensors import TensorEvidence
@@ -91,7 +91,9 @@ class UnguardedNormDivision(LocalsRule):
     is what a model returned (`model.encode_image(x)`, `model(x)`) computed without gradients (under
     `torch.no_grad()` or `torch.inference_mode()`, the division inside the block or after it): NaN only for
     an exactly zero output vector, with nothing trained on it (`gradlint/outputs.py`). A statistic of such
-    outputs (their mean can be 0) and the same division with gradients are reported.
+    outputs (their mean can be 0) and the same division with gradients are reported. Nor the norm of a
+    module's weights in a module-level function whose every call hands it a module just built
+    (`init(nn.Linear(...))`, cleanrl's `layer_init_normed`): random initial weights have no zero row.
 
     ## Why is this bad?
     A zero vector (a blank image, an empty caption, a zero-padded row) has norm 0, and `0 / 0` is NaN; a
@@ -297,6 +299,15 @@ class UnguardedNormDivision(LocalsRule):
               "    return (100.0 * image_features @ text_features.T).softmax(dim=-1)\n",
               note="CLIP's zero-shot evaluation: a network's outputs, computed without gradients, normalised "
                    "forward only (NaN only for an exactly zero output, nothing trained on it)"),
+        Valid("import torch\nfrom torch import nn\n\n\ndef layer_init_normed(layer, norm_dim, scale=1.0):\n"
+              "    with torch.no_grad():\n"
+              "        layer.weight.data *= scale / layer.weight.norm(dim=norm_dim, p=2, keepdim=True)\n"
+              "        layer.bias *= 0\n    return layer\n\n\nclass Agent(nn.Module):\n"
+              "    def __init__(self):\n        super().__init__()\n        conv = nn.Conv2d(3, 16, 3)\n"
+              "        self.conv = layer_init_normed(conv, norm_dim=(1, 2, 3))\n"
+              "        self.actor = layer_init_normed(nn.Linear(256, 4), norm_dim=1, scale=0.1)\n",
+              note="cleanrl's ppg_procgen: every call hands it a module just built, whose random weights "
+                   "have no zero row"),
         Valid("import torch\n\n\n@torch.no_grad()\ndef embed(model, images):\n"
               "    f = model(images).float()\n    return f / f.norm(dim=-1, keepdim=True)\n"),
         Valid("import pytest\nimport torch\n\n\n@pytest.mark.parametrize('dim', [0, 1])\n"
@@ -598,10 +609,54 @@ class UnguardedNormDivision(LocalsRule):
             source = input_of(found.node, self.ctx.resolve)
         if source is None:
             return False
-        if found.kind == "norm" and self._norms.never_zero(source):
+        if found.kind == "norm" and (self._norms.never_zero(source) or self._fresh_weights(source, statements)):
             return True
         function = next((s for s in reversed(statements) if isinstance(s, cst.FunctionDef)), None)
         return self._provenance.from_constants(source, function, self.ctx.statement)
+
+    def _fresh_weights(self, source: cst.BaseExpression, statements) -> bool:
+        """`layer.weight.norm(...)` in a module-level function whose every call passes, for `layer`, a module
+        just built (`nn.Linear(...)`, or a name the caller bound to one): the weights are at their random
+        initialisation, and no row of them is all zero (cleanrl's `layer_init_normed`). A function used in
+        any other way than by calls (`model.apply(init)`) may be handed anything."""
+        if isinstance(source, cst.Attribute) and source.attr.value == "data":
+            source = source.value
+        if not (isinstance(source, cst.Attribute) and isinstance(source.value, cst.Name)):
+            return False
+        function = self._module_function(statements)
+        if function is None:
+            return False
+        params = [p.name.value for p in (*function.params.posonly_params, *function.params.params)]
+        param = source.value.value
+        if param not in params or self.locals.rebound(param):
+            return False
+        name = function.name.value
+        if not self._called_in_module(name):
+            return False
+        self.require_full_module()  # the calls can be anywhere in the file
+        calls = self._calls_of(name)
+        uses = len(re.findall(rf"(?<![\w.]){re.escape(name)}\b", self.ctx.text or self.ctx.module.code))
+        if not calls or uses != len(calls) + 1:  # + 1: the `def`
+            return False
+        return all(self._builds_module(site, params.index(param), param) for site in calls)
+
+    def _builds_module(self, site, position: int, param: str) -> bool:
+        given = arg_value(site.call, position, param)
+        statement = site.statements[-1] if site.statements else None
+        if isinstance(given, cst.Name):
+            caller = next((s for s in reversed(site.statements) if isinstance(s, cst.FunctionDef)), None)
+            if caller is None:
+                return False
+            writes, caller_params = writes_before(caller, statement)
+            values = writes.get(given.value, [])
+            if given.value in caller_params or len(values) != 1 or values[0] is None:
+                return False
+            given = values[0]
+        if not isinstance(given, cst.Call):
+            return False
+        qualified = self.ctx.resolve(given.func, at=statement)
+        return qualified is not None and qualified.startswith("torch.nn.") and \
+            qualified.split(".")[2] not in ("functional", "init", "utils", "parameter")
 
     def _stands_for(self, expr: cst.BaseExpression, found: Unguarded) -> bool:
         """Whether `expr` is the guarded value: the factor itself, its norm call, or a name holding it."""

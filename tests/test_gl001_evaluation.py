@@ -53,3 +53,33 @@ def test_a_helper_of_the_module_is_not_a_network():
             "def embed(x):\n    with torch.no_grad():\n        f = features(x)\n"
             "        return f / f.norm(dim=-1, keepdim=True)\n")
     assert rows(text) == [11]
+
+
+INIT = """import torch
+from torch import nn
+
+
+def init_normed(layer, scale=1.0):
+    with torch.no_grad():
+        layer.weight.data *= scale / layer.weight.norm(dim=1, keepdim=True)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, trunk):
+        super().__init__()
+        self.head = init_normed(nn.Linear(8, 2))
+{extra}"""
+
+
+def test_weights_of_a_module_just_built_have_no_zero_row():
+    assert rows(INIT.format(extra="")) == []
+
+
+@pytest.mark.parametrize("extra", [
+    "        self.trunk = init_normed(trunk)\n",  # a module handed in: its weights may be anything
+    "        self.apply(init_normed)\n",  # used other than by a call
+    "        emb = nn.Embedding(10, 8, padding_idx=0)\n        emb = trunk\n        init_normed(emb)\n",
+])
+def test_weights_of_any_other_module_are_reported(extra):
+    assert rows(INIT.format(extra=extra)) == [7]
