@@ -28,7 +28,9 @@ TENSOR_COMPUTATIONS = frozenset({
     "norm", "abs", "exp", "log", "sqrt", "pow", "add", "sub", "mul", "div", "matmul", "mm", "bmm", "softmax",
     "sigmoid", "tanh", "relu", "gather", "index_select", "masked_fill", "where", "topk", "sort", "new_zeros",
     "new_ones", "new_tensor", "new_empty", "zeros_like", "ones_like", "fill_", "zero_", "copy_", "lerp",
-    "addmm", "baddbmm", "einsum", "outer", "cross", "diff", "flip", "roll",
+    "addmm", "baddbmm", "einsum", "outer", "cross", "diff", "flip", "roll", "clamp", "clip", "clamp_min",
+    "clamp_max", "maximum", "minimum", "neg", "square", "sign", "floor", "round", "cumprod", "logsumexp",
+    "log_softmax", "masked_select", "scatter", "index_add", "nan_to_num",
 })
 
 

@@ -83,12 +83,7 @@ class _Syntax:
         old, body = self._lines, self._tree.body
         if lines == old:
             return self._tree
-        head = 0
-        while head < min(len(old), len(lines)) and old[head] == lines[head]:
-            head += 1
-        tail = 0
-        while tail < min(len(old), len(lines)) - head and old[-1 - tail] == lines[-1 - tail]:
-            tail += 1
+        head, tail = _same_ends(old, lines)
         first_changed, last_changed = head + 1, len(old) - tail  # rows of the old text
         starts = [min([s.lineno, *(d.lineno for d in getattr(s, "decorator_list", ()))]) for s in body]
         ends = [s.end_lineno or s.lineno for s in body]
@@ -223,15 +218,21 @@ def _overlaps(reduction, rows: tuple) -> bool:
     return any(first <= rows[1] and rows[0] <= last for first, last in reduction.spans)
 
 
+def _same_ends(old: list, new: list) -> tuple[int, int]:
+    """How many lines the two texts share at their start, and then at their end."""
+    head = 0
+    while head < min(len(old), len(new)) and old[head] == new[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(old), len(new)) - head and old[-1 - tail] == new[-1 - tail]:
+        tail += 1
+    return head, tail
+
+
 def _moved(last: _Whole, lines: list) -> list[Finding]:
     """The findings of `last`, on the rows they have in `lines`; those on changed lines are dropped."""
     old = last.lines
-    head = 0
-    while head < min(len(old), len(lines)) and old[head] == lines[head]:
-        head += 1
-    tail = 0
-    while tail < min(len(old), len(lines)) - head and old[-1 - tail] == lines[-1 - tail]:
-        tail += 1
+    head, tail = _same_ends(old, lines)
     delta = len(lines) - len(old)
 
     def row(r: int) -> Optional[int]:

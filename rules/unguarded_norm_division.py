@@ -11,6 +11,7 @@ from gradlint.calls import call_sites
 from gradlint.divisors import NORMS, ROOTS, Divisors
 from gradlint.guards import (
     enclosing_selectors,
+    flat_statements,
     grad_off_around,
     guarded_by_control_flow,
     selected_guard,
@@ -631,14 +632,27 @@ class UnguardedNormDivision(LocalsRule):
         if param not in params or self.locals.rebound(param):
             return False
         name = function.name.value
-        if not self._called_in_module(name):
-            return False
+        if not self._called_in_module(name) or self._mentioned_between(function, None, self.ctx.statement, param):
+            return False  # (`layer.weight.data.zero_()` before the division: no longer the initial weights)
         self.require_full_module()  # the calls can be anywhere in the file
         calls = self._calls_of(name)
         uses = len(re.findall(rf"(?<![\w.]){re.escape(name)}\b", self.ctx.text or self.ctx.module.code))
         if not calls or uses != len(calls) + 1:  # + 1: the `def`
             return False
         return all(self._builds_module(site, params.index(param), param) for site in calls)
+
+    def _mentioned_between(self, function, first, last, name: str) -> bool:
+        """Whether a simple statement of `function` after `first` (None: from its start) and before `last`
+        mentions `name`."""
+        pattern = re.compile(rf"(?<![\w.]){re.escape(name)}\b")
+        after = first is None
+        for stmt, _ in flat_statements(function):
+            if stmt is last:
+                return False
+            if after and isinstance(stmt, cst.SimpleStatementLine) and pattern.search(self.ctx.code_of(stmt)):
+                return True
+            after = after or stmt is first
+        return False
 
     def _builds_module(self, site, position: int, param: str) -> bool:
         given = arg_value(site.call, position, param)
@@ -651,6 +665,10 @@ class UnguardedNormDivision(LocalsRule):
             values = writes.get(given.value, [])
             if given.value in caller_params or len(values) != 1 or values[0] is None:
                 return False
+            built = next((stmt for stmt, _ in flat_statements(caller) if isinstance(stmt, cst.SimpleStatementLine)
+                          and any(getattr(small, "value", None) is values[0] for small in stmt.body)), None)
+            if built is None or self._mentioned_between(caller, built, statement, given.value):
+                return False  # `nn.init.zeros_(conv.weight)` between building and handing it over
             given = values[0]
         if not isinstance(given, cst.Call):
             return False

@@ -80,6 +80,22 @@ def test_weights_of_a_module_just_built_have_no_zero_row():
     "        self.trunk = init_normed(trunk)\n",  # a module handed in: its weights may be anything
     "        self.apply(init_normed)\n",  # used other than by a call
     "        emb = nn.Embedding(10, 8, padding_idx=0)\n        emb = trunk\n        init_normed(emb)\n",
+    # built, then zeroed before it is handed over: no longer its random initial weights
+    "        fc = nn.Linear(8, 2)\n        nn.init.zeros_(fc.weight)\n        self.fc = init_normed(fc)\n",
 ])
 def test_weights_of_any_other_module_are_reported(extra):
     assert rows(INIT.format(extra=extra)) == [7]
+
+
+def test_weights_zeroed_inside_the_function_before_the_division_are_reported():
+    zeroed = INIT.format(extra="").replace(
+        "    with torch.no_grad():\n", "    with torch.no_grad():\n        layer.weight.data.zero_()\n")
+    assert rows(zeroed) == [8]
+
+
+@pytest.mark.parametrize("computed", ["f.clamp(min=0)", "torch.relu(f)"])
+def test_a_computation_on_the_outputs_is_not_the_outputs(computed):
+    text = ("import torch\n\n\ndef embed(model, x):\n    with torch.no_grad():\n"
+            f"        f = model(x)\n        g = {computed}\n        return g / g.norm(dim=-1, keepdim=True)\n")
+    assert rows(text) == [8]
+
